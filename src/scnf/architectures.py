@@ -1,0 +1,142 @@
+"""Builders for the paper's models.
+
+* :func:`mnist_scnf` — Appendix E: the Glow-based unconditional flow f of E.1 for
+  1x28x28 images and the conditional flow h of E.2 (or a class-conditional Gaussian,
+  SCNF-GMM).
+* :func:`vector_scnf` — 2-D toy data and tabular data (Sec. 4.1).
+"""
+from __future__ import annotations
+
+from .bijectors.actnorm import ActNorm
+from .bijectors.base import Bijector, Flatten, Identity, Sequential
+from .bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
+from .bijectors.coupling import AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer
+from .bijectors.logits import ToLogits
+from .bijectors.reshape import FactorOut, SpaceToDepth
+from .model import SemiConditionalFlow
+from .priors import ClassConditionalGaussian
+
+CONDITIONALS = ("glow", "gmm")
+
+
+def _conv(c: int, lu: bool):
+    return InvertibleConv2dLU(c) if lu else InvertibleConv2d(c)
+
+
+def _glow_steps(c: int, n: int, mask: str, hidden: int, blocks: int, lu: bool, start: int = 0):
+    """n steps of InvertibleConv2d -> coupling -> ActNorm (Appendix E.1's unit)."""
+    layers = []
+    for i in range(n):
+        layers.append(_conv(c, lu))
+        if mask == "checkerboard":
+            layers.append(MaskedCouplingLayer(c, parity=(start + i) % 2, hidden=hidden, blocks=blocks))
+        else:
+            layers.append(CouplingLayer(c, hidden=hidden, blocks=blocks))
+        layers.append(ActNorm(c))
+    return layers
+
+
+def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alpha: float = 0.05) -> Bijector:
+    """Appendix E.1: 1x28x28 pixels in [0, 1] -> flat z of 784 components.
+
+    Output layout: [392 factored out at 4x14x14 | 196 factored out at 8x7x7 | 196 deepest
+    (the final 4x7x7 block)], so z_f for ``deep_dim=d`` is the last d columns.
+    """
+    level3 = Sequential(
+        *_glow_steps(4, 3, "checkerboard", hidden, blocks, lu),
+        *_glow_steps(4, 2, "channel", hidden, blocks, lu),
+        Flatten((4, 7, 7)),
+    )
+    level2 = Sequential(
+        *_glow_steps(2, 3, "checkerboard", hidden, blocks, lu),
+        SpaceToDepth(2),
+        *_glow_steps(8, 2, "channel", hidden, blocks, lu),
+        FactorOut((8, 7, 7), keep=4, inner=level3),
+    )
+    f = Sequential(
+        ToLogits(alpha),
+        *_glow_steps(1, 3, "checkerboard", hidden, blocks, lu),
+        SpaceToDepth(2),
+        *_glow_steps(4, 2, "channel", hidden, blocks, lu),
+        FactorOut((4, 14, 14), keep=2, inner=level2),
+    )
+    f.input_shape = (1, 28, 28)
+    return f
+
+
+def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4, hidden: int = 256,
+                     blocks: int = 4, net: str = "resmlp", lu: bool = False) -> Bijector:
+    """Appendix E.2: ``levels`` x ``steps`` of ActNorm -> 1x1 conv -> conditional coupling
+    on (B, dim) vectors (1x1 spatial size), halving the dimension between levels."""
+
+    def level(d: int, remaining: int) -> Bijector:
+        layers = []
+        for i in range(steps):
+            layers += [ActNorm(d), _conv(d, lu),
+                       ConditionalCouplingLayer(d, num_classes, parity=i % 2, hidden=hidden,
+                                                blocks=blocks, net=net)]
+        if remaining > 1 and d >= 2:
+            keep = d - d // 2
+            return Sequential(*layers, FactorOut((d,), keep=keep, inner=level(keep, remaining - 1)))
+        return Sequential(*layers)
+
+    return level(dim, levels)
+
+
+def _scnf(f, dim_f, num_classes, deep_dim, conditional, h_kwargs, class_prior, input_shape):
+    if conditional not in CONDITIONALS:
+        raise ValueError(f"conditional must be one of {CONDITIONALS}, got {conditional!r}")
+    if conditional == "glow":
+        h, prior = conditional_glow(deep_dim, num_classes, **h_kwargs), None
+    else:
+        h, prior = Identity(), ClassConditionalGaussian(deep_dim, num_classes)
+    return SemiConditionalFlow(f, h, num_classes, deep_dim, class_prior,
+                               input_shape=input_shape, latent_prior=prior)
+
+
+def mnist_scnf(conditional: str = "glow", deep_dim: int = 196, num_classes: int = 10, *,
+               hidden: int = 64, blocks: int = 4, h_hidden: int = 256, h_blocks: int = 4,
+               h_levels: int = 2, h_steps: int = 4, lu: bool = False, class_prior=None) -> SemiConditionalFlow:
+    """The Appendix E model for 1x28x28 images with pixels in [0, 1].
+
+    ``deep_dim`` (49/98/196/392/784 for Table 3) picks how many of the deepest components
+    of f's output form z_f. ``hidden``/``blocks`` shrink f's coupling nets and
+    ``h_*`` shrink h for CPU runs; the defaults are the paper's.
+    """
+    if not 1 <= deep_dim <= 784:
+        raise ValueError(f"deep_dim must lie in [1, 784], got {deep_dim}")
+    f = mnist_unconditional(hidden, blocks, lu)
+    h_kwargs = dict(levels=h_levels, steps=h_steps, hidden=h_hidden, blocks=h_blocks, lu=lu)
+    return _scnf(f, 784, num_classes, deep_dim, conditional, h_kwargs, class_prior, (1, 28, 28))
+
+
+def vector_unconditional(dim: int, blocks: int = 5, hidden: int = 64, layers: int = 2) -> Bijector:
+    """The authors' toy flow: ``blocks`` x (invertible linear, MLP coupling, ActNorm)."""
+    mods = []
+    for i in range(blocks):
+        mods += [InvertibleConv2d(dim, init="orthogonal"),
+                 AffineCoupling(dim, parity=i % 2, hidden=hidden, blocks=layers, net="mlp"),
+                 ActNorm(dim)]
+    f = Sequential(*mods)
+    f.input_shape = (dim,)
+    return f
+
+
+def vector_scnf(dim: int, num_classes: int, conditional: str = "glow", deep_dim: int | None = None, *,
+                unconditional: str = "glow", blocks: int = 5, hidden: int = 64, h_blocks: int = 4,
+                h_hidden: int = 64, class_prior=None, **ffjord_kwargs) -> SemiConditionalFlow:
+    """SCNF for 2-D toy data and tabular data: z_f is the last ``deep_dim`` components of
+    f's output (all of them by default, as in the paper's toy experiments)."""
+    if int(dim) < 1:
+        raise ValueError(f"dim must be at least 1, got {dim}")
+    deep_dim = dim if deep_dim is None else int(deep_dim)
+    if not 1 <= deep_dim <= dim:
+        raise ValueError(f"deep_dim must lie in [1, {dim}], got {deep_dim}")
+    if unconditional == "glow":
+        if ffjord_kwargs:
+            raise ValueError(f"unexpected arguments for unconditional='glow': {sorted(ffjord_kwargs)}")
+        f = vector_unconditional(dim, blocks, hidden)
+    else:
+        raise ValueError(f"unconditional must be 'glow', got {unconditional!r}")
+    h_kwargs = dict(levels=1, steps=h_blocks, hidden=h_hidden, blocks=2, net="mlp")
+    return _scnf(f, dim, num_classes, deep_dim, conditional, h_kwargs, class_prior, (dim,))

@@ -1,0 +1,72 @@
+"""Activation normalisation (Glow) with data-dependent initialisation."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import Bijector
+
+
+class ActNorm(Bijector):
+    """Per-channel affine map ``z = (x + bias) * exp(log_scale)``.
+
+    Works on images (B, C, H, W) and on vectors (B, C). On the first forward pass in
+    training mode (or by an explicit :meth:`initialize`) the bias and scale are set so
+    that the output has zero mean and unit variance per channel:
+    ``bias = -mean``, ``log_scale = -log(std + 1e-6)``.
+
+    The ``initialized`` flag is a registered buffer, so a model loaded from a state dict
+    never re-initialises. A channel with zero variance in the initialisation batch raises
+    ``ValueError`` (unless ``strict=False``, as used inside coupling networks).
+    """
+
+    def __init__(self, num_channels: int, strict: bool = True):
+        super().__init__()
+        self.num_channels = int(num_channels)
+        self.strict = strict
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.log_scale = nn.Parameter(torch.zeros(num_channels))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _view(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Set bias and scale from a batch ``x`` (data-dependent initialisation)."""
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"ActNorm({self.num_channels}): expected input with {self.num_channels} "
+                f"channels, got shape {tuple(x.shape)}"
+            )
+        flat = x.transpose(0, 1).reshape(self.num_channels, -1)
+        mean = flat.mean(1)
+        std = flat.std(1, unbiased=False) if flat.shape[1] > 1 else torch.zeros_like(mean)
+        if self.strict and (std <= 1e-12).any():
+            bad = torch.nonzero(std <= 1e-12).flatten().tolist()
+            raise ValueError(
+                f"ActNorm({self.num_channels}): channel(s) {bad[:10]} have zero variance "
+                "in the initialisation batch; cannot initialise the scale"
+            )
+        self.bias.data.copy_(-mean)
+        self.log_scale.data.copy_(-torch.log(std + 1e-6))
+        self.initialized.fill_(True)
+
+    def forward(self, x, context=None):
+        if self.training and not bool(self.initialized):
+            self.initialize(x)
+        z = (x + self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
+        spatial = math.prod(x.shape[2:])
+        ld = (self.log_scale.sum() * spatial).expand(x.shape[0])
+        return z, ld
+
+    def inverse(self, z, context=None):
+        x = z * self._view(torch.exp(-self.log_scale), z) - self._view(self.bias, z)
+        spatial = math.prod(z.shape[2:])
+        ld = (-self.log_scale.sum() * spatial).expand(z.shape[0])
+        return x, ld
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}"

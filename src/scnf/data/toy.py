@@ -1,0 +1,35 @@
+"""The paper's toy problems (Sec. 4.1): moons and concentric circles with 10 labels."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import make_circles, make_moons
+
+TOY_DATASETS = ("moons", "circles")
+
+
+def make_toy(name: str, n: int = 1000, noise: float = 0.1, seed: int = 0, factor: float = 0.2):
+    """(X float32 (n, 2), y int64 (n,)) from scikit-learn's generators.
+
+    moons: noise 0.1; circles: noise 0.1, factor 0.2 (the paper's settings).
+    """
+    if name == "moons":
+        x, y = make_moons(n_samples=n, noise=noise, random_state=seed)
+    elif name == "circles":
+        x, y = make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
+    else:
+        raise ValueError(f"unknown toy dataset {name!r}: expected one of {TOY_DATASETS}")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def toy_problem(name: str, n_train: int = 1000, n_test: int = 1000, n_labelled: int = 10,
+                noise: float = 0.1, seed: int = 0):
+    """Training set with ``n_labelled`` labels (stratified; the rest marked -1) and a
+    separately drawn test set. Returns (x_train, y_train_semi, y_train_true, x_test, y_test)."""
+    from .images import labelled_split
+
+    x, y = make_toy(name, n_train, noise, seed=2 * seed)
+    xt, yt = make_toy(name, n_test, noise, seed=2 * seed + 1)
+    idx = labelled_split(y, n_labelled, seed=seed)
+    y_semi = np.full_like(y, -1)
+    y_semi[idx] = y[idx]
+    return x, y_semi, y, xt, yt

@@ -1,0 +1,77 @@
+"""Base distributions of the latent spaces.
+
+* :class:`DiagonalGaussian` — zero mean, learnable diagonal scale ``softplus(log_sigma)``
+  (the paper's "Gaussian with zero mean and learnable diagonal covariance").
+* :class:`ClassConditionalGaussian` — one mean and one diagonal scale per class: the
+  GMM conditional part of SCNF-GMM.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LOG2PI = math.log(2 * math.pi)
+
+
+def _normal_logpdf(z, loc, scale):
+    return -0.5 * ((z - loc) / scale) ** 2 - torch.log(scale) - 0.5 * _LOG2PI
+
+
+class DiagonalGaussian(nn.Module):
+    """N(0, diag(scale^2)) with ``scale = softplus(log_sigma)``."""
+
+    conditional = False
+
+    def __init__(self, dim: int, init_log_sigma: float = 0.0, learnable: bool = True):
+        super().__init__()
+        self.dim = int(dim)
+        p = torch.full((dim,), float(init_log_sigma))
+        if learnable:
+            self.log_sigma = nn.Parameter(p)
+        else:
+            self.register_buffer("log_sigma", p)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return F.softplus(self.log_sigma)
+
+    def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if z.shape[1] == 0:
+            return z.new_zeros(z.shape[0])
+        return _normal_logpdf(z, 0.0, self.scale.to(z.dtype)).sum(1)
+
+    def sample(self, n: int, y=None, temperature: float = 1.0, generator=None) -> torch.Tensor:
+        eps = torch.randn(n, self.dim, generator=generator, device=self.log_sigma.device)
+        return eps.to(self.log_sigma.dtype) * self.scale * temperature
+
+
+class ClassConditionalGaussian(nn.Module):
+    """p(z | y=k) = N(mu_k, diag(softplus(log_sigma_k)^2)), one component per class."""
+
+    conditional = True
+
+    def __init__(self, dim: int, num_classes: int, init_log_sigma: float = 0.0,
+                 init_mean_std: float = 1.0):
+        super().__init__()
+        self.dim, self.num_classes = int(dim), int(num_classes)
+        self.loc = nn.Parameter(torch.randn(num_classes, dim) * init_mean_std)
+        self.log_sigma = nn.Parameter(torch.full((num_classes, dim), float(init_log_sigma)))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return F.softplus(self.log_sigma)
+
+    def log_prob(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return _normal_logpdf(z, self.loc[y].to(z.dtype), self.scale[y].to(z.dtype)).sum(1)
+
+    def log_prob_all(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z | y=k) for every k: shape (B, K), without repeating z."""
+        loc, scale = self.loc.to(z.dtype), self.scale.to(z.dtype)
+        return _normal_logpdf(z[:, None, :], loc[None], scale[None]).sum(2)
+
+    def sample(self, n: int, y: torch.Tensor, temperature: float = 1.0, generator=None):
+        eps = torch.randn(n, self.dim, generator=generator, device=self.loc.device)
+        return self.loc[y] + eps.to(self.loc.dtype) * self.scale[y] * temperature

@@ -1,0 +1,116 @@
+"""Every layer: round trip, log-dets that cancel, and log-det == autograd slogdet."""
+import pytest
+import torch
+
+from scnf.bijectors import (ActNorm, AffineCoupling, ConditionalCouplingLayer, CouplingLayer, FactorOut,
+                            Flatten, InvertibleConv2d, InvertibleConv2dLU, MaskedCouplingLayer, Permutation,
+                            Sequential, SpaceToDepth, ToLogits)
+from tests.helpers import jacobian_logdet, perturb_
+
+K = 3
+
+
+def _img(c=2, h=4, w=4, n=3):
+    return torch.randn(n, c, h, w)
+
+
+# (name, factory, input factory, conditional?)
+CASES = [
+    ("tologits", lambda: ToLogits(0.05), lambda: torch.rand(3, 1, 4, 4) * 0.9 + 0.05, False),
+    ("actnorm-img", lambda: ActNorm(2), _img, False),
+    ("actnorm-vec", lambda: ActNorm(3), lambda: torch.randn(4, 3), False),
+    ("conv1x1-identity", lambda: InvertibleConv2d(3), lambda: _img(3), False),
+    ("conv1x1-orthogonal", lambda: InvertibleConv2d(3, init="orthogonal"), lambda: _img(3), False),
+    ("conv1x1-lu", lambda: InvertibleConv2dLU(3), lambda: _img(3), False),
+    ("linear-vec", lambda: InvertibleConv2d(4, init="orthogonal"), lambda: torch.randn(3, 4), False),
+    ("linear-lu-vec", lambda: InvertibleConv2dLU(4), lambda: torch.randn(3, 4), False),
+    ("permutation", lambda: Permutation(4), lambda: torch.randn(3, 4), False),
+    ("checkerboard-p0", lambda: MaskedCouplingLayer(2, parity=0, hidden=8, blocks=1), _img, False),
+    ("checkerboard-p1", lambda: MaskedCouplingLayer(1, parity=1, hidden=8, blocks=2), lambda: _img(1), False),
+    ("channel-p0", lambda: CouplingLayer(4, parity=0, hidden=8, blocks=1), lambda: _img(4), False),
+    ("channel-p1-odd", lambda: CouplingLayer(3, parity=1, hidden=8, blocks=1), lambda: _img(3), False),
+    ("vector-coupling-p0", lambda: AffineCoupling(4, parity=0, hidden=16), lambda: torch.randn(3, 4), False),
+    ("vector-coupling-p1-odd", lambda: AffineCoupling(5, parity=1, hidden=16), lambda: torch.randn(3, 5), False),
+    ("cond-coupling-p0", lambda: ConditionalCouplingLayer(4, K, hidden=16, blocks=2), lambda: torch.randn(3, 4), True),
+    ("cond-coupling-p1-odd", lambda: ConditionalCouplingLayer(5, K, parity=1, hidden=16, blocks=1),
+     lambda: torch.randn(3, 5), True),
+    ("cond-coupling-mlp-dim1", lambda: ConditionalCouplingLayer(1, K, hidden=8, blocks=1, net="mlp"),
+     lambda: torch.randn(3, 1), True),
+    ("space-to-depth", lambda: SpaceToDepth(2), _img, False),
+    ("factor-out", lambda: FactorOut((4, 2, 2), 2, Sequential(CouplingLayer(2, hidden=8, blocks=1), Flatten((2, 2, 2)))),
+     lambda: _img(4, 2, 2), False),
+    ("factor-out-vec-cond", lambda: FactorOut((5,), 3, ConditionalCouplingLayer(3, K, hidden=8, blocks=1)),
+     lambda: torch.randn(3, 5), True),
+]
+IDS = [c[0] for c in CASES]
+
+
+def _build(factory, inputs, dtype):
+    torch.manual_seed(1)
+    layer = factory().to(dtype)
+    x = inputs().to(dtype)
+    layer.train()
+    layer(x, torch.arange(x.shape[0]) % K)  # data-dependent init where there is one
+    perturb_(layer, 0.1)
+    return layer.eval(), x
+
+
+@pytest.mark.parametrize("factory,inputs,cond", [c[1:] for c in CASES], ids=IDS)
+def test_round_trip_float32(factory, inputs, cond):
+    layer, x = _build(factory, inputs, torch.float32)
+    ctx = torch.arange(x.shape[0]) % K if cond else None
+    with torch.no_grad():
+        z, ld = layer(x, ctx)
+        xr, ld_inv = layer.inverse(z, ctx)
+    assert ld.shape == (x.shape[0],)
+    assert torch.allclose(xr, x, atol=1e-4), (xr - x).abs().max()
+    assert torch.allclose(ld + ld_inv, torch.zeros_like(ld), atol=1e-4)
+
+
+@pytest.mark.parametrize("factory,inputs,cond", [c[1:] for c in CASES], ids=IDS)
+def test_logdet_matches_autograd(factory, inputs, cond, logdet_errors):
+    layer, x = _build(factory, inputs, torch.float64)
+    ctx = torch.arange(x.shape[0]) % K if cond else None
+    with torch.no_grad():
+        _, ld = layer(x, ctx)
+    ref = torch.stack([
+        jacobian_logdet(lambda v, c=(None if ctx is None else ctx[i:i + 1]): layer(v, c)[0], x[i:i + 1])[0]
+        for i in range(x.shape[0])
+    ])
+    err = (ld - ref).abs().max().item()
+    logdet_errors.append(err)
+    assert err < 1e-8, err
+    # inverse direction too
+    with torch.no_grad():
+        z, _ = layer(x, ctx)
+        _, ld_inv = layer.inverse(z, ctx)
+    assert torch.allclose(ld_inv, -ref, atol=1e-8)
+
+
+def test_conditional_coupling_depends_on_label():
+    layer, x = _build(lambda: ConditionalCouplingLayer(4, K, hidden=16, blocks=2), lambda: torch.randn(3, 4),
+                      torch.float32)
+    z0, _ = layer(x, torch.zeros(3, dtype=torch.long))
+    z1, _ = layer(x, torch.ones(3, dtype=torch.long))
+    assert not torch.allclose(z0, z1)
+
+
+def test_conditional_coupling_needs_context():
+    layer = ConditionalCouplingLayer(4, K, hidden=8, blocks=1)
+    with pytest.raises(ValueError, match="conditional"):
+        layer(torch.randn(2, 4))
+
+
+def test_unconditional_layers_ignore_context():
+    layer, x = _build(lambda: CouplingLayer(4, hidden=8, blocks=1), lambda: _img(4), torch.float32)
+    a, _ = layer(x)
+    b, _ = layer(x, torch.tensor([0, 1, 2]))
+    assert torch.equal(a, b)
+
+
+def test_zero_initialised_couplings_start_near_identity():
+    layer = MaskedCouplingLayer(2, hidden=8, blocks=1)
+    x = _img()
+    z, ld = layer(x)
+    s = torch.sigmoid(torch.tensor(2.0)) + 1e-6
+    assert torch.allclose(ld, torch.full_like(ld, float(torch.log(s)) * x[0].numel() / 2), atol=1e-4)

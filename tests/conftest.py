@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+
+
+_LOGDET_ERRORS: list = []
+
+
+@pytest.fixture
+def logdet_errors():
+    """Collects |log-det - autograd log-det| so the session can report the largest."""
+    return _LOGDET_ERRORS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _LOGDET_ERRORS:
+        terminalreporter.write_line(
+            f"largest log-det error against autograd slogdet: {max(_LOGDET_ERRORS):.3e} "
+            f"over {len(_LOGDET_ERRORS)} checks")

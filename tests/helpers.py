@@ -1,0 +1,26 @@
+"""Shared test utilities."""
+import torch
+
+
+def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    """Add noise to every parameter, so zero-initialised layers are no longer identities."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    return module
+
+
+def jacobian_logdet(fn, x: torch.Tensor) -> torch.Tensor:
+    """log|det J| of fn at each row of x, by autograd (float64), via slogdet."""
+    out = []
+    for i in range(x.shape[0]):
+        xi = x[i:i + 1]
+
+        def flat(v):
+            z = fn(v.reshape(xi.shape))
+            return z.reshape(-1)
+
+        jac = torch.autograd.functional.jacobian(flat, xi.reshape(-1))
+        out.append(torch.linalg.slogdet(jac)[1])
+    return torch.stack(out)
