@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .bijectors.actnorm import ActNorm
 from .bijectors.base import Bijector, Flatten, Identity, Sequential
+from .bijectors.ffjord import FFJORD
 from .bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
 from .bijectors.coupling import AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer
 from .bijectors.logits import ToLogits
@@ -132,11 +133,19 @@ def vector_scnf(dim: int, num_classes: int, conditional: str = "glow", deep_dim:
     deep_dim = dim if deep_dim is None else int(deep_dim)
     if not 1 <= deep_dim <= dim:
         raise ValueError(f"deep_dim must lie in [1, {dim}], got {deep_dim}")
+    if conditional not in CONDITIONALS + ("ffjord",):
+        raise ValueError(f"conditional must be one of {CONDITIONALS + ('ffjord',)}, got {conditional!r}")
+    if unconditional not in ("glow", "ffjord"):
+        raise ValueError(f"unconditional must be 'glow' or 'ffjord', got {unconditional!r}")
+    if ffjord_kwargs and "ffjord" not in (unconditional, conditional):
+        raise ValueError(f"unexpected arguments {sorted(ffjord_kwargs)}: they configure FFJORD parts only")
     if unconditional == "glow":
-        if ffjord_kwargs:
-            raise ValueError(f"unexpected arguments for unconditional='glow': {sorted(ffjord_kwargs)}")
         f = vector_unconditional(dim, blocks, hidden)
     else:
-        raise ValueError(f"unconditional must be 'glow', got {unconditional!r}")
+        f = Sequential(FFJORD(dim, hidden=hidden, **ffjord_kwargs))
+        f.input_shape = (dim,)
+    if conditional == "ffjord":
+        h = FFJORD(deep_dim, hidden=h_hidden, num_classes=num_classes, **ffjord_kwargs)
+        return SemiConditionalFlow(f, h, num_classes, deep_dim, class_prior, input_shape=(dim,))
     h_kwargs = dict(levels=1, steps=h_blocks, hidden=h_hidden, blocks=2, net="mlp")
     return _scnf(f, dim, num_classes, deep_dim, conditional, h_kwargs, class_prior, (dim,))

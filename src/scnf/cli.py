@@ -1,0 +1,171 @@
+"""The ``scnf`` command: a thin shell over the library.
+
+Every user error (bad argument, bad config, missing file or data) ends with a one-line
+message on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="scnf", description="Semi-supervised learning with Semi-Conditional Normalizing Flows")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="train SCNF-GLOW on moons with 10 labels (the embedded default)")
+    d.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+
+    t = sub.add_parser("train", help="train from a TOML config")
+    t.add_argument("config", help="TOML config file")
+    t.add_argument("--out", help="run directory (default: runs/<config name>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
+    t.add_argument("--seed", type=int, help="override the config's seed")
+    t.add_argument("--nproc", type=_positive_int, default=1, help="processes (DistributedDataParallel)")
+
+    e = sub.add_parser("evaluate", help="evaluate a run directory's checkpoint on its test set")
+    e.add_argument("run_dir")
+
+    r = sub.add_parser("reproduce", help="reproduce a table of the paper")
+    r.add_argument("what", choices=["table1"])
+    r.add_argument("--seeds", type=_positive_int, default=5)
+    r.add_argument("--out", default="runs/table1")
+    r.add_argument("--rows", default="glow-glow,glow-gmm",
+                   help="comma-separated f-h rows, e.g. glow-glow,glow-gmm,ffjord-glow,ffjord-gmm")
+    r.add_argument("--datasets", default="moons,circles")
+    r.add_argument("--steps", type=_positive_int, help="override training steps (quick looks)")
+
+    da = sub.add_parser("data", help="datasets")
+    dsub = da.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    f = dsub.add_parser("fetch", help="download/verify a dataset into the cache")
+    f.add_argument("name", choices=["mnist", "fashion-mnist"])
+    f.add_argument("--data-dir", help="cache directory (default: $SCNF_DATA or the per-user cache)")
+
+    s = sub.add_parser("summary", help="build a model and print its layers and parameter counts")
+    s.add_argument("model", choices=["mnist", "mnist-gmm", "toy"], nargs="?", default="mnist")
+    return p
+
+
+def _cmd_demo(args) -> int:
+    from .config import demo_config
+    from .experiment import run
+
+    cfg = demo_config(seed=args.seed)
+    cfg.train.device = args.device
+    m = run(cfg, args.out, overwrite=True)
+    print(f"demo: SCNF-GLOW on moons, 10 labels: test error {m['error_pct']:.2f} %, test NLL {m['nll']:.3f} nats, "
+          f"{m['seconds']:.0f} s; wrote {args.out}/metrics.json, decision_boundary.png, report.md")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.config)
+    if args.device:
+        cfg.train.device = args.device
+    if args.seed is not None:
+        cfg.seed = args.seed
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    if args.nproc > 1:
+        from .distributed import launch
+
+        argv = [a for a in sys.argv[1:]]
+        i = argv.index("--nproc")
+        del argv[i:i + 2]
+        return launch(args.nproc, argv)
+    from .experiment import run
+
+    m = run(cfg, out, resume=args.resume)
+    print(json.dumps(m, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .experiment import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run_dir), indent=2))
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from .reproduce import table1
+
+    rows = [tuple(r.split("-")) for r in args.rows.split(",") if r]
+    for r in rows:
+        if len(r) != 2 or r[0] not in ("glow", "ffjord") or r[1] not in ("glow", "gmm", "ffjord"):
+            raise ValueError(f"bad row {'-'.join(r)!r}: expected f-h with f in glow/ffjord, h in glow/gmm/ffjord")
+    datasets = [d for d in args.datasets.split(",") if d]
+    for d in datasets:
+        if d not in ("moons", "circles"):
+            raise ValueError(f"bad dataset {d!r}: expected moons or circles")
+    text = table1(args.out, seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps)
+    print(text)
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from .data import fetch_dataset
+
+    path = fetch_dataset(args.name, args.data_dir)
+    print(f"{args.name}: verified in {path}")
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    import scnf
+
+    m = {"mnist": lambda: scnf.mnist_scnf(), "mnist-gmm": lambda: scnf.mnist_scnf("gmm"),
+         "toy": lambda: scnf.vector_scnf(2, 2)}[args.model]()
+    print(m)
+    nf = sum(p.numel() for p in m.unconditional.parameters())
+    nh = sum(p.numel() for p in m.conditional.parameters()) + sum(p.numel() for p in m.latent_prior.parameters())
+    print(f"parameters: f {nf:,}, h {nh:,}, z_f dim {m.deep_dim}, z_aux dim {m.aux_dim}")
+    return 0
+
+
+COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "reproduce": _cmd_reproduce,
+            "data": _cmd_data, "summary": _cmd_summary}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("scnf: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        if os.environ.get("SCNF_DEBUG"):
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"scnf: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

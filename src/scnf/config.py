@@ -1,0 +1,196 @@
+"""Run configuration: TOML files read with ``tomllib`` into validated dataclasses.
+
+A config has three tables, ``[data]``, ``[model]`` and ``[train]``, plus an optional
+top-level ``seed``. Every problem (unknown key, wrong type, bad value, missing file) raises
+:class:`ConfigError` (a ``ValueError``) whose message names the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "moons"          # moons | circles | mnist | fashion-mnist
+    n_train: int = 1000             # toy only: training objects
+    n_test: int = 1000              # toy only: test objects
+    n_labelled: int = 10
+    noise: float = 0.1              # toy only
+    split_seed: int = 0             # which labelled split
+    data_dir: str = ""              # images only: overrides SCNF_DATA / the cache
+    n_unlabelled: int = 0           # images only: 0 = all remaining training rows
+    n_test_eval: int = 0            # images only: 0 = all 10,000 test images
+
+
+@dataclass
+class ModelConfig:
+    unconditional: str = "glow"     # glow | ffjord
+    conditional: str = "glow"       # glow | gmm | ffjord
+    deep_dim: int = 0               # 0 = the builder's default (196 for images, all for vectors)
+    hidden: int = 64                # f's coupling nets
+    blocks: int = 0                 # 0 = builder default (5 toy flow steps; 4 residual blocks for images)
+    h_hidden: int = 0               # 0 = builder default (64 toy, 256 images)
+    h_blocks: int = 4
+    lu: bool = False                # LU-parameterised 1x1 convolutions (images)
+    init_from_labels: bool = False  # class-aware init of the conditional part from labelled z_f
+
+
+@dataclass
+class TrainConfig:
+    optimisation: str = "sgd"       # sgd | em-sgd (Appendix B)
+    clf_weight: float = 0.0         # weight of the classification loss L_clf
+    labelled_share: float = 1 / 3   # share of each batch drawn (with replacement) from labelled rows
+    labelled_weight: float = 1.0    # weight of labelled rows' log p(x, y) in the objective
+    batch_size: int = 256
+    steps: int = 3000
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    schedule: str = "linear"        # linear (decay to 0) | constant
+    warmup_f_steps: int = 0         # steps training f alone (h frozen) at the start
+    h_lr_mult: float = 1.0          # learning-rate multiplier of the conditional part
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    max_nonfinite: int = 20         # consecutive skipped steps before the run stops
+    device: str = "auto"            # auto | cpu | cuda
+    progress: bool = True
+    threads: int = 0                # 0 = torch's default
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "data.dataset": ("moons", "circles", "mnist", "fashion-mnist"),
+    "model.unconditional": ("glow", "ffjord"),
+    "model.conditional": ("glow", "gmm", "ffjord"),
+    "train.optimisation": ("sgd", "em-sgd"),
+    "train.schedule": ("linear", "constant"),
+    "train.device": ("auto", "cpu", "cuda"),
+}
+_POSITIVE = {"data.n_train", "data.n_test", "data.n_labelled", "train.batch_size", "train.steps",
+             "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden"}
+_NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps",
+                 "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
+                 "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight"}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    want = type(default)
+    if want is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if want is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if want is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if want is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise AssertionError(want)
+
+
+def _fill(section: str, cls, table: Any):
+    if not isinstance(table, dict):
+        raise ConfigError(f"config key '{section}' must be a table, got {table!r}")
+    obj = cls()
+    names = {f.name for f in fields(cls)}
+    for key, value in table.items():
+        full = f"{section}.{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(names))})")
+        setattr(obj, key, _coerce(full, value, getattr(obj, key)))
+    return obj
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    for section in ("data", "model", "train"):
+        sub = getattr(cfg, section)
+        for f in fields(sub):
+            key, value = f"{section}.{f.name}", getattr(sub, f.name)
+            if key in _CHOICES and value not in _CHOICES[key]:
+                raise ConfigError(f"config key '{key}' must be one of {_CHOICES[key]}, got {value!r}")
+            if key in _POSITIVE and not value > 0:
+                raise ConfigError(f"config key '{key}' must be positive, got {value!r}")
+            if key in _NON_NEGATIVE and value < 0:
+                raise ConfigError(f"config key '{key}' must be non-negative, got {value!r}")
+    if not 0.0 <= cfg.train.labelled_share < 1.0:
+        raise ConfigError(f"config key 'train.labelled_share' must lie in [0, 1), got {cfg.train.labelled_share}")
+    if not cfg.train.lr > 0:
+        raise ConfigError(f"config key 'train.lr' must be positive, got {cfg.train.lr}")
+    if not cfg.train.h_lr_mult >= 0:
+        raise ConfigError(f"config key 'train.h_lr_mult' must be non-negative, got {cfg.train.h_lr_mult}")
+    return cfg
+
+
+def from_dict(raw: dict) -> RunConfig:
+    cfg = RunConfig()
+    for key, value in raw.items():
+        if key == "seed":
+            cfg.seed = _coerce("seed", value, 0)
+        elif key in ("data", "model", "train"):
+            cls = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}[key]
+            setattr(cfg, key, _fill(key, cls, value))
+        else:
+            raise ConfigError(f"unknown config key '{key}' (known: seed, data, model, train)")
+    return validate(cfg)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return from_dict(raw)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as TOML text (readable back by :func:`load_config`)."""
+    lines = [f"seed = {cfg.seed}", ""]
+    for section in ("data", "model", "train"):
+        lines.append(f"[{section}]")
+        for f in fields(getattr(cfg, section)):
+            lines.append(f"{f.name} = {_toml_value(getattr(getattr(cfg, section), f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def demo_config(seed: int = 0) -> RunConfig:
+    """The embedded default of ``scnf demo``: SCNF-GLOW on moons, 1000 points, 10 labels."""
+    cfg = RunConfig(seed=seed)
+    cfg.data = DataConfig(dataset="moons", n_train=1000, n_test=1000, n_labelled=10, noise=0.1, split_seed=seed)
+    cfg.model = ModelConfig(unconditional="glow", conditional="glow")
+    cfg.train = TrainConfig(steps=1500, batch_size=256, eval_every=250, checkpoint_every=250, device="cpu")
+    return validate(cfg)

@@ -1,0 +1,182 @@
+"""A scikit-learn classifier: semi-supervised SCNF for tabular data.
+
+``fit(X, y)`` takes ``y = -1`` for unlabelled rows, as ``sklearn.semi_supervised`` does.
+Features are standardised internally; densities and samples are reported in the caller's
+units (the standardisation's log-Jacobian is accounted for).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from . import architectures
+from .config import TrainConfig
+from .training import SemiSupervisedData, Trainer
+
+
+class SCNFClassifier(ClassifierMixin, BaseEstimator):
+    """Semi-Conditional Normalizing Flow classifier.
+
+    Parameters mirror the config keys: ``conditional`` ("glow", "gmm" or "ffjord"),
+    ``unconditional`` ("glow" or "ffjord"), ``deep_dim`` (None: all features), the training
+    schedule (``steps``, ``batch_size``, ``lr``, ``weight_decay``, ``labelled_share``,
+    ``optimisation``, ``clf_weight``), the model size (``blocks``, ``hidden``, ``h_blocks``,
+    ``h_hidden``), ``standardize``, ``random_state`` and ``device``. ``classes`` (optional)
+    lists the expected classes, so that a class without any labelled row is an error.
+    """
+
+    def __init__(self, conditional="glow", unconditional="glow", deep_dim=None, steps=2000, batch_size=256,
+                 lr=1e-3, weight_decay=1e-5, labelled_share=1 / 3, optimisation="sgd", clf_weight=0.0,
+                 blocks=5, hidden=64, h_blocks=4, h_hidden=64, standardize=True, random_state=None,
+                 device="cpu", verbose=False, classes=None):
+        self.classes = classes
+        self.conditional = conditional
+        self.unconditional = unconditional
+        self.deep_dim = deep_dim
+        self.steps = steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.labelled_share = labelled_share
+        self.optimisation = optimisation
+        self.clf_weight = clf_weight
+        self.blocks = blocks
+        self.hidden = hidden
+        self.h_blocks = h_blocks
+        self.h_hidden = h_hidden
+        self.standardize = standardize
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ helpers
+    def _check_X(self, X, fitted=True) -> np.ndarray:
+        try:
+            X = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("X must be a numeric array") from None
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError("X has no rows")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or inf")
+        if fitted and X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but SCNFClassifier was fitted with "
+                             f"{self.n_features_in_} features")
+        return X
+
+    def _to_model(self, X: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((X - self.mean_) / self.scale_, dtype=torch.float32)
+
+    def _encode_labels(self, y) -> torch.Tensor:
+        y = np.asarray(y)
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        if not np.all(self.classes_[idx] == y):
+            bad = sorted(set(np.asarray(y)[self.classes_[idx] != y].tolist()))[:5]
+            raise ValueError(f"unknown label(s) {bad}; known classes are {self.classes_.tolist()}")
+        return torch.as_tensor(idx, dtype=torch.long)
+
+    # ------------------------------------------------------------ fit / predict
+    def fit(self, X, y):
+        X = self._check_X(X, fitted=False)
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must be 1-D with {X.shape[0]} entries, got shape {y.shape}")
+        labelled = y != -1
+        if not labelled.any():
+            raise ValueError("no labelled rows: every label is -1")
+        self.classes_ = np.unique(y[labelled])
+        if self.classes is not None:
+            expected = np.unique(np.asarray(self.classes))
+            missing = np.setdiff1d(expected, self.classes_)
+            if missing.size:
+                raise ValueError(f"class(es) {missing.tolist()} have no labelled row")
+            extra = np.setdiff1d(self.classes_, expected)
+            if extra.size:
+                raise ValueError(f"label(s) {extra.tolist()} are not in classes={expected.tolist()}")
+        if len(self.classes_) < 2:
+            raise ValueError(f"need labelled rows of at least 2 classes, got {self.classes_.tolist()}")
+        self.n_features_in_ = X.shape[1]
+        if self.standardize:
+            self.mean_ = X.mean(0)
+            sd = X.std(0)
+            self.scale_ = np.where(sd > 0, sd, 1.0)
+        else:
+            self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        y_int = torch.full((X.shape[0],), -1, dtype=torch.long)
+        y_int[torch.from_numpy(labelled)] = self._encode_labels(y[labelled])
+        k = len(self.classes_)
+        counts = torch.bincount(y_int[y_int >= 0], minlength=k).float()
+        seed = 0 if self.random_state is None else int(self.random_state)
+        torch.manual_seed(seed)
+        self.model_ = architectures.vector_scnf(
+            X.shape[1], k, self.conditional, self.deep_dim, unconditional=self.unconditional, blocks=self.blocks,
+            hidden=self.hidden, h_blocks=self.h_blocks, h_hidden=self.h_hidden, class_prior=counts / counts.sum())
+        cfg = TrainConfig(optimisation=self.optimisation, clf_weight=float(self.clf_weight),
+                          labelled_share=float(self.labelled_share), batch_size=int(self.batch_size),
+                          steps=int(self.steps), lr=float(self.lr), weight_decay=float(self.weight_decay),
+                          eval_every=int(self.steps), checkpoint_every=int(self.steps), device=self.device,
+                          progress=bool(self.verbose))
+        from .config import ConfigError, RunConfig, validate
+        try:
+            validate(RunConfig(train=cfg))
+        except ConfigError as e:
+            raise ValueError(str(e).replace("config key 'train.", "parameter '")) from None
+        data = SemiSupervisedData(self._to_model(X), y_int)
+        Trainer(self.model_, data, cfg, seed=seed).fit()
+        self.model_.cpu().eval()
+        return self
+
+    @torch.no_grad()
+    def _log_joint(self, X) -> torch.Tensor:
+        check_is_fitted(self, "model_")
+        X = self._check_X(X)
+        return torch.cat([self.model_.log_joint(c) for c in self._to_model(X).split(4096)])
+
+    def predict_proba(self, X) -> np.ndarray:
+        return torch.softmax(self._log_joint(X), 1).double().numpy()
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        return torch.log_softmax(self._log_joint(X).double(), 1).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self._log_joint(X).argmax(1).numpy()]
+
+    def score_samples(self, X) -> np.ndarray:
+        """log p(x) per row, in the caller's units."""
+        lp = torch.logsumexp(self._log_joint(X).double(), 1).numpy()
+        return lp - np.log(self.scale_).sum()
+
+    @torch.no_grad()
+    def sample(self, n: int, y=None):
+        """Draw ``n`` rows (caller's units); returns (X, y) with y in ``classes_``."""
+        check_is_fitted(self, "model_")
+        yy = None
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 0:
+                y = np.full(int(n), y)
+            yy = self._encode_labels(y)
+        x, yk = self.model_.sample(int(n), yy)
+        return x.double().numpy() * self.scale_ + self.mean_, self.classes_[yk.numpy()]
+
+    @torch.no_grad()
+    def transform(self, X, y=None) -> np.ndarray:
+        """z_h, the label-obfuscated representation (Sec. 4.4). Uses y where given (and not
+        -1), the predicted label otherwise."""
+        check_is_fitted(self, "model_")
+        X = self._check_X(X)
+        yk = self._log_joint(X).argmax(1)
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (X.shape[0],):
+                raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+            known = y != -1
+            if known.any():
+                yk[torch.from_numpy(known)] = self._encode_labels(y[known])
+        _, _, z_h = self.model_.encode(self._to_model(X), yk)
+        return z_h.double().numpy()

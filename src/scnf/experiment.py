@@ -1,0 +1,225 @@
+"""One run from a config: data -> model -> training -> run directory.
+
+The run directory holds ``config.toml`` (the resolved config), ``log.jsonl`` (one line per
+evaluation), ``checkpoint.pt``, ``metrics.json``, figures and ``report.md``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import architectures
+from .config import ConfigError, RunConfig, dump_config, load_config
+from .data import labelled_split, load_dataset, toy_problem
+from .model import SemiConditionalFlow
+from .training import SemiSupervisedData, Trainer, evaluate
+
+PAPER_TABLE1 = {  # (moons error %, moons NLL, circles error %, circles NLL), paper Table 1
+    ("glow", "glow"): ("0.6 ± 0.4", "1.11 ± 0.02", "5.0 ± 1.9", "1.68 ± 0.13"),
+    ("glow", "gmm"): ("1.2 ± 1.2", "1.15 ± 0.01", "14.2 ± 9.0", "1.28 ± 0.15"),
+    ("ffjord", "glow"): ("0.3 ± 0.2", "1.12 ± 0.03", "6.2 ± 2.2", "1.7 ± 0.2"),
+    ("ffjord", "gmm"): ("5.3 ± 6.3", "1.15 ± 0.06", "25 ± 2", "0.97 ± 0.05"),
+}
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
+    """The semi-supervised data of a config, and raw arrays for plots."""
+    d = cfg.data
+    if d.dataset in ("moons", "circles"):
+        x, y_semi, y_true, xt, yt = toy_problem(d.dataset, d.n_train, d.n_test, d.n_labelled, d.noise,
+                                                seed=d.split_seed)
+        data = SemiSupervisedData(torch.from_numpy(x), torch.from_numpy(y_semi), torch.from_numpy(xt),
+                                  torch.from_numpy(yt))
+        return data, {"x": x, "y_semi": y_semi, "y_true": y_true}
+    data_dir = d.data_dir or None
+    xi, yi = load_dataset(d.dataset, "train", data_dir)
+    xt, yt = load_dataset(d.dataset, "test", data_dir)
+    lab = labelled_split(yi, d.n_labelled, seed=d.split_seed)
+    y_semi = np.full_like(yi, -1)
+    y_semi[lab] = yi[lab]
+    keep = np.arange(len(yi))
+    if d.n_unlabelled:
+        rest = np.setdiff1d(keep, lab)
+        rng = np.random.default_rng(d.split_seed)
+        keep = np.sort(np.concatenate([lab, rng.choice(rest, min(d.n_unlabelled, len(rest)), replace=False)]))
+    if d.n_test_eval:
+        xt, yt = xt[: d.n_test_eval], yt[: d.n_test_eval]
+    data = SemiSupervisedData(torch.from_numpy(xi[keep][:, None]), torch.from_numpy(y_semi[keep]),
+                              torch.from_numpy(xt[:, None]), torch.from_numpy(yt), images=True)
+    return data, {"labelled_indices": lab}
+
+
+def class_prior_of(y_semi: torch.Tensor, k: int) -> torch.Tensor:
+    counts = torch.bincount(y_semi[y_semi >= 0], minlength=k).float()
+    missing = torch.nonzero(counts == 0).flatten().tolist()
+    if missing:
+        raise ValueError(f"class(es) {missing} have no labelled row")
+    return counts / counts.sum()
+
+
+def build_model(cfg: RunConfig, data: SemiSupervisedData) -> SemiConditionalFlow:
+    m = cfg.model
+    k = int(data.y.max()) + 1 if data.y_test is None else int(max(data.y.max(), data.y_test.max())) + 1
+    prior = class_prior_of(data.y, k)
+    if data.images:
+        if m.unconditional != "glow" or m.conditional == "ffjord":
+            raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
+        return architectures.mnist_scnf(m.conditional, m.deep_dim or 196, k, hidden=m.hidden,
+                                        blocks=m.blocks or 4, h_hidden=m.h_hidden or 256, h_blocks=m.h_blocks,
+                                        lu=m.lu, class_prior=prior)
+    dim = data.dims
+    return architectures.vector_scnf(dim, k, m.conditional, m.deep_dim or None, unconditional=m.unconditional,
+                                     blocks=m.blocks or 5, hidden=m.hidden, h_blocks=m.h_blocks,
+                                     h_hidden=m.h_hidden or 64, class_prior=prior)
+
+
+@torch.no_grad()
+def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Initialise the conditional part from the labelled rows' z_f (``init_from_labels``).
+
+    Runs the data-dependent initialisation of every ActNorm on the batch, then, for
+    SCNF-GMM, sets each class mean to the mean z_f of its labelled rows (the authors'
+    code initialises its GMM with k-means).
+    """
+    from .priors import ClassConditionalGaussian
+
+    lab = y >= 0
+    if not lab.any():
+        return
+    model.train()
+    model.log_joint(x)  # data-dependent initialisation of every ActNorm
+    z, _ = model.unconditional(x[lab])
+    z_f = z[:, model.aux_dim:]
+    if isinstance(model.latent_prior, ClassConditionalGaussian):
+        for k in range(model.num_classes):
+            sel = y[lab] == k
+            if sel.any():
+                model.latent_prior.loc.data[k] = z_f[sel].mean(0)
+
+
+class RunDirError(ValueError):
+    pass
+
+
+def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = False) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.toml"
+    ckpt = out / "checkpoint.pt"
+    if resume:
+        if not ckpt.exists():
+            raise RunDirError(f"--resume: no checkpoint.pt in {out}")
+        if saved.exists() and load_config(saved) != cfg:
+            raise RunDirError(f"--resume: the config differs from the one the run in {out} was started with")
+    elif ckpt.exists() or (out / "metrics.json").exists():
+        if not overwrite:
+            raise RunDirError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        for name in ("checkpoint.pt", "metrics.json", "log.jsonl"):
+            (out / name).unlink(missing_ok=True)
+    saved.write_text(dump_config(cfg))
+
+
+def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train the config's model into run directory ``out``; returns metrics.json's content."""
+    out = Path(out)
+    prepare_run_dir(out, cfg, resume, overwrite)
+    t0 = time.perf_counter()
+    set_seed(cfg.seed)
+    data, raw = build_data(cfg)
+    model = build_model(cfg, data)
+    trainer = Trainer(model, data, cfg.train, seed=cfg.seed, run_dir=out,
+                      init_fn=class_aware_init if cfg.model.init_from_labels else None)
+    if resume:
+        trainer.resume()
+    final = trainer.fit()
+    metrics = {
+        "dataset": cfg.data.dataset, "unconditional": cfg.model.unconditional,
+        "conditional": cfg.model.conditional, "seed": cfg.seed, "split_seed": cfg.data.split_seed,
+        "steps": trainer.step, "error_pct": final.get("error_pct"), "nll": final.get("nll"),
+        "seconds": round(trainer.seconds, 2), "wall_seconds_this_process": round(time.perf_counter() - t0, 2),
+        "skipped_steps": trainer.nonfinite_total,
+    }
+    if "bits_per_dim" in final:
+        metrics["bits_per_dim"] = final["bits_per_dim"]
+    lab_err = evaluate(model, data, data.x[data.y >= 0], data.y[data.y >= 0])["error_pct"]
+    metrics["train_labelled_error_pct"] = lab_err
+    figures = []
+    if data.dims == 2 and not data.images:
+        from .plots import decision_boundary
+
+        name = f"{cfg.model.unconditional.upper()} ∘ {cfg.model.conditional.upper()} on {cfg.data.dataset}"
+        decision_boundary(model, raw["x"], raw["y_semi"], out / "decision_boundary.png",
+                          title=f"{name}: test error {metrics['error_pct']:.1f} %, NLL {metrics['nll']:.3f}")
+        figures.append("decision_boundary.png")
+    write_json_atomic(out / "metrics.json", metrics)
+    write_report(out, cfg, metrics, figures)
+    return metrics
+
+
+def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -> None:
+    lines = [f"# scnf run: {cfg.model.unconditional.upper()} ∘ {cfg.model.conditional.upper()} "
+             f"on {cfg.data.dataset}", "",
+             f"{cfg.data.n_labelled} labelled rows, seed {cfg.seed}, split seed {cfg.data.split_seed}, "
+             f"{metrics['steps']} steps in {metrics['seconds']:.1f} s.", "",
+             "| metric | value |", "|---|---|"]
+    for k in ("error_pct", "nll", "bits_per_dim", "train_labelled_error_pct", "skipped_steps"):
+        if metrics.get(k) is not None:
+            v = metrics[k]
+            lines.append(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
+    ref = PAPER_TABLE1.get((cfg.model.unconditional, cfg.model.conditional))
+    if ref and cfg.data.dataset in ("moons", "circles"):
+        i = 0 if cfg.data.dataset == "moons" else 2
+        lines += ["", f"Paper (Table 1, mean ± std over 5 seeds): error {ref[i]} %, NLL {ref[i + 1]}."]
+    for f in figures:
+        lines += ["", f"![{f}]({f})"]
+    lines += ["", "NLL is the mean test negative log-likelihood in nats, in the data's own units.", ""]
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def load_run(run_dir: str | Path):
+    """(config, model, data, checkpoint) of a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    for name in ("config.toml", "checkpoint.pt"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir} has no {name}: not a scnf run directory")
+    from .training import load_checkpoint
+
+    cfg = load_config(run_dir / "config.toml")
+    set_seed(cfg.seed)
+    data, raw = build_data(cfg)
+    model = build_model(cfg, data)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"checkpoint in {run_dir} does not match its config.toml: {str(e).splitlines()[0]}") from None
+    return cfg, model.eval(), data, state
+
+
+def evaluate_run(run_dir: str | Path) -> dict:
+    """Re-evaluate a run's checkpoint on its test set."""
+    cfg, model, data, state = load_run(run_dir)
+    out = {"run_dir": str(run_dir), "step": int(state["step"])}
+    out.update(evaluate(model, data, data.x_test, data.y_test))
+    return out

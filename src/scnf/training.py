@@ -1,0 +1,386 @@
+"""Training by the objective of Eq. (1): labelled rows contribute log p(x, y), unlabelled
+rows log p(x); plain SGD or EM-SGD (Appendix B); optional classification loss.
+
+The loop checkpoints atomically, resumes bit-for-bit (model, optimiser, schedule, sampler
+and noise generators are all restored), and never lets a non-finite loss or gradient reach
+the weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .bijectors.logits import dequantize
+from .config import TrainConfig
+from .model import SemiConditionalFlow
+
+LN2 = math.log(2.0)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+@dataclass
+class SemiSupervisedData:
+    """Training rows (``y = -1`` marks unlabelled) and an optional test set.
+
+    With ``images=True`` the objects are uint8 pixels, fed to the model as
+    dequantised values ``(x*255 + u)/256`` in [0, 1) at train and at test time.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    images: bool = False
+
+    def __post_init__(self):
+        self.y = torch.as_tensor(self.y, dtype=torch.long)
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"x has {self.x.shape[0]} rows but y has {self.y.shape[0]}")
+        if not (self.y >= 0).any():
+            raise ValueError("no labelled rows: at least one label must be >= 0 (-1 marks unlabelled)")
+
+    def prepare(self, xb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if self.images:
+            return dequantize(xb.float() / 255.0, generator=generator)
+        return xb.float()
+
+    @property
+    def dims(self) -> int:
+        return math.prod(self.x.shape[1:])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+class MixedBatchSampler:
+    """Batches that mix labelled and unlabelled rows, as the authors' weighted sampler does.
+
+    ``round(share * B)`` labelled rows are drawn with replacement; the rest are unlabelled
+    rows taken without replacement from a fresh permutation each epoch. The state is a
+    plain dict, saved in checkpoints.
+    """
+
+    def __init__(self, labels: torch.Tensor, batch_size: int, labelled_share: float, seed: int):
+        y = np.asarray(labels)
+        self.labelled = np.flatnonzero(y >= 0)
+        self.unlabelled = np.flatnonzero(y < 0)
+        self.batch_size = batch_size
+        if len(self.unlabelled) == 0:
+            self.n_lab = batch_size
+        else:
+            self.n_lab = int(round(labelled_share * batch_size))
+        self.rng = np.random.default_rng(seed)
+        self.perm = np.empty(0, dtype=np.int64)
+        self.pos = 0
+        self.epoch = 0
+
+    def _next_unlabelled(self, n: int) -> np.ndarray:
+        out = []
+        while n > 0:
+            if self.pos >= len(self.perm):
+                self.perm = self.rng.permutation(self.unlabelled)
+                self.pos = 0
+                self.epoch += 1
+            take = self.perm[self.pos:self.pos + n]
+            self.pos += len(take)
+            n -= len(take)
+            out.append(take)
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+    def next(self) -> np.ndarray:
+        lab = self.rng.choice(self.labelled, self.n_lab, replace=True) if self.n_lab else np.empty(0, np.int64)
+        return np.concatenate([lab, self._next_unlabelled(self.batch_size - self.n_lab)])
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "perm": self.perm.copy(), "pos": self.pos, "epoch": self.epoch}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.rng.bit_generator.state = s["rng"]
+        self.perm, self.pos, self.epoch = np.asarray(s["perm"]), int(s["pos"]), int(s["epoch"])
+
+
+def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
+    """The per-example mean loss (nats) and statistics for one batch.
+
+    SGD: labelled rows -log p(x, y), unlabelled rows -log p(x).
+    EM-SGD: unlabelled rows -E_q log p(x, y) with q = p_old(y|x) held fixed (E-step); one
+    gradient step on it is the M-step. (Its gradient at theta_old equals that of log p(x).)
+    L_clf: cross-entropy of log p(y|x) on labelled rows, times ``clf_weight``.
+    """
+    lj = model.log_joint(x)
+    lab = y >= 0
+    lj_lab, y_lab, lj_unl = lj[lab], y[lab], lj[~lab]
+    lp_lab = lj_lab.gather(1, y_lab[:, None]).squeeze(1)
+    lp_unl = torch.logsumexp(lj_unl, 1)
+    if cfg.optimisation == "em-sgd":
+        q = torch.softmax(lj_unl.detach(), 1)
+        unl_term = (q * lj_unl).sum(1)
+    else:
+        unl_term = lp_unl
+    b = x.shape[0]
+    loss = -(cfg.labelled_weight * lp_lab.sum() + unl_term.sum()) / b
+    clf = lj.new_zeros(())
+    if cfg.clf_weight > 0 and lab.any():
+        clf = F.cross_entropy(lj_lab, y_lab)
+        loss = loss + cfg.clf_weight * clf
+    with torch.no_grad():
+        nll = -(lp_lab.sum() + lp_unl.sum()) / b
+        acc = (lj_lab.argmax(1) == y_lab).float().mean() if lab.any() else lj.new_tensor(float("nan"))
+    return loss, {"nll": float(nll), "clf": float(clf), "labelled_acc": float(acc)}
+
+
+@torch.no_grad()
+def evaluate(model: SemiConditionalFlow, data: SemiSupervisedData, x: torch.Tensor, y: torch.Tensor | None,
+             batch_size: int = 1000, seed: int = 12345) -> dict:
+    """Test error (%), mean NLL (nats) and, for images, bits/dim on (x, y)."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    lps, preds = [], []
+    for i in range(0, x.shape[0], batch_size):
+        xb = data.prepare(x[i:i + batch_size], g).to(dev)
+        lj = model.log_joint(xb)
+        lps.append(torch.logsumexp(lj, 1).double().cpu())
+        preds.append(lj.argmax(1).cpu())
+    model.train(was_training)
+    lp, pred = torch.cat(lps), torch.cat(preds)
+    out = {"nll": float(-lp.mean())}
+    if y is not None:
+        out["error_pct"] = float((pred != torch.as_tensor(y)).double().mean() * 100)
+    if data.images:
+        out["bits_per_dim"] = float(8.0 - lp.mean() / (data.dims * LN2))
+    return out
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
+        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def _param_groups(model: SemiConditionalFlow, cfg: TrainConfig):
+    h_params = list(model.conditional.parameters()) + list(model.latent_prior.parameters())
+    h_ids = {id(p) for p in h_params}
+    f_params = [p for p in model.parameters() if id(p) not in h_ids]
+    return [{"params": f_params, "name": "f"}, {"params": h_params, "name": "h"}]
+
+
+def _lr_lambdas(cfg: TrainConfig):
+    def decay(step):
+        return max(0.0, 1.0 - step / cfg.steps) if cfg.schedule == "linear" else 1.0
+
+    def h_decay(step):
+        return 0.0 if step < cfg.warmup_f_steps else cfg.h_lr_mult * decay(step)
+
+    return [decay, h_decay]
+
+
+class Trainer:
+    """Runs the objective for ``cfg.steps`` steps, with evaluation, logs and checkpoints.
+
+    Args:
+        model, data, cfg: what to train, on what, how.
+        seed: seeds the batch sampler, the dequantisation noise and torch's global RNG.
+        run_dir: where ``checkpoint.pt`` and ``log.jsonl`` go (None: nothing is written).
+        callback: called as ``callback(trainer, step)`` after every completed step.
+    """
+
+    def __init__(self, model: SemiConditionalFlow, data: SemiSupervisedData, cfg: TrainConfig, seed: int = 0,
+                 run_dir: str | Path | None = None, callback: Callable | None = None,
+                 init_fn: Callable | None = None):
+        self.model, self.data, self.cfg, self.seed = model, data, cfg, seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callback = callback
+        self.init_fn = init_fn
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(seed)
+        self.model.to(self.device)
+        self.optimizer = torch.optim.Adamax(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambdas(cfg))
+        self.sampler = MixedBatchSampler(data.y, cfg.batch_size, cfg.labelled_share, seed)
+        self.noise = torch.Generator().manual_seed(seed + 1)
+        self.step = 0
+        self.history: list[dict] = []
+        self.nonfinite_total = 0
+        self.nonfinite_run = 0
+        self.seconds = 0.0
+        self.last_eval: dict = {}
+        self.run_loss, self.run_n = 0.0, 0
+
+    # ------------------------------------------------------------ state
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / "checkpoint.pt"
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "noise_rng": self.noise.get_state(), "step": self.step,
+            "history": self.history, "nonfinite_total": self.nonfinite_total, "seconds": self.seconds,
+            "last_eval": self.last_eval, "run_loss": (self.run_loss, self.run_n),
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        self.sampler.load_state_dict(s["sampler"])
+        torch.set_rng_state(s["torch_rng"])
+        self.noise.set_state(s["noise_rng"])
+        self.step, self.history = int(s["step"]), list(s["history"])
+        self.nonfinite_total, self.seconds = int(s["nonfinite_total"]), float(s["seconds"])
+        self.last_eval = dict(s.get("last_eval", {}))
+        self.run_loss, self.run_n = s.get("run_loss", (0.0, 0))
+
+    def save(self, extra: dict | None = None) -> None:
+        if self.checkpoint_path is not None:
+            state = self.state_dict()
+            state.update(extra or {})
+            save_checkpoint(self.checkpoint_path, state)
+
+    def resume(self) -> bool:
+        """Load ``run_dir/checkpoint.pt`` if it exists; True when something was loaded."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        self.load_state_dict(load_checkpoint(self.checkpoint_path))
+        # keep the log consistent with the checkpoint: drop lines written after it
+        self._rewrite_log()
+        return True
+
+    def _rewrite_log(self):
+        log = self.run_dir / "log.jsonl"
+        with open(log, "w") as fh:
+            for rec in self.history:
+                fh.write(json.dumps(rec) + "\n")
+
+    def _log(self, rec: dict):
+        self.history.append(rec)
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+    # ------------------------------------------------------------ loop
+    def evaluate(self) -> dict:
+        if self.data.x_test is None:
+            return {}
+        return evaluate(self.model, self.data, self.data.x_test, self.data.y_test)
+
+    def _batch(self):
+        idx = torch.from_numpy(self.sampler.next())
+        x = self.data.prepare(self.data.x[idx], self.noise).to(self.device)
+        return x, self.data.y[idx].to(self.device)
+
+    def _grads_finite(self) -> bool:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return True
+        norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
+        return bool(torch.isfinite(norm))
+
+    def train_step(self) -> dict:
+        self.model.train()
+        x, y = self._batch()
+        if self.step == 0 and self.init_fn is not None:
+            self.init_fn(self.model, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, stats = objective(self.model, x, y, self.cfg)
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            loss.backward()
+            ok = self._grads_finite()
+        if ok:
+            self.optimizer.step()
+            self.nonfinite_run = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_total += 1
+            self.nonfinite_run += 1
+        self.scheduler.step()
+        self.step += 1
+        stats.update(loss=float(loss.detach()), skipped=not ok)
+        if self.nonfinite_run >= self.cfg.max_nonfinite:
+            where = f"; the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
+            raise TrainingDiverged(
+                f"{self.nonfinite_run} consecutive non-finite losses or gradients at step {self.step}; "
+                f"stopping{where}")
+        return stats
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, dynamic_ncols=True,
+                   desc="train", leave=False)
+        try:
+            while self.step < cfg.steps:
+                t0 = time.perf_counter()
+                stats = self.train_step()
+                if not stats["skipped"]:
+                    self.run_loss += stats["loss"]
+                    self.run_n += 1
+                self.seconds += time.perf_counter() - t0
+                bar.update(1)
+                post = {"loss": f"{stats['loss']:.3f}"}
+                if "error_pct" in self.last_eval:
+                    post["err%"] = f"{self.last_eval['error_pct']:.1f}"
+                bar.set_postfix(post, refresh=False)
+                last = self.step == cfg.steps
+                if self.step % cfg.eval_every == 0 or last:
+                    t0 = time.perf_counter()
+                    ev = self.evaluate()
+                    self.seconds += time.perf_counter() - t0
+                    self.last_eval = ev
+                    rec = {"step": self.step, "epoch": self.sampler.epoch,
+                           "train_loss": self.run_loss / max(self.run_n, 1),
+                           "lr": self.optimizer.param_groups[0]["lr"], "skipped_steps": self.nonfinite_total,
+                           "seconds": round(self.seconds, 3)}
+                    rec.update({f"test_{k}": v for k, v in ev.items()})
+                    self._log(rec)
+                    self.run_loss, self.run_n = 0.0, 0
+                if (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0:
+                    self.save()  # never during a run of skipped steps: keep the last good one
+                if self.callback is not None:
+                    self.callback(self, self.step)
+        finally:
+            bar.close()
+        return dict(self.last_eval)

@@ -1,0 +1,307 @@
+"""Multi-process training (scnf.distributed): equivalence of a 2-process gloo job with a
+1-process run, identical ActNorm init across ranks, sharded evaluation, sharding, faults,
+precision modes and launching.
+
+The multi-process tests start real processes on localhost with ``local_launch`` (the
+torchrun variables set by hand, one thread each) and call back into this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scnf import distributed as D
+from scnf.architectures import mnist_scnf, vector_scnf
+from scnf.config import TrainConfig
+from scnf.training import MixedBatchSampler, SemiSupervisedData, Trainer, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = {"toy": 4, "mnist": 3}
+
+
+# ------------------------------------------------------------------ problems
+class _Float64Data(SemiSupervisedData):
+    """The same rows and noise, fed to the model in float64."""
+
+    def prepare(self, xb, generator):
+        return super().prepare(xb, generator).double()
+
+
+def _problem(name: str, float64: bool = False):
+    """(model, data, cfg) built deterministically, identical in every process.
+
+    ``float64``: model and inputs in double precision. The equivalence tests use it
+    because Adamax normalises each step by the largest |gradient| seen, so a parameter
+    whose exact gradient is ~0 (ActNorm biases right after their data-dependent init have
+    float32 gradients ~1e-7 of pure rounding noise) moves by +-lr in a noise-determined
+    direction; in float32 the 1- and 2-process runs then differ by ~lr after one step
+    although their gradients agree to 1e-7. In float64 that noise is far below Adamax's
+    eps = 1e-8 and the runs agree to ~1e-12.
+    """
+    torch.manual_seed(0)
+    Data = _Float64Data if float64 else SemiSupervisedData
+    if name == "toy":
+        from scnf.data import toy_problem
+
+        x, y_semi, _, xt, yt = toy_problem("moons", 200, 64, 10, 0.1, seed=0)
+        data = Data(torch.from_numpy(x), torch.from_numpy(y_semi), torch.from_numpy(xt), torch.from_numpy(yt))
+        model = vector_scnf(2, 2, "glow", blocks=2, hidden=16, h_blocks=2, h_hidden=16)
+        cfg = TrainConfig(batch_size=16, steps=STEPS["toy"], lr=3e-3, clf_weight=0.5, device="cpu",
+                          progress=False, eval_every=1000, checkpoint_every=1000)
+    else:
+        g = torch.Generator().manual_seed(1)
+        x = torch.randint(0, 256, (48, 1, 28, 28), generator=g, dtype=torch.uint8)
+        y = torch.full((48,), -1, dtype=torch.long)
+        y[:20] = torch.arange(20) % 10
+        xt = torch.randint(0, 256, (20, 1, 28, 28), generator=g, dtype=torch.uint8)
+        yt = torch.arange(20) % 10
+        data = Data(x, y, xt, yt, images=True)
+        model = mnist_scnf(hidden=4, blocks=1, h_hidden=8, h_blocks=1)
+        cfg = TrainConfig(batch_size=8, steps=STEPS["mnist"], lr=1e-3, device="cpu", progress=False,
+                          eval_every=1000, checkpoint_every=1000)
+    return (model.double() if float64 else model), data, cfg
+
+
+def _flat_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# ------------------------------------------------------------------ workers (run in child processes)
+def _equivalence_worker(out: str) -> None:
+    torch.set_num_threads(1)
+    D.init_distributed("cpu")
+    r = D.rank()
+    res = {}
+    for name in ("toy", "mnist"):
+        model, data, cfg = _problem(name, float64=True)
+        tr = D.DistributedTrainer(model, data, cfg, seed=0)
+        losses, identical = [], []
+        for _ in range(cfg.steps):
+            losses.append(tr.train_step()["loss"])
+            identical.append(D.parameters_identical(model))
+        ev = D.evaluate_sharded(model, data, data.x_test, data.y_test, batch_size=6)
+        local = evaluate(model, data, data.x_test, data.y_test, batch_size=6)  # 1-process function
+        res[name] = {"losses": losses, "identical": identical, "eval": ev, "eval_local": local}
+        torch.save(_flat_state(model), Path(out) / f"{name}_rank{r}.pt")
+    # explicit broadcast: a rank-1 perturbation is detected, then undone by broadcast_module_
+    model, _, _ = _problem("toy")
+    with torch.no_grad():
+        next(model.parameters()).add_(float(r))
+    res["perturbed_identical"] = D.parameters_identical(model)
+    D.broadcast_module_(model)
+    res["after_broadcast_identical"] = D.parameters_identical(model)
+    (Path(out) / f"result_rank{r}.json").write_text(json.dumps(res))
+    D.cleanup()
+
+
+def _fault_worker(steps: int = 50) -> None:
+    torch.set_num_threads(1)
+    D.init_distributed("cpu")
+    model, data, cfg = _problem("toy")
+    cfg.steps = steps
+
+    def die(trainer, step):
+        if trainer.rank == 1 and step == 1:
+            os._exit(3)
+
+    D.DistributedTrainer(model, data, cfg, seed=0, callback=die).fit()
+    D.cleanup()
+
+
+def _e2e_worker(config: str, out: str, resume: bool = False) -> None:
+    from scnf.config import load_config
+
+    torch.set_num_threads(1)
+    D.run_distributed(load_config(config), out, resume=resume)
+
+
+# ------------------------------------------------------------------ 2-process equivalence
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    res = D.local_launch(2, "tests.test_distributed:_equivalence_worker", {"out": str(out)}, timeout=180, cwd=ROOT)
+    for rc, log in res:
+        assert rc == 0, log[-3000:]
+    return out, [json.loads((out / f"result_rank{r}.json").read_text()) for r in range(2)]
+
+
+def _reference(name: str):
+    torch.set_num_threads(1)
+    model, data, cfg = _problem(name, float64=True)
+    tr = Trainer(model, data, cfg, seed=0)
+    losses = [tr.train_step()["loss"] for _ in range(cfg.steps)]
+    return model, data, losses
+
+
+@pytest.mark.parametrize("name", ["toy", "mnist"])
+def test_two_processes_match_one_process(two_ranks, name):
+    out, res = two_ranks
+    model, data, losses = _reference(name)
+    # ranks report the same all-reduced loss, equal to the 1-process loss of the global batch
+    assert res[0][name]["losses"] == res[1][name]["losses"]
+    np.testing.assert_allclose(res[0][name]["losses"], losses, rtol=1e-10, atol=1e-10)
+    ref = _flat_state(model)
+    s0, s1 = (torch.load(out / f"{name}_rank{r}.pt") for r in range(2))
+    assert s0.keys() == ref.keys()
+    for k in ref:
+        assert torch.equal(s0[k], s1[k]), k  # DDP keeps the ranks bit-identical
+        torch.testing.assert_close(s0[k], ref[k], rtol=1e-6, atol=1e-8, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("name", ["toy", "mnist"])
+def test_parameters_identical_across_ranks_after_init(two_ranks, name):
+    _, res = two_ranks
+    assert all(res[0][name]["identical"]) and all(res[1][name]["identical"])
+
+
+def test_broadcast_module_makes_ranks_identical(two_ranks):
+    _, res = two_ranks
+    for r in res:
+        assert r["perturbed_identical"] is False
+        assert r["after_broadcast_identical"] is True
+
+
+@pytest.mark.parametrize("name", ["toy", "mnist"])
+def test_sharded_evaluation_matches_single_process(two_ranks, name):
+    _, res = two_ranks
+    model, data, _ = _reference(name)
+    want = evaluate(model, data, data.x_test, data.y_test, batch_size=6)
+    for r in res:
+        got = r[name]["eval"]
+        assert got.keys() == want.keys() == r[name]["eval_local"].keys()
+        for k in want:
+            # same model: the sharded totals equal the 1-process evaluation to rounding
+            assert got[k] == pytest.approx(r[name]["eval_local"][k], rel=1e-13, abs=1e-12), k
+            # the 1-process reference run (parameters equal to ~1e-8)
+            assert got[k] == pytest.approx(want[k], rel=1e-7, abs=1e-9), k
+    assert res[0][name]["eval"] == res[1][name]["eval"]
+
+
+# ------------------------------------------------------------------ single-process pieces
+def test_shards_have_equal_size_and_share_the_labelled_rows():
+    y = np.full(40, -1)
+    y[:5] = [0, 1, 0, 1, 0]
+    s = MixedBatchSampler(torch.from_numpy(y), 8, 0.25, seed=3)
+    for _ in range(10):
+        g = s.next()
+        parts = [D.shard(g, r, 2) for r in range(2)]
+        assert [len(p) for p in parts] == [4, 4]
+        assert sorted(np.concatenate(parts)) == sorted(g)
+        assert [int((y[p] >= 0).sum()) for p in parts] == [1, 1]
+
+
+def test_unlabelled_rows_once_per_epoch_across_ranks():
+    y = np.full(37, -1)
+    y[:1] = 0
+    s = MixedBatchSampler(torch.from_numpy(y), 6, 0.0, seed=0)  # 36 unlabelled rows, 6 batches/epoch
+    rows = [[], []]
+    for _ in range(6):
+        g = s.next()
+        for r in range(2):
+            rows[r] += list(D.shard(g, r, 2))
+    assert not set(rows[0]) & set(rows[1])
+    assert sorted(rows[0] + rows[1]) == list(range(1, 37))
+
+
+def test_sharded_objective_single_rank_equals_objective():
+    from scnf.training import objective
+
+    model, data, cfg = _problem("toy")
+    cfg.clf_weight, cfg.optimisation = 0.3, "em-sgd"
+    x, y = data.x[:16], data.y[:16].clone()
+    y[:3] = data.y[data.y >= 0][:3]
+    loss, stats = objective(model, x, y, cfg)
+    loss2, sums = D.sharded_objective(model.log_joint(x), y, cfg, 16, int((y >= 0).sum()), 1)
+    torch.testing.assert_close(loss2, loss)
+    assert float(sums[1]) / 16 == pytest.approx(stats["nll"], rel=1e-6)
+
+
+def test_batch_not_divisible_raises(monkeypatch):
+    model, data, cfg = _problem("toy")
+    cfg.batch_size = 15
+    monkeypatch.setattr(D, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match="not divisible"):
+        D.DistributedTrainer(model, data, cfg)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+@pytest.mark.parametrize("name", ["toy", "mnist"])
+def test_precision_modes_train_and_invert(name, precision):
+    model, data, cfg = _problem(name)
+    cfg.steps = 2
+    cfg.precision = precision
+    tr = D.DistributedTrainer(model, data, cfg, seed=0)
+    stats = [tr.train_step() for _ in range(2)]
+    assert all(np.isfinite(s["loss"]) and not s["skipped"] for s in stats)
+    if precision == "bf16-mixed":
+        assert any(type(m).__name__.startswith("BF16") for m in model.modules())
+        assert set(model.state_dict()) == set(_problem(name)[0].state_dict())  # checkpoints unchanged
+    x = data.prepare(data.x[:8], torch.Generator().manual_seed(0))
+    err = D.check_invertibility(model, x)
+    assert err < 1e-3, err
+
+
+def test_unknown_precision_rejected():
+    with pytest.raises(ValueError, match="precision"):
+        D.apply_precision(torch.nn.Linear(1, 1), "fp16", "cpu")
+
+
+def test_timeout_from_env(monkeypatch):
+    monkeypatch.setenv(D.ENV_TIMEOUT, "12.5")
+    assert D.timeout_seconds() == 12.5
+    monkeypatch.delenv(D.ENV_TIMEOUT)
+    assert D.timeout_seconds() == 300
+    monkeypatch.setenv(D.ENV_TIMEOUT, "soon")
+    with pytest.raises(ValueError, match=D.ENV_TIMEOUT):
+        D.timeout_seconds()
+
+
+def test_launch_relaunches_through_torchrun(monkeypatch):
+    calls = []
+    monkeypatch.setattr(D.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert D.launch(2, ["train", "c.toml", "--nproc", "2", "--out", "o", "--nproc=3"]) == 0
+    cmd = calls[0]
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    assert cmd[5] == "2" and cmd[6:] == ["-m", "scnf", "train", "c.toml", "--out", "o"]
+
+
+# ------------------------------------------------------------------ faults
+def test_rank_death_stops_the_others_within_the_timeout():
+    t0 = time.monotonic()
+    res = D.local_launch(2, "tests.test_distributed:_fault_worker", {}, timeout=60, cwd=ROOT,
+                         env={D.ENV_TIMEOUT: "10"})
+    took = time.monotonic() - t0
+    (rc0, log0), (rc1, _) = res
+    assert rc1 == 3
+    assert rc0 != 0 and "DistributedError" in log0 and "another rank" in log0, log0[-2000:]
+    assert took < 40, took
+
+
+# ------------------------------------------------------------------ end to end (slow)
+@pytest.mark.slow
+def test_run_distributed_writes_on_rank0_and_resumes(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("seed = 0\n[data]\ndataset = 'moons'\nn_train = 200\nn_test = 100\n"
+                   "[model]\nblocks = 2\nhidden = 16\nh_blocks = 2\nh_hidden = 16\n"
+                   "[train]\nbatch_size = 16\nsteps = 6\neval_every = 3\ncheckpoint_every = 3\n"
+                   "device = 'cpu'\nprogress = false\n")
+    out = tmp_path / "run"
+    for resume in (False, True):
+        if resume:  # extend the run: same config except steps, so rewrite config.toml too
+            text = cfg.read_text().replace("steps = 6", "steps = 9")
+            cfg.write_text(text)
+            (out / "config.toml").unlink()
+        res = D.local_launch(2, "tests.test_distributed:_e2e_worker",
+                             {"config": str(cfg), "out": str(out), "resume": resume}, timeout=240, cwd=ROOT)
+        for rc, log in res:
+            assert rc == 0, log[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 9 and m["world_size"] == 2
+    lines = (out / "log.jsonl").read_text().splitlines()
+    assert [json.loads(s)["step"] for s in lines] == [3, 6, 9]

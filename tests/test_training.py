@@ -1,0 +1,183 @@
+"""Training: smoke, the objective, EM-SGD, resume equality, the non-finite guard."""
+import json
+import math
+
+import pytest
+import torch
+
+import scnf
+from scnf.config import TrainConfig, from_dict
+from scnf.experiment import run
+from scnf.training import MixedBatchSampler, SemiSupervisedData, Trainer, TrainingDiverged, objective
+
+
+def _toy_cfg(**train):
+    t = {"steps": 60, "batch_size": 64, "eval_every": 20, "checkpoint_every": 20, "progress": False}
+    t.update(train)
+    return from_dict({"seed": 1, "data": {"dataset": "moons", "n_train": 200, "n_test": 200, "n_labelled": 10},
+                      "model": {"blocks": 2, "hidden": 16, "h_blocks": 2, "h_hidden": 16}, "train": t})
+
+
+def test_training_smoke_writes_run_dir(tmp_path):
+    m = run(_toy_cfg(), tmp_path / "r")
+    for name in ("metrics.json", "log.jsonl", "checkpoint.pt", "config.toml", "report.md", "decision_boundary.png"):
+        assert (tmp_path / "r" / name).exists(), name
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved == m
+    assert math.isfinite(m["nll"]) and 0 <= m["error_pct"] <= 100 and m["steps"] == 60
+    lines = (tmp_path / "r" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines] == [20, 40, 60]
+    # the loss went down
+    first, last = json.loads(lines[0]), json.loads(lines[-1])
+    assert last["train_loss"] < first["train_loss"]
+
+
+def test_existing_run_dir_is_not_clobbered(tmp_path):
+    run(_toy_cfg(steps=5, eval_every=5), tmp_path / "r")
+    with pytest.raises(ValueError, match="already holds a run"):
+        run(_toy_cfg(steps=5, eval_every=5), tmp_path / "r")
+
+
+def test_resume_gives_identical_metrics(tmp_path):
+    full = run(_toy_cfg(), tmp_path / "full")
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_45(trainer, step):
+        if step == 45:
+            raise Crash
+
+    import scnf.experiment as ex
+    orig = ex.Trainer
+
+    class CrashingTrainer(orig):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.callback = crash_at_45
+
+    ex.Trainer = CrashingTrainer
+    try:
+        with pytest.raises(Crash):
+            run(_toy_cfg(), tmp_path / "cut")
+    finally:
+        ex.Trainer = orig
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 40
+    resumed = run(_toy_cfg(), tmp_path / "cut", resume=True)
+    for k in ("error_pct", "nll", "steps", "train_labelled_error_pct"):
+        assert resumed[k] == full[k], k
+    log_full = [json.loads(l) for l in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    log_cut = [json.loads(l) for l in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "seconds"} for r in recs]  # noqa: E731
+    assert strip(log_cut) == strip(log_full)
+
+
+def test_resume_without_checkpoint_or_with_other_config(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint"):
+        run(_toy_cfg(), tmp_path / "none", resume=True)
+    run(_toy_cfg(steps=5, eval_every=5), tmp_path / "r")
+    with pytest.raises(ValueError, match="config differs"):
+        run(_toy_cfg(steps=10), tmp_path / "r", resume=True)
+
+
+def _data(n=64):
+    torch.manual_seed(0)
+    x = torch.randn(n, 2)
+    y = torch.full((n,), -1)
+    y[:6] = torch.tensor([0, 1, 0, 1, 0, 1])
+    return SemiSupervisedData(x, y, x[:16], torch.zeros(16, dtype=torch.long))
+
+
+def test_non_finite_steps_are_skipped_then_stop(tmp_path):
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
+    cfg = TrainConfig(steps=50, batch_size=16, eval_every=50, checkpoint_every=2, max_nonfinite=3, progress=False)
+    trainer = Trainer(model, _data(), cfg, run_dir=tmp_path)
+    for _ in range(4):
+        trainer.train_step()
+        if trainer.step % cfg.checkpoint_every == 0:
+            trainer.save()
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    orig = model.log_joint
+    model.log_joint = lambda x: orig(x) * float("nan")
+    with pytest.raises(TrainingDiverged, match="3 consecutive non-finite"):
+        trainer.fit()
+    assert trainer.nonfinite_total == 3
+    for k, v in model.state_dict().items():  # nothing non-finite reached the weights
+        assert torch.equal(v, good[k]), k
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["step"] == 4  # the last good checkpoint is kept
+
+
+def test_single_non_finite_step_is_skipped_and_counted():
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
+    trainer = Trainer(model, _data(), TrainConfig(steps=5, batch_size=16, eval_every=5, progress=False))
+    orig = model.log_joint
+    calls = {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        out = orig(x)
+        return out * float("inf") if calls["n"] == 2 else out
+
+    model.log_joint = flaky
+    trainer.fit()
+    assert trainer.nonfinite_total == 1 and trainer.step == 5
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_sampler_mixes_labelled_share_and_covers_unlabelled_once_per_epoch():
+    y = torch.full((100,), -1)
+    y[:10] = torch.arange(10) % 2
+    s = MixedBatchSampler(y, 30, 1 / 3, seed=0)
+    seen = []
+    for _ in range(9):  # 9 batches x 20 unlabelled = 180 = 2 epochs of 90
+        b = s.next()
+        assert (y[b[:10]] >= 0).all() and (y[b[10:]] < 0).all()
+        seen += b[10:].tolist()
+    assert sorted(seen[:90]) == list(range(10, 100)) and sorted(seen[90:]) == list(range(10, 100))
+
+
+def test_em_sgd_gradient_equals_sgd_gradient_at_theta_old():
+    """Appendix B: one M-step gradient on E_q log p(x,y) with q = p_old(y|x) equals the
+    gradient of log p(x) at theta_old (Fisher's identity)."""
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
+    data = _data()
+    model.log_joint(data.x)  # init ActNorm
+    grads = {}
+    for opt in ("sgd", "em-sgd"):
+        model.zero_grad()
+        loss, _ = objective(model, data.x, data.y, TrainConfig(optimisation=opt))
+        loss.backward()
+        grads[opt] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    assert torch.allclose(grads["sgd"], grads["em-sgd"], atol=1e-5)
+
+
+def test_classification_loss_adds_cross_entropy():
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8).eval()
+    data = _data()
+    l0, _ = objective(model, data.x, data.y, TrainConfig(clf_weight=0.0))
+    l1, st = objective(model, data.x, data.y, TrainConfig(clf_weight=2.0))
+    lj = model.log_joint(data.x[:6])
+    ce = torch.nn.functional.cross_entropy(lj, data.y[:6])
+    assert torch.allclose(l1 - l0, 2 * ce, atol=1e-5)
+
+
+def test_gmm_with_class_aware_init_trains():
+    cfg = _toy_cfg(steps=20, eval_every=20)
+    cfg.model.conditional = "gmm"
+    cfg.model.init_from_labels = True
+    from scnf.experiment import build_data, build_model, class_aware_init
+
+    data, _ = build_data(cfg)
+    model = build_model(cfg, data)
+    x, y = data.x[:128], data.y[:128]
+    y = torch.full_like(y, -1)
+    y[:4] = torch.tensor([0, 0, 1, 1])
+    class_aware_init(model, x, y)
+    z, _ = model.unconditional(x[:4])
+    assert torch.allclose(model.latent_prior.loc[0], z[:2].mean(0), atol=1e-5)
