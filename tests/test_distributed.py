@@ -89,6 +89,25 @@ def _equivalence_worker(out: str) -> None:
         local = evaluate(model, data, data.x_test, data.y_test, batch_size=6)  # 1-process function
         res[name] = {"losses": losses, "identical": identical, "eval": ev, "eval_local": local}
         torch.save(_flat_state(model), Path(out) / f"{name}_rank{r}.pt")
+    # a non-finite loss on one rank only: every rank skips the step together, none hangs
+    model, data, cfg = _problem("toy")
+    tr = D.DistributedTrainer(model, data, cfg, seed=0)
+    real = D.sharded_objective
+
+    def poisoned(*a, **k):
+        loss, sums = real(*a, **k)
+        if r == 1 and tr.step == 1:
+            loss, sums = loss * float("nan"), sums.clone()
+            sums[4] = 0
+        return loss, sums
+
+    D.sharded_objective = poisoned
+    try:
+        skipped = [tr.train_step()["skipped"] for _ in range(3)]
+    finally:
+        D.sharded_objective = real
+    res["nan_skipped"] = skipped
+    res["nan_identical"] = D.parameters_identical(model)
     # explicit broadcast: a rank-1 perturbation is detected, then undone by broadcast_module_
     model, _, _ = _problem("toy")
     with torch.no_grad():
@@ -158,6 +177,13 @@ def test_two_processes_match_one_process(two_ranks, name):
 def test_parameters_identical_across_ranks_after_init(two_ranks, name):
     _, res = two_ranks
     assert all(res[0][name]["identical"]) and all(res[1][name]["identical"])
+
+
+def test_nonfinite_loss_on_one_rank_skips_the_step_on_all(two_ranks):
+    _, res = two_ranks
+    for r in res:
+        assert r["nan_skipped"] == [False, True, False]
+        assert r["nan_identical"] is True
 
 
 def test_broadcast_module_makes_ranks_identical(two_ranks):

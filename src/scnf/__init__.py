@@ -1,8 +1,11 @@
 """scnf: semi-supervised learning with Semi-Conditional Normalizing Flows."""
+from . import bijectors
 from .architectures import mnist_scnf, vector_scnf
 from .data import load_dataset
+from .estimator import SCNFClassifier
 from .model import SemiConditionalFlow
 
 __version__ = "0.1.0"
 
-__all__ = ["SemiConditionalFlow", "load_dataset", "mnist_scnf", "vector_scnf", "__version__"]
+__all__ = ["SCNFClassifier", "SemiConditionalFlow", "bijectors", "load_dataset", "mnist_scnf", "vector_scnf",
+           "__version__"]

@@ -94,14 +94,12 @@ def _cmd_train(args) -> int:
     if args.nproc > 1:
         from .distributed import launch
 
-        argv = [a for a in sys.argv[1:]]
-        i = argv.index("--nproc")
-        del argv[i:i + 2]
-        return launch(args.nproc, argv)
+        return launch(args.nproc, list(args.argv))
     from .experiment import run
 
     m = run(cfg, out, resume=args.resume)
-    print(json.dumps(m, indent=2))
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(m, indent=2))
     return 0
 
 
@@ -154,6 +152,7 @@ COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

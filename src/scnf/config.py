@@ -62,6 +62,8 @@ class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda
     progress: bool = True
     threads: int = 0                # 0 = torch's default
+    precision: str = "fp32"         # fp32 | tf32 | bf16-mixed (CUDA; bf16 autocast only in coupling nets)
+    compile: bool = False           # torch.compile the (DDP-wrapped) model
 
 
 @dataclass
@@ -82,6 +84,7 @@ _CHOICES = {
     "train.optimisation": ("sgd", "em-sgd"),
     "train.schedule": ("linear", "constant"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("fp32", "tf32", "bf16-mixed"),
 }
 _POSITIVE = {"data.n_train", "data.n_test", "data.n_labelled", "train.batch_size", "train.steps",
              "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden"}

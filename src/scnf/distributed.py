@@ -54,7 +54,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -465,9 +464,15 @@ class DistributedTrainer(Trainer):
             # size-0 parameters (e.g. z_aux's prior when deep_dim = dim) never get a gradient
             ignore = [f"flow.{n}" for n, p in self.model.named_parameters() if p.numel() == 0]
             DDP._set_params_and_buffers_to_ignore_for_model(wrapper, ignore)
+            # buffers never change after the init: sync them at construction only (newer torch
+            # renames broadcast_buffers to forward_sync_buffers)
+            import inspect
+
+            sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters \
+                else "broadcast_buffers"
             with _collective("DDP construction"):
                 wrapper = DDP(wrapper, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                              broadcast_buffers=False)  # buffers never change after the init
+                              **{sync: False})
         self.engine = torch.compile(wrapper) if self.compile else wrapper
 
     def train_step(self) -> dict:
@@ -609,7 +614,8 @@ def local_launch(nproc: int, target: str, kwargs: dict | None = None, timeout: f
     :func:`init_distributed`.
     """
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(nproc),
-                LOCAL_WORLD_SIZE=str(nproc), OMP_NUM_THREADS="1", **(env or {}))
+                LOCAL_WORLD_SIZE=str(nproc), OMP_NUM_THREADS="1")
+    base.update(env or {})
     procs = []
     for r in range(nproc):
         e = dict(base, RANK=str(r), LOCAL_RANK=str(r))

@@ -144,7 +144,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         return torch.log_softmax(self._log_joint(X).double(), 1).numpy()
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self._log_joint(X).argmax(1).numpy()]
+        pred = self._log_joint(X).argmax(1).numpy()
+        return self.classes_[pred]
 
     def score_samples(self, X) -> np.ndarray:
         """log p(x) per row, in the caller's units."""

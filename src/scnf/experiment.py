@@ -139,7 +139,14 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = F
 
 
 def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train the config's model into run directory ``out``; returns metrics.json's content."""
+    """Train the config's model into run directory ``out``; returns metrics.json's content.
+
+    Under torchrun (``WORLD_SIZE`` > 1), or with a non-default precision or compile, the
+    run goes through :func:`scnf.distributed.run_distributed`."""
+    from .distributed import is_distributed_env, run_distributed
+
+    if is_distributed_env() or cfg.train.precision != "fp32" or cfg.train.compile:
+        return run_distributed(cfg, out, resume=resume, overwrite=overwrite)
     out = Path(out)
     prepare_run_dir(out, cfg, resume, overwrite)
     t0 = time.perf_counter()

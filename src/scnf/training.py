@@ -147,7 +147,7 @@ def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg:
     with torch.no_grad():
         nll = -(lp_lab.sum() + lp_unl.sum()) / b
         acc = (lj_lab.argmax(1) == y_lab).float().mean() if lab.any() else lj.new_tensor(float("nan"))
-    return loss, {"nll": float(nll), "clf": float(clf), "labelled_acc": float(acc)}
+    return loss, {"nll": float(nll), "clf": float(clf.detach()), "labelled_acc": float(acc)}
 
 
 @torch.no_grad()

@@ -1,0 +1,125 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_blobs
+from sklearn.exceptions import NotFittedError
+
+from scnf import SCNFClassifier
+
+FAST = dict(steps=200, batch_size=64, blocks=2, hidden=16, h_blocks=2, h_hidden=16, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(300, n_features=3, centers=[[0, 0, 0], [6, 6, 0], [0, 6, 6]], cluster_std=1.0,
+                      random_state=0)
+    X = X * 100 + 1000  # far from unit scale: standardisation must be accounted for
+    y_text = np.array(["a", "b", "c"])[y]
+    y_semi = np.full(300, -1, dtype=object)
+    for c in "abc":
+        idx = np.flatnonzero(y_text == c)[:3]
+        y_semi[idx] = c
+    y_semi = np.where(y_semi == -1, -1, y_semi)
+    return X, y_text, y_semi
+
+
+@pytest.fixture(scope="module")
+def fitted(blobs):
+    X, _, y_semi = blobs
+    return SCNFClassifier(**FAST).fit(X, y_semi)
+
+
+def test_fit_predict_with_original_labels(fitted, blobs):
+    X, y_text, _ = blobs
+    assert list(fitted.classes_) == ["a", "b", "c"]
+    pred = fitted.predict(X)
+    assert set(pred) <= {"a", "b", "c"}
+    assert fitted.score(X, y_text) > 0.8
+    proba = fitted.predict_proba(X)
+    assert proba.shape == (300, 3) and np.allclose(proba.sum(1), 1)
+    assert np.array_equal(fitted.classes_[proba.argmax(1)], pred)
+
+
+def test_score_samples_in_caller_units(fitted, blobs):
+    X, _, _ = blobs
+    lp = fitted.score_samples(X)
+    # rescaling the data by 100 changes log-density by -3 log(100) per row
+    assert lp.shape == (300,) and np.isfinite(lp).all()
+    assert np.median(lp) < -3 * np.log(100) + 5
+
+
+def test_score_samples_integrates_to_one_in_caller_units():
+    """A 2-feature model fitted on data of scale ~100: exp(score_samples) integrates to 1
+    over a grid in the caller's units, so the standardisation is accounted for."""
+    X, y = make_blobs(200, n_features=2, centers=[[0, 0], [5, 5]], random_state=1)
+    X = X * 100 + 50
+    y_semi = np.full(200, -1)
+    y_semi[:6] = y[:6]
+    m = SCNFClassifier(**{**FAST, "steps": 30}).fit(X, y_semi)
+    lo, hi = X.min(0) - 600, X.max(0) + 600
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 400), np.linspace(lo[1], hi[1], 400))
+    p = np.exp(m.score_samples(np.stack([gx.ravel(), gy.ravel()], 1)))
+    cell = (gx[0, 1] - gx[0, 0]) * (gy[1, 0] - gy[0, 0])
+    assert abs(p.sum() * cell - 1) < 0.03
+
+
+def test_sample_and_transform(fitted, blobs):
+    X, y_text, _ = blobs
+    xs, ys = fitted.sample(50)
+    assert xs.shape == (50, 3) and set(ys) <= {"a", "b", "c"}
+    assert np.abs(xs.mean(0) - X.mean(0)).max() < 5 * X.std(0).max()  # caller's units
+    xs, ys = fitted.sample(5, y="b")
+    assert list(ys) == ["b"] * 5
+    z = fitted.transform(X[:10])
+    z2 = fitted.transform(X[:10], y_text[:10])
+    assert z.shape == (10, 3) and z2.shape == (10, 3)
+
+
+def test_sklearn_params_clone_and_pickle(fitted, blobs):
+    X, _, _ = blobs
+    p = fitted.get_params()
+    assert p["steps"] == 200 and p["conditional"] == "glow"
+    c = clone(fitted)
+    assert not hasattr(c, "model_") and c.get_params() == p
+    c.set_params(conditional="gmm")
+    assert c.conditional == "gmm"
+    again = pickle.loads(pickle.dumps(fitted))
+    assert np.array_equal(again.predict(X), fitted.predict(X))
+    assert np.allclose(again.predict_proba(X), fitted.predict_proba(X))
+
+
+@pytest.mark.parametrize("conditional", ["gmm"])
+def test_other_conditionals_fit(blobs, conditional):
+    X, y_text, y_semi = blobs
+    m = SCNFClassifier(conditional=conditional, **FAST).fit(X, y_semi)
+    assert m.predict(X).shape == (300,)
+
+
+def test_errors(blobs, fitted):
+    X, _, y_semi = blobs
+    with pytest.raises(NotFittedError):
+        SCNFClassifier().predict(X)
+    with pytest.raises(ValueError, match="no labelled rows"):
+        SCNFClassifier(**FAST).fit(X, np.full(300, -1))
+    with pytest.raises(ValueError, match=r"class\(es\) \['z'\] have no labelled row"):
+        SCNFClassifier(classes=["a", "b", "c", "z"], **FAST).fit(X, y_semi)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        only_a = np.full(300, -1, dtype=object)
+        only_a[y_semi == "a"] = "a"
+        SCNFClassifier(**FAST).fit(X, only_a)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        SCNFClassifier(**FAST).fit(bad, y_semi)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fitted.predict(bad)
+    with pytest.raises(ValueError, match="2 features, but SCNFClassifier was fitted with 3"):
+        fitted.predict(X[:, :2])
+    with pytest.raises(ValueError, match="y must be 1-D"):
+        SCNFClassifier(**FAST).fit(X, y_semi[:10])
+    with pytest.raises(ValueError, match="parameter 'steps' must be positive"):
+        SCNFClassifier(steps=0).fit(X, y_semi)
+    with pytest.raises(ValueError, match="unknown label"):
+        fitted.sample(2, y="q")
