@@ -35,3 +35,19 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("[train\nsteps = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    paths = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+    assert paths
+    for p in paths:
+        load_config(p)
+
+
+def test_demo_config_matches_shipped_moons_config():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parent.parent / "configs" / "moons.toml")
+    assert cfg == demo_config()

@@ -195,5 +195,6 @@ def demo_config(seed: int = 0) -> RunConfig:
     cfg = RunConfig(seed=seed)
     cfg.data = DataConfig(dataset="moons", n_train=1000, n_test=1000, n_labelled=10, noise=0.1, split_seed=seed)
     cfg.model = ModelConfig(unconditional="glow", conditional="glow")
-    cfg.train = TrainConfig(steps=1500, batch_size=256, eval_every=250, checkpoint_every=250, device="cpu")
+    cfg.train = TrainConfig(steps=3000, batch_size=256, labelled_share=0.1, eval_every=500, checkpoint_every=500,
+                            device="cpu")
     return validate(cfg)
