@@ -56,10 +56,9 @@ from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from .training import LN2, SemiSupervisedData, Trainer, TrainingDiverged
+from .training import LN2, SemiSupervisedData, Trainer, TrainingDiverged, loss_terms
 
 ENV_TIMEOUT = "SCNF_DDP_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
@@ -235,26 +234,11 @@ def sharded_objective(log_joint: torch.Tensor, y: torch.Tensor, cfg, global_batc
     finite).
     """
     lj = log_joint if log_joint.dtype in (torch.float32, torch.float64) else log_joint.float()
-    lab = y >= 0
-    lj_lab, y_lab, lj_unl = lj[lab], y[lab], lj[~lab]
-    lp_lab = lj_lab.gather(1, y_lab[:, None]).squeeze(1)
-    lp_unl = torch.logsumexp(lj_unl, 1)
-    if cfg.optimisation == "em-sgd":
-        q = torch.softmax(lj_unl.detach(), 1)
-        unl_term = (q * lj_unl).sum(1)
-    else:
-        unl_term = lp_unl
-    part = -(cfg.labelled_weight * lp_lab.sum() + unl_term.sum()) / global_batch
-    clf_sum = lj.new_zeros(())
-    if cfg.clf_weight > 0 and global_labelled > 0:
-        if lab.any():
-            clf_sum = F.cross_entropy(lj_lab, y_lab, reduction="sum")
-        part = part + cfg.clf_weight * clf_sum / global_labelled
+    part, lp_lab, lp_unl, clf_sum, correct = loss_terms(lj, y, cfg, global_batch, global_labelled)
     loss = part * world
     with torch.no_grad():
         sums = torch.stack([part.double(), -(lp_lab.sum() + lp_unl.sum()).double(), clf_sum.double(),
-                            (lj_lab.argmax(1) == y_lab).sum().double(),
-                            torch.isfinite(loss).double()])
+                            correct.double(), torch.isfinite(loss).double()])
     return loss, sums
 
 
@@ -541,16 +525,8 @@ def run_distributed(cfg, out: str | Path, resume: bool = False, overwrite: bool 
         if resume:
             trainer.resume()
         final = trainer.fit()
-        metrics = {
-            "dataset": cfg.data.dataset, "unconditional": cfg.model.unconditional,
-            "conditional": cfg.model.conditional, "seed": cfg.seed, "split_seed": cfg.data.split_seed,
-            "steps": trainer.step, "error_pct": final.get("error_pct"), "nll": final.get("nll"),
-            "seconds": round(trainer.seconds, 2), "wall_seconds_this_process": round(time.perf_counter() - t0, 2),
-            "skipped_steps": trainer.nonfinite_total, "world_size": trainer.world,
-            "precision": trainer.precision,
-        }
-        if "bits_per_dim" in final:
-            metrics["bits_per_dim"] = final["bits_per_dim"]
+        metrics = ex.base_metrics(cfg, trainer, final, t0)
+        metrics.update(world_size=trainer.world, precision=trainer.precision)
         lab = data.y >= 0
         metrics["train_labelled_error_pct"] = evaluate_sharded(model, data, data.x[lab], data.y[lab])["error_pct"]
         n_check = min(64, data.x.shape[0])

@@ -117,6 +117,20 @@ def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tenso
                 model.latent_prior.loc.data[k] = z_f[sel].mean(0)
 
 
+def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
+    """The common part of metrics.json."""
+    metrics = {
+        "dataset": cfg.data.dataset, "unconditional": cfg.model.unconditional,
+        "conditional": cfg.model.conditional, "seed": cfg.seed, "split_seed": cfg.data.split_seed,
+        "steps": trainer.step, "error_pct": final.get("error_pct"), "nll": final.get("nll"),
+        "seconds": round(trainer.seconds, 2), "wall_seconds_this_process": round(time.perf_counter() - t0, 2),
+        "skipped_steps": trainer.nonfinite_total,
+    }
+    if "bits_per_dim" in final:
+        metrics["bits_per_dim"] = final["bits_per_dim"]
+    return metrics
+
+
 class RunDirError(ValueError):
     pass
 
@@ -158,15 +172,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
     if resume:
         trainer.resume()
     final = trainer.fit()
-    metrics = {
-        "dataset": cfg.data.dataset, "unconditional": cfg.model.unconditional,
-        "conditional": cfg.model.conditional, "seed": cfg.seed, "split_seed": cfg.data.split_seed,
-        "steps": trainer.step, "error_pct": final.get("error_pct"), "nll": final.get("nll"),
-        "seconds": round(trainer.seconds, 2), "wall_seconds_this_process": round(time.perf_counter() - t0, 2),
-        "skipped_steps": trainer.nonfinite_total,
-    }
-    if "bits_per_dim" in final:
-        metrics["bits_per_dim"] = final["bits_per_dim"]
+    metrics = base_metrics(cfg, trainer, final, t0)
     lab_err = evaluate(model, data, data.x[data.y >= 0], data.y[data.y >= 0])["error_pct"]
     metrics["train_labelled_error_pct"] = lab_err
     figures = []

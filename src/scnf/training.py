@@ -120,15 +120,20 @@ class MixedBatchSampler:
         self.perm, self.pos, self.epoch = np.asarray(s["perm"]), int(s["pos"]), int(s["epoch"])
 
 
-def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
-    """The per-example mean loss (nats) and statistics for one batch.
+def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int | None = None,
+               n_labelled: int | None = None):
+    """The loss of Eq. (1) from a batch's log p(x, y=k) (B, K) and labels (-1: unlabelled).
 
-    SGD: labelled rows -log p(x, y), unlabelled rows -log p(x).
-    EM-SGD: unlabelled rows -E_q log p(x, y) with q = p_old(y|x) held fixed (E-step); one
-    gradient step on it is the M-step. (Its gradient at theta_old equals that of log p(x).)
-    L_clf: cross-entropy of log p(y|x) on labelled rows, times ``clf_weight``.
+    SGD: labelled rows -log p(x, y), unlabelled rows -log p(x), summed and divided by
+    ``n_rows`` (default: the rows here). EM-SGD: unlabelled rows -E_q log p(x, y) with
+    q = p_old(y|x) held fixed (E-step); one gradient step on it is the M-step (its gradient at
+    theta_old equals that of log p(x), by Fisher's identity). L_clf: cross-entropy of
+    log p(y|x) on labelled rows, summed and divided by ``n_labelled`` (default: the labelled
+    rows here), times ``clf_weight``. Distributed training passes global counts.
+
+    Returns (loss, log p(x, y) of labelled rows, log p(x) of unlabelled rows, L_clf sum,
+    labelled-row predictions correct).
     """
-    lj = model.log_joint(x)
     lab = y >= 0
     lj_lab, y_lab, lj_unl = lj[lab], y[lab], lj[~lab]
     lp_lab = lj_lab.gather(1, y_lab[:, None]).squeeze(1)
@@ -138,16 +143,27 @@ def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg:
         unl_term = (q * lj_unl).sum(1)
     else:
         unl_term = lp_unl
-    b = x.shape[0]
-    loss = -(cfg.labelled_weight * lp_lab.sum() + unl_term.sum()) / b
-    clf = lj.new_zeros(())
-    if cfg.clf_weight > 0 and lab.any():
-        clf = F.cross_entropy(lj_lab, y_lab)
-        loss = loss + cfg.clf_weight * clf
+    n_rows = lj.shape[0] if n_rows is None else n_rows
+    n_labelled = int(lab.sum()) if n_labelled is None else n_labelled
+    loss = -(cfg.labelled_weight * lp_lab.sum() + unl_term.sum()) / n_rows
+    clf_sum = lj.new_zeros(())
+    if cfg.clf_weight > 0 and n_labelled > 0:
+        if lab.any():
+            clf_sum = F.cross_entropy(lj_lab, y_lab, reduction="sum")
+        loss = loss + cfg.clf_weight * clf_sum / n_labelled
     with torch.no_grad():
-        nll = -(lp_lab.sum() + lp_unl.sum()) / b
-        acc = (lj_lab.argmax(1) == y_lab).float().mean() if lab.any() else lj.new_tensor(float("nan"))
-    return loss, {"nll": float(nll), "clf": float(clf.detach()), "labelled_acc": float(acc)}
+        correct = (lj_lab.argmax(1) == y_lab).sum()
+    return loss, lp_lab, lp_unl, clf_sum, correct
+
+
+def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
+    """The per-example mean loss (nats) of one batch, and statistics (see :func:`loss_terms`)."""
+    loss, lp_lab, lp_unl, clf_sum, correct = loss_terms(model.log_joint(x), y, cfg)
+    n_lab = lp_lab.shape[0]
+    with torch.no_grad():
+        nll = -(lp_lab.sum() + lp_unl.sum()) / x.shape[0]
+    return loss, {"nll": float(nll), "clf": float(clf_sum.detach()) / max(n_lab, 1),
+                  "labelled_acc": float(correct) / n_lab if n_lab else float("nan")}
 
 
 @torch.no_grad()
