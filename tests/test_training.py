@@ -181,3 +181,24 @@ def test_gmm_with_class_aware_init_trains():
     class_aware_init(model, x, y)
     z, _ = model.unconditional(x[:4])
     assert torch.allclose(model.latent_prior.loc[0], z[:2].mean(0), atol=1e-5)
+
+
+def test_class_affine_h_is_initialised_from_labelled_means():
+    from scnf.bijectors import ConditionalActNorm
+    from scnf.experiment import class_aware_init
+
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, blocks=2, hidden=16, h_blocks=2, h_hidden=16, h_class_affine=True)
+    x = torch.cat([torch.randn(64, 2) + torch.tensor([-3.0, 1.0]), torch.randn(64, 2) + torch.tensor([3.0, 0.0])])
+    y = torch.full((128,), -1)
+    y[:3], y[64:67] = 0, 1
+    class_aware_init(model, x, y)
+    first = model.conditional[0]
+    assert isinstance(first, ConditionalActNorm)
+    lab = y >= 0
+    z, _ = model.unconditional(x[lab])
+    assert torch.allclose(first.bias[0], -z[:3].mean(0), atol=1e-5)
+    assert torch.allclose(first.bias[1], -z[3:].mean(0), atol=1e-5)
+    # from the first step h separates the two blobs by their labelled class means
+    truth = (torch.arange(128) >= 64).long()
+    assert (model.log_joint(x).argmax(1) == truth).float().mean() > 0.9

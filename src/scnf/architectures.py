@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from .bijectors.actnorm import ActNorm
+from .bijectors.actnorm import ActNorm, ConditionalActNorm
 from .bijectors.base import Bijector, Flatten, Identity, Sequential
 from .bijectors.ffjord import FFJORD
 from .bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
@@ -66,9 +66,15 @@ def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alp
 
 
 def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4, hidden: int = 256,
-                     blocks: int = 4, net: str = "resmlp", lu: bool = False) -> Bijector:
+                     blocks: int = 4, net: str = "resmlp", lu: bool = False, class_affine: bool = False) -> Bijector:
     """Appendix E.2: ``levels`` x ``steps`` of ActNorm -> 1x1 conv -> conditional coupling
-    on (B, dim) vectors (1x1 spatial size), halving the dimension between levels."""
+    on (B, dim) vectors (1x1 spatial size), halving the dimension between levels.
+
+    ``class_affine`` prepends a :class:`ConditionalActNorm` (identity at construction) that
+    ``init_from_labels`` sets from the labelled rows' class means (an scnf extension)."""
+    if class_affine:
+        return Sequential(ConditionalActNorm(dim, num_classes),
+                          conditional_glow(dim, num_classes, levels, steps, hidden, blocks, net, lu))
 
     def level(d: int, remaining: int) -> Bijector:
         layers = []
@@ -97,7 +103,8 @@ def _scnf(f, dim_f, num_classes, deep_dim, conditional, h_kwargs, class_prior, i
 
 def mnist_scnf(conditional: str = "glow", deep_dim: int = 196, num_classes: int = 10, *,
                hidden: int = 64, blocks: int = 4, h_hidden: int = 256, h_blocks: int = 4,
-               h_levels: int = 2, h_steps: int = 4, lu: bool = False, class_prior=None) -> SemiConditionalFlow:
+               h_levels: int = 2, h_steps: int = 4, lu: bool = False, class_prior=None,
+               h_class_affine: bool = False) -> SemiConditionalFlow:
     """The Appendix E model for 1x28x28 images with pixels in [0, 1].
 
     ``deep_dim`` (49/98/196/392/784 for Table 3) picks how many of the deepest components
@@ -107,7 +114,8 @@ def mnist_scnf(conditional: str = "glow", deep_dim: int = 196, num_classes: int 
     if not 1 <= deep_dim <= 784:
         raise ValueError(f"deep_dim must lie in [1, 784], got {deep_dim}")
     f = mnist_unconditional(hidden, blocks, lu)
-    h_kwargs = dict(levels=h_levels, steps=h_steps, hidden=h_hidden, blocks=h_blocks, lu=lu)
+    h_kwargs = dict(levels=h_levels, steps=h_steps, hidden=h_hidden, blocks=h_blocks, lu=lu,
+                    class_affine=h_class_affine)
     return _scnf(f, 784, num_classes, deep_dim, conditional, h_kwargs, class_prior, (1, 28, 28))
 
 
@@ -125,7 +133,8 @@ def vector_unconditional(dim: int, blocks: int = 5, hidden: int = 64, layers: in
 
 def vector_scnf(dim: int, num_classes: int, conditional: str = "glow", deep_dim: int | None = None, *,
                 unconditional: str = "glow", blocks: int = 5, hidden: int = 64, h_blocks: int = 4,
-                h_hidden: int = 64, class_prior=None, **ffjord_kwargs) -> SemiConditionalFlow:
+                h_hidden: int = 64, class_prior=None, h_class_affine: bool = False,
+                **ffjord_kwargs) -> SemiConditionalFlow:
     """SCNF for 2-D toy data and tabular data: z_f is the last ``deep_dim`` components of
     f's output (all of them by default, as in the paper's toy experiments)."""
     if int(dim) < 1:
@@ -147,5 +156,5 @@ def vector_scnf(dim: int, num_classes: int, conditional: str = "glow", deep_dim:
     if conditional == "ffjord":
         h = FFJORD(deep_dim, hidden=h_hidden, num_classes=num_classes, **ffjord_kwargs)
         return SemiConditionalFlow(f, h, num_classes, deep_dim, class_prior, input_shape=(dim,))
-    h_kwargs = dict(levels=1, steps=h_blocks, hidden=h_hidden, blocks=2, net="mlp")
+    h_kwargs = dict(levels=1, steps=h_blocks, hidden=h_hidden, blocks=2, net="mlp", class_affine=h_class_affine)
     return _scnf(f, dim, num_classes, deep_dim, conditional, h_kwargs, class_prior, (dim,))

@@ -30,6 +30,26 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
+    return v
+
+
+def _dims(s: str) -> list[int]:
+    try:
+        dims = [int(d) for d in s.split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not dims or any(not 1 <= d <= 784 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers in [1, 784], got {s!r}")
+    return dims
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scnf", description="Semi-supervised learning with Semi-Conditional Normalizing Flows")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -58,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated f-h rows, e.g. glow-glow,glow-gmm,ffjord-glow,ffjord-gmm")
     r.add_argument("--datasets", default="moons,circles")
     r.add_argument("--steps", type=_positive_int, help="override training steps (quick looks)")
+    r.add_argument("--jobs", type=_positive_int, default=1, help="trainings run at once (one thread each)")
 
     da = sub.add_parser("data", help="datasets")
     dsub = da.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -67,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="build a model and print its layers and parameter counts")
     s.add_argument("model", choices=["mnist", "mnist-gmm", "toy"], nargs="?", default="mnist")
+
+    an = sub.add_parser("analyse", help="analyses of a trained image run (paper Figs. 2-4, Sec. 4.4, Table 3)")
+    an.add_argument("run_dir", help="run directory (config.toml, checkpoint.pt)")
+    an.add_argument("what", choices=["reconstructions", "label-swap", "samples", "tsne", "obfuscation",
+                                     "dimension-ablation"])
+    an.add_argument("--out", help="where figures and analysis.md go (default: RUN_DIR)")
+    an.add_argument("--seed", type=int, help="seed (default 0; dimension-ablation: the run's seed)")
+    an.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                    help="device (default cpu; dimension-ablation: the config's train.device)")
+    an.add_argument("--temperature", type=_positive_float, help="samples: prior scale factor (default 1)")
+    an.add_argument("--n", type=_positive_int, help="tsne: test images (default 2000)")
+    an.add_argument("--n-train", type=_positive_int, help="obfuscation: training images (default 10000)")
+    an.add_argument("--n-test", type=_positive_int, help="obfuscation: test images (default all)")
+    an.add_argument("--steps", type=_positive_int, help="dimension-ablation: override training steps")
+    an.add_argument("--dims", type=_dims, help="dimension-ablation: comma-separated deep_dims "
+                                               "(default 49,98,196,392,784)")
     return p
 
 
@@ -121,7 +158,7 @@ def _cmd_reproduce(args) -> int:
     for d in datasets:
         if d not in ("moons", "circles"):
             raise ValueError(f"bad dataset {d!r}: expected moons or circles")
-    text = table1(args.out, seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps)
+    text = table1(args.out, seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps, jobs=args.jobs)
     print(text)
     return 0
 
@@ -146,8 +183,25 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _cmd_analyse(args) -> int:
+    from .analysis import analyse
+
+    opts = {"temperature": args.temperature, "n": args.n, "n_train": args.n_train, "n_test": args.n_test,
+            "steps": args.steps, "dims": args.dims}
+    if args.what != "dimension-ablation":
+        opts["device"] = args.device or "cpu"
+    else:
+        opts["device"] = args.device
+    res = analyse(args.run_dir, args.what, out=args.out, seed=args.seed, **opts)
+    out = Path(args.out) if args.out else Path(args.run_dir)
+    print(json.dumps({"analysis": res.name, "numbers": res.numbers, "figures": [str(f) for f in res.figures],
+                      "markdown": str(out / "analysis.md")}, indent=2, default=str))
+    return 0
+
+
 COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "reproduce": _cmd_reproduce,
-            "data": _cmd_data, "summary": _cmd_summary}
+            "data": _cmd_data, "summary": _cmd_summary,
+            "analyse": _cmd_analyse}
 
 
 def main(argv=None) -> int:

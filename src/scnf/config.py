@@ -41,6 +41,7 @@ class ModelConfig:
     h_blocks: int = 4
     lu: bool = False                # LU-parameterised 1x1 convolutions (images)
     init_from_labels: bool = False  # class-aware init of the conditional part from labelled z_f
+    h_class_affine: bool = False    # prepend a class-conditional affine layer to h (set by init_from_labels)
 
 
 @dataclass
@@ -196,5 +197,5 @@ def demo_config(seed: int = 0) -> RunConfig:
     cfg.data = DataConfig(dataset="moons", n_train=1000, n_test=1000, n_labelled=10, noise=0.1, split_seed=seed)
     cfg.model = ModelConfig(unconditional="glow", conditional="glow")
     cfg.train = TrainConfig(steps=3000, batch_size=256, labelled_share=0.1, eval_every=500, checkpoint_every=500,
-                            device="cpu")
+                            device="cpu", threads=1)
     return validate(cfg)

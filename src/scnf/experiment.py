@@ -86,35 +86,46 @@ def build_model(cfg: RunConfig, data: SemiSupervisedData) -> SemiConditionalFlow
             raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
         return architectures.mnist_scnf(m.conditional, m.deep_dim or 196, k, hidden=m.hidden,
                                         blocks=m.blocks or 4, h_hidden=m.h_hidden or 256, h_blocks=m.h_blocks,
-                                        lu=m.lu, class_prior=prior)
+                                        lu=m.lu, class_prior=prior, h_class_affine=m.h_class_affine)
     dim = data.dims
     return architectures.vector_scnf(dim, k, m.conditional, m.deep_dim or None, unconditional=m.unconditional,
                                      blocks=m.blocks or 5, hidden=m.hidden, h_blocks=m.h_blocks,
-                                     h_hidden=m.h_hidden or 64, class_prior=prior)
+                                     h_hidden=m.h_hidden or 64, class_prior=prior,
+                                     h_class_affine=m.h_class_affine)
 
 
 @torch.no_grad()
 def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor) -> None:
     """Initialise the conditional part from the labelled rows' z_f (``init_from_labels``).
 
-    Runs the data-dependent initialisation of every ActNorm on the batch, then, for
-    SCNF-GMM, sets each class mean to the mean z_f of its labelled rows (the authors'
-    code initialises its GMM with k-means).
+    Runs the data-dependent initialisation of f's ActNorms on the batch, then sets, from the
+    labelled rows' z_f: for SCNF-GMM each class mean (the authors' code initialises its GMM
+    with k-means); for a flow h that starts with a :class:`ConditionalActNorm`
+    (``h_class_affine``), its per-class shift (class means) and pooled scale. Finally h's
+    own ActNorms are initialised on the batch.
     """
+    from .bijectors.actnorm import ConditionalActNorm
     from .priors import ClassConditionalGaussian
 
     lab = y >= 0
-    if not lab.any():
-        return
     model.train()
-    model.log_joint(x)  # data-dependent initialisation of every ActNorm
-    z, _ = model.unconditional(x[lab])
-    z_f = z[:, model.aux_dim:]
-    if isinstance(model.latent_prior, ClassConditionalGaussian):
-        for k in range(model.num_classes):
-            sel = y[lab] == k
-            if sel.any():
-                model.latent_prior.loc.data[k] = z_f[sel].mean(0)
+    model.unconditional(x)  # data-dependent initialisation of f
+    if lab.any():
+        z, _ = model.unconditional(x[lab])
+        z_f, y_lab = z[:, model.aux_dim:], y[lab]
+        if isinstance(model.latent_prior, ClassConditionalGaussian):
+            for k in range(model.num_classes):
+                sel = y_lab == k
+                if sel.any():
+                    model.latent_prior.loc.data[k] = z_f[sel].mean(0)
+        first = next(iter(model.conditional.modules()), None)
+        for mod in model.conditional.modules():
+            if isinstance(mod, ConditionalActNorm):
+                first = mod
+                break
+        if isinstance(first, ConditionalActNorm):
+            first.initialize_from_labelled(z_f, y_lab)
+    model.log_joint(x)  # data-dependent initialisation of h
 
 
 def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:

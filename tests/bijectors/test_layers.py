@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from scnf.bijectors import (ActNorm, AffineCoupling, ConditionalCouplingLayer, CouplingLayer, FactorOut,
+from scnf.bijectors import (ActNorm, AffineCoupling, ConditionalActNorm, ConditionalCouplingLayer, CouplingLayer, FactorOut,
                             Flatten, InvertibleConv2d, InvertibleConv2dLU, MaskedCouplingLayer, Permutation,
                             Sequential, SpaceToDepth, ToLogits)
 from tests.helpers import jacobian_logdet, perturb_
@@ -36,6 +36,7 @@ CASES = [
      lambda: torch.randn(3, 5), True),
     ("cond-coupling-mlp-dim1", lambda: ConditionalCouplingLayer(1, K, hidden=8, blocks=1, net="mlp"),
      lambda: torch.randn(3, 1), True),
+    ("cond-actnorm", lambda: ConditionalActNorm(4, K), lambda: torch.randn(3, 4), True),
     ("space-to-depth", lambda: SpaceToDepth(2), _img, False),
     ("factor-out", lambda: FactorOut((4, 2, 2), 2, Sequential(CouplingLayer(2, hidden=8, blocks=1), Flatten((2, 2, 2)))),
      lambda: _img(4, 2, 2), False),

@@ -1,5 +1,5 @@
 """Invertible layers following ``forward(x, context=None) -> (z, logabsdet)``."""
-from .actnorm import ActNorm
+from .actnorm import ActNorm, ConditionalActNorm
 from .base import Bijector, Flatten, Identity, Sequential
 from .conv1x1 import InvertibleConv2d, InvertibleConv2dLU, InvertibleLinear, InvertibleLinearLU, Permutation
 from .coupling import AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer, checkerboard_mask
@@ -8,7 +8,7 @@ from .ffjord import FFJORD, ODESolverError
 from .reshape import FactorOut, SpaceToDepth
 
 __all__ = [
-    "ActNorm", "AffineCoupling", "FFJORD", "ODESolverError", "Bijector", "ConditionalCouplingLayer", "CouplingLayer", "FactorOut",
+    "ActNorm", "AffineCoupling", "ConditionalActNorm", "FFJORD", "ODESolverError", "Bijector", "ConditionalCouplingLayer", "CouplingLayer", "FactorOut",
     "Flatten", "Identity", "InvertibleConv2d", "InvertibleConv2dLU", "InvertibleLinear",
     "InvertibleLinearLU", "MaskedCouplingLayer", "Permutation", "Sequential", "SpaceToDepth",
     "ToLogits", "checkerboard_mask", "dequantize",

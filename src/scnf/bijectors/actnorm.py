@@ -70,3 +70,51 @@ class ActNorm(Bijector):
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}"
+
+
+class ConditionalActNorm(Bijector):
+    """Class-conditional per-feature affine map ``z = (x + bias[y]) * exp(log_scale[y])``.
+
+    Starts as the identity. Placed first in the conditional flow h and initialised from the
+    labelled rows' z_f (``scnf.experiment.class_aware_init``), it makes h a class-mean
+    classifier from the first step (SCNF-GLOW's counterpart of initialising the GMM).
+    """
+
+    conditional = True
+
+    def __init__(self, num_features: int, num_classes: int):
+        super().__init__()
+        self.num_features, self.num_classes = int(num_features), int(num_classes)
+        self.bias = nn.Parameter(torch.zeros(num_classes, num_features))
+        self.log_scale = nn.Parameter(torch.zeros(num_classes, num_features))
+
+    def _check(self, x, context):
+        if x.dim() != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"ConditionalActNorm({self.num_features}): expected (B, {self.num_features}) input, "
+                             f"got shape {tuple(x.shape)}")
+        if context is None or context.shape != (x.shape[0],):
+            raise ValueError("ConditionalActNorm is conditional: pass context=y with shape (B,)")
+
+    def forward(self, x, context=None):
+        self._check(x, context)
+        s = self.log_scale[context]
+        return (x + self.bias[context]) * s.exp(), s.sum(1)
+
+    def inverse(self, z, context=None):
+        self._check(z, context)
+        s = self.log_scale[context]
+        return z * torch.exp(-s) - self.bias[context], -s.sum(1)
+
+    @torch.no_grad()
+    def initialize_from_labelled(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        """Per-class means of the labelled z (classes without rows keep the overall mean)
+        and one pooled within-class standard deviation per feature."""
+        overall = z.mean(0)
+        centred = torch.empty_like(z)
+        for k in range(self.num_classes):
+            sel = y == k
+            mu = z[sel].mean(0) if sel.any() else overall
+            self.bias.data[k] = -mu
+            centred[sel] = z[sel] - mu
+        std = centred.std(0, unbiased=False).clamp_min(1e-3) if z.shape[0] > 1 else torch.ones_like(overall)
+        self.log_scale.data[:] = -torch.log(std)

@@ -1,0 +1,313 @@
+"""CPU training throughput of mnist_scnf() (the Appendix E model), against the machine's
+own limit for the model's convolutions.
+
+For every batch size it reports
+
+* train img/s — one full training step: ``objective`` (log_joint + Eq. 1 loss with a
+  TrainConfig), backward, Adamax step;
+* eval img/s — ``log_marginal`` in eval mode under ``no_grad``;
+* conv share — the share of a training step's CPU time spent in convolution ops
+  (aten::convolution / mkldnn_convolution / convolution_backward and their internals),
+  from torch.profiler over ``--profile-steps`` steps;
+* the limit — the FLOPs of every nn.Conv2d in the model (counted by forward hooks:
+  ``2*Cin*Cout*k*k*Hout*Wout`` per image forward, backward ~ 2x forward) are timed in
+  isolation at the same shapes and batch (forward+backward, the faster of NCHW and
+  channels_last per shape); ``batch / sum(time)`` bounds the images/s of a step that
+  did nothing but its convolutions. "% of limit" = achieved / bound. The same is done
+  for evaluation with forward-only convolutions. Linear layers (the conditional flow h)
+  and the 1x1 invertible convolutions are not counted, so the bound is optimistic;
+* peak memory — ``ru_maxrss`` of a fresh subprocess that builds the model, initialises
+  it and runs one training step: the process's peak RSS (ru_maxrss), and that peak minus
+  the RSS just before the step (activations kept for backward, gradients, Adamax state).
+
+Model timings and the isolated-convolution sweep are interleaved in every repeat and the
+medians are reported, since the CPUs may be shared. ``--compare`` also times the plain
+(unfused) ResidualConvNet forward on the same model in the same rounds
+(``scnf.nets.FUSED = False``) and reports the speed-up.
+
+Usage: python benchmarks/train_throughput.py [--batches 64,256] [--repeats 3] [--threads 0]
+       [--small] [--compare] [--profile-steps 2] [--no-memory]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import scnf
+import scnf.nets
+from scnf.config import TrainConfig
+from scnf.training import objective
+
+CONV_OPS = {"aten::convolution", "aten::_convolution", "aten::conv2d", "aten::mkldnn_convolution",
+            "aten::convolution_backward", "aten::mkldnn_convolution_backward", "aten::thnn_conv2d",
+            "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::_nnpack_spatial_convolution"}
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build(small: bool):
+    if small:
+        return scnf.mnist_scnf(hidden=32, blocks=1, h_hidden=64, h_blocks=1)
+    return scnf.mnist_scnf()
+
+
+def make_batch(b: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randint(0, 256, (b, 1, 28, 28), generator=g).float() + torch.rand(b, 1, 28, 28, generator=g)) / 256
+    y = torch.randint(0, 10, (b,), generator=g)
+    y[: b - round(b / 3)] = -1  # a third labelled, as TrainConfig's default labelled_share
+    return x, y
+
+
+def setup(small: bool, b: int):
+    torch.manual_seed(0)
+    model = build(small)
+    x, y = make_batch(b)
+    model.train()
+    with torch.no_grad():
+        model.log_joint(x)  # data-dependent ActNorm initialisation
+    cfg = TrainConfig(batch_size=b)
+    opt = torch.optim.Adamax(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return model, x, y, cfg, opt
+
+
+def train_step(model, x, y, cfg, opt):
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    loss, _ = objective(model, x, y, cfg)
+    loss.backward()
+    opt.step()
+
+
+def eval_marginal(model, x):
+    model.eval()
+    with torch.no_grad():
+        model.log_marginal(x)
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- convolution FLOPs and limit
+def conv_shapes(model) -> Counter:
+    """Every nn.Conv2d call in one forward pass of f: (Cin, Cout, k, H_in, W_in) -> count."""
+    shapes: Counter = Counter()
+
+    def hook(mod, inp, out):
+        shapes[(mod.in_channels, mod.out_channels, mod.kernel_size[0], inp[0].shape[2], inp[0].shape[3],
+                mod.groups, mod.padding[0])] += 1
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fused, scnf.nets.FUSED = scnf.nets.FUSED, False  # the fused path calls F.conv2d directly
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model.log_joint(make_batch(2)[0])
+    finally:
+        scnf.nets.FUSED = fused
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def flops_per_image(shapes: Counter) -> float:
+    total = 0.0
+    for (cin, cout, k, h, w, groups, pad), n in shapes.items():
+        ho, wo = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        total += n * 2 * cin // groups * cout * k * k * ho * wo
+    return total
+
+
+class ConvSweep:
+    """Times the model's conv shapes in isolation at batch b (both memory formats)."""
+
+    def __init__(self, shapes: Counter, b: int):
+        self.cases = []
+        g = torch.Generator().manual_seed(0)
+        for key, n in shapes.items():
+            cin, cout, k, h, w, groups, pad = key
+            for cl in (False, True):
+                fmt = torch.channels_last if cl else torch.contiguous_format
+                x = torch.randn(b, cin, h, w, generator=g).contiguous(memory_format=fmt).requires_grad_()
+                wt = (torch.randn(cout, cin // groups, k, k, generator=g) * 0.05).contiguous(
+                    memory_format=fmt).requires_grad_()
+                bias = torch.zeros(cout, requires_grad=True)
+                out = F.conv2d(x.detach(), wt.detach(), None, padding=pad, groups=groups)
+                grad = torch.randn(out.shape, generator=g).contiguous(memory_format=fmt)
+                self.cases.append(dict(key=key, n=n, cl=cl, x=x, w=wt, b=bias, grad=grad))
+        self.fb = {(c["key"], c["cl"]): [] for c in self.cases}
+        self.fw = {(c["key"], c["cl"]): [] for c in self.cases}
+
+    def run_once(self):
+        for c in self.cases:
+            key, pad, groups = c["key"], c["key"][6], c["key"][5]
+            with torch.no_grad():
+                self.fw[(key, c["cl"])].append(
+                    timed(lambda: F.conv2d(c["x"], c["w"], c["b"], padding=pad, groups=groups)))
+
+            def fb():
+                out = F.conv2d(c["x"], c["w"], c["b"], padding=pad, groups=groups)
+                torch.autograd.grad(out, (c["x"], c["w"], c["b"]), c["grad"])
+
+            self.fb[(key, c["cl"])].append(timed(fb))
+
+    def limit_seconds(self, table) -> tuple[float, dict]:
+        """Sum over shapes of count x the faster format's median time; and which format won."""
+        total, best = 0.0, {}
+        for key, n in {c["key"]: c["n"] for c in self.cases}.items():
+            t_nchw, t_cl = statistics.median(table[(key, False)]), statistics.median(table[(key, True)])
+            best[key] = "channels_last" if t_cl < t_nchw else "NCHW"
+            total += n * min(t_nchw, t_cl)
+        return total, best
+
+
+# ---------------------------------------------------------------- profiler and memory
+def conv_share(model, x, y, cfg, opt, steps: int) -> float:
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            train_step(model, x, y, cfg, opt)
+    conv = total = 0.0
+    for ev in prof.key_averages():
+        total += ev.self_cpu_time_total
+        if ev.key in CONV_OPS:
+            conv += ev.self_cpu_time_total
+    return conv / total if total else float("nan")
+
+
+def memory_child(small: bool, b: int, fused: bool) -> None:
+    scnf.nets.FUSED = fused
+    model, x, y, cfg, opt = setup(small, b)
+    with open("/proc/self/statm") as fh:  # current RSS before the step (Linux)
+        before_kib = int(fh.read().split()[1]) * resource.getpagesize() / 1024
+    train_step(model, x, y, cfg, opt)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # high-water mark, KiB on Linux
+    print(json.dumps({"peak_mib": peak_kib / 1024, "step_mib": (peak_kib - before_kib) / 1024}))
+
+
+def measure_memory(small: bool, b: int, threads: int, fused: bool = True) -> dict:
+    cmd = [sys.executable, __file__, "--memory-child", str(b), "--threads", str(threads)]
+    cmd += ["--small"] if small else []
+    cmd += [] if fused else ["--unfused"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- main
+def run_batch(args, b: int) -> dict:
+    model, x, y, cfg, opt = setup(args.small, b)
+    shapes = conv_shapes(model)
+    fpi = flops_per_image(shapes)
+    sweep = ConvSweep(shapes, b)
+    variants = [True, False] if args.compare else [True]
+    t_train = {v: [] for v in variants}
+    t_eval = {v: [] for v in variants}
+    # warm-up: oneDNN primitive creation, allocator, optimiser state
+    for v in variants:
+        scnf.nets.FUSED = v
+        train_step(model, x, y, cfg, opt)
+        eval_marginal(model, x)
+    sweep.run_once()
+    sweep.fw = {k: [] for k in sweep.fw}
+    sweep.fb = {k: [] for k in sweep.fb}
+    for r in range(args.repeats):
+        for v in variants:
+            scnf.nets.FUSED = v
+            t_train[v].append(timed(lambda: train_step(model, x, y, cfg, opt)))
+            t_eval[v].append(timed(lambda: eval_marginal(model, x)))
+        sweep.run_once()
+        print(f"  batch {b} round {r + 1}/{args.repeats}: "
+              + ", ".join(f"{'fused' if v else 'plain'} step {t_train[v][-1]:.2f}s eval {t_eval[v][-1]:.2f}s"
+                          for v in variants), file=sys.stderr, flush=True)
+    scnf.nets.FUSED = True
+    share = conv_share(model, x, y, cfg, opt, args.profile_steps) if args.profile_steps else float("nan")
+    lim_fb, best_fb = sweep.limit_seconds(sweep.fb)
+    lim_fw, _ = sweep.limit_seconds(sweep.fw)
+    res = dict(batch=b, flops_fwd=fpi, train=b / statistics.median(t_train[True]),
+               eval=b / statistics.median(t_eval[True]), limit_train=b / lim_fb, limit_eval=b / lim_fw,
+               rate_train=3 * fpi * b / lim_fb / 1e9, rate_eval=fpi * b / lim_fw / 1e9, conv_share=share,
+               best_formats=Counter(best_fb.values()))
+    if args.compare:
+        res["train_plain"] = b / statistics.median(t_train[False])
+        res["eval_plain"] = b / statistics.median(t_eval[False])
+        res["speedup_train"] = statistics.median(p / f for p, f in zip(t_train[False], t_train[True]))
+        res["speedup_eval"] = statistics.median(p / f for p, f in zip(t_eval[False], t_eval[True]))
+    if args.memory:
+        del model, opt, sweep
+        res["mem"] = measure_memory(args.small, b, args.threads)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", default="64,256")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--small", action="store_true", help="hidden=32 blocks=1 h_hidden=64 h_blocks=1")
+    ap.add_argument("--compare", action="store_true", help="also time the plain ResidualConvNet path")
+    ap.add_argument("--profile-steps", type=int, default=2)
+    ap.add_argument("--no-memory", dest="memory", action="store_false")
+    ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--unfused", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        memory_child(args.small, args.memory_child, not args.unfused)
+        return
+    batches = [int(b) for b in args.batches.split(",")]
+    results = [run_batch(args, b) for b in batches]
+
+    name = "mnist_scnf(hidden=32, blocks=1, h_hidden=64, h_blocks=1)" if args.small else "mnist_scnf()"
+    print(f"\nmodel {name}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
+          f"{cpu_name()}; medians of {args.repeats} interleaved rounds")
+    print(f"conv FLOPs per image (nn.Conv2d, forward): {results[0]['flops_fwd'] / 1e9:.3f} GFLOP; "
+          "train step counts 3x (forward + grad input + grad weight)\n")
+    head = ["batch", "train img/s", "limit img/s", "% of limit", "conv GFLOP/s (isolated)", "conv share of step",
+            "eval img/s", "eval limit img/s", "eval % of limit", "peak RSS MiB (step +MiB)"]
+    if args.compare:
+        head += ["plain train img/s", "train speed-up", "plain eval img/s", "eval speed-up"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in results:
+        mem = r.get("mem")
+        row = [str(r["batch"]), f"{r['train']:.2f}", f"{r['limit_train']:.2f}",
+               f"{100 * r['train'] / r['limit_train']:.0f} %", f"{r['rate_train']:.0f}",
+               f"{100 * r['conv_share']:.0f} %", f"{r['eval']:.1f}", f"{r['limit_eval']:.1f}",
+               f"{100 * r['eval'] / r['limit_eval']:.0f} %",
+               f"{mem['peak_mib']:.0f} (+{mem['step_mib']:.0f})" if mem else "-"]
+        if args.compare:
+            row += [f"{r['train_plain']:.2f}", f"{r['speedup_train']:.2f}x", f"{r['eval_plain']:.1f}",
+                    f"{r['speedup_eval']:.2f}x"]
+        print("| " + " | ".join(row) + " |")
+    for r in results:
+        print(f"batch {r['batch']}: faster isolated format per conv shape: {dict(r['best_formats'])}")
+
+
+if __name__ == "__main__":
+    main()
