@@ -260,6 +260,8 @@ def run_batch(args, b: int) -> dict:
     if args.memory:
         del model, opt, sweep
         res["mem"] = measure_memory(args.small, b, args.threads)
+    print(f"  batch {b}: " + json.dumps({k: v for k, v in res.items() if k != "best_formats"}, default=str),
+          file=sys.stderr, flush=True)
     return res
 
 

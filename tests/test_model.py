@@ -207,3 +207,34 @@ def test_bad_builder_arguments():
         scnf.mnist_scnf(deep_dim=0)
     with pytest.raises(ValueError, match="class_prior"):
         scnf.vector_scnf(2, 2, class_prior=[1.0, 0.0])
+
+
+@pytest.mark.parametrize("unconditional,conditional", [
+    ("ffjord", "glow"),
+    pytest.param("ffjord", "gmm", marks=pytest.mark.slow),
+    pytest.param("glow", "ffjord", marks=pytest.mark.slow),
+])
+def test_2d_ffjord_density_integrates_to_one(unconditional, conditional):
+    torch.manual_seed(0)
+    m = scnf.vector_scnf(2, 2, conditional=conditional, unconditional=unconditional, hidden=16, h_hidden=16,
+                         rtol=1e-6, atol=1e-6).double()
+    _init(m, torch.randn(256, 2, dtype=torch.float64))
+    perturb_(m, 0.1)
+    lim, n = 6.0, 200
+    g = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    pts = torch.stack([xx.flatten(), yy.flatten()], 1)
+    with torch.no_grad():
+        total = (m.log_marginal(pts).exp().sum() * (g[1] - g[0]) ** 2).item()
+    assert abs(total - 1) < 0.02, total
+
+
+def test_ffjord_model_log_joint_identities():
+    torch.manual_seed(0)
+    m = scnf.vector_scnf(2, 3, conditional="ffjord", unconditional="ffjord", hidden=16, h_hidden=16).eval()
+    x = torch.randn(5, 2)
+    with torch.no_grad():
+        lj = m.log_joint(x)
+        for k in range(3):
+            assert torch.allclose(lj[:, k], m.log_prob(x, k), atol=1e-4)
+    assert not torch.allclose(lj[:, 0], lj[:, 1])  # h is conditional

@@ -102,7 +102,8 @@ def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tenso
     labelled rows' z_f: for SCNF-GMM each class mean (the authors' code initialises its GMM
     with k-means); for a flow h that starts with a :class:`ConditionalActNorm`
     (``h_class_affine``), its per-class shift (class means) and pooled scale. Finally h's
-    own ActNorms are initialised on the batch.
+    own ActNorms are (re-)initialised on the batch. The trainer calls it at the first step
+    after ``warmup_f_steps`` (step 0 without a warm-up), so z_f has settled first.
     """
     from .bijectors.actnorm import ConditionalActNorm
     from .priors import ClassConditionalGaussian
@@ -125,7 +126,12 @@ def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tenso
                 break
         if isinstance(first, ConditionalActNorm):
             first.initialize_from_labelled(z_f, y_lab)
-    model.log_joint(x)  # data-dependent initialisation of h
+    from .bijectors.actnorm import ActNorm
+
+    for mod in model.conditional.modules():  # (re-)initialise h's ActNorms on the new z_f
+        if isinstance(mod, ActNorm):
+            mod.initialized.fill_(False)
+    model.log_joint(x)
 
 
 def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
@@ -186,6 +192,9 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
     metrics = base_metrics(cfg, trainer, final, t0)
     lab_err = evaluate(model, data, data.x[data.y >= 0], data.y[data.y >= 0])["error_pct"]
     metrics["train_labelled_error_pct"] = lab_err
+    solvers = [m for m in model.modules() if hasattr(m, "num_solves")]
+    if solvers:  # FFJORD parts: mean function evaluations per ODE solve over the run
+        metrics["ffjord_mean_nfe"] = sum(m.total_nfe for m in solvers) / max(sum(m.num_solves for m in solvers), 1)
     figures = []
     if data.dims == 2 and not data.images:
         from .plots import decision_boundary

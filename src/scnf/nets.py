@@ -15,7 +15,9 @@ computes the same function with fewer passes over the hidden activations. Since
 ``exp(log_scale) > 0``, ``ReLU((x + b) * s) = s * ReLU(x + b)``: the scale ``s`` of every
 ActNorm inside the net is folded into the input channels of the following 3x3 conv (the
 reflection pad commutes with a per-channel scale), and an ActNorm that follows a conv has
-its bias folded into that conv's bias; the ReLUs then run in place. Activations are kept
+its bias folded into that conv's bias. The residual stream is carried with the bias of
+the ActNorm that reads it already added (the differences go into conv biases), so no
+ActNorm costs a pass over the activations. Activations are kept
 in channels_last, which oneDNN's convolutions prefer on CPU. Parameters, buffers and
 state-dict keys are unchanged; the unfused path still runs whenever an inner ActNorm
 needs its data-dependent initialisation.
@@ -61,8 +63,39 @@ class _ResBlock(nn.Module):
 FUSED = True
 
 
+#: keep the fused path's activations in channels_last (False: NCHW)
+CHANNELS_LAST = True
+
+
+class _ReflectPad1(torch.autograd.Function):
+    """``F.pad(x, (1, 1, 1, 1), mode="reflect")`` whose backward keeps the gradient's memory
+    format (aten's reflection_pad2d_backward returns NCHW, which costs two layout copies
+    per conv in channels_last)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return F.pad(x, (1, 1, 1, 1), mode="reflect")
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = g.shape[2] - 2, g.shape[3] - 2
+        gx = g[:, :, 1:-1, 1:-1].clone()  # preserves g's memory format
+        # padded row 0 is row 1 of x, padded row h+1 is row h-2 (likewise for columns)
+        gx[:, :, 1, :] += g[:, :, 0, 1:-1]
+        gx[:, :, h - 2, :] += g[:, :, h + 1, 1:-1]
+        gx[:, :, :, 1] += g[:, :, 1:-1, 0]
+        gx[:, :, :, w - 2] += g[:, :, 1:-1, w + 1]
+        gx[:, :, 1, 1] += g[:, :, 0, 0]
+        gx[:, :, 1, w - 2] += g[:, :, 0, w + 1]
+        gx[:, :, h - 2, 1] += g[:, :, h + 1, 0]
+        gx[:, :, h - 2, w - 2] += g[:, :, h + 1, w + 1]
+        return gx
+
+
 def _pad(x: torch.Tensor) -> torch.Tensor:
-    return F.pad(x, (1, 1, 1, 1), mode="reflect")
+    if x.shape[2] < 2 or x.shape[3] < 2 or not torch.is_grad_enabled():
+        return F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return _ReflectPad1.apply(x)
 
 
 def _conv3_fused(x, seq: nn.Sequential, in_scale=None, extra_bias=None):
@@ -74,7 +107,9 @@ def _conv3_fused(x, seq: nn.Sequential, in_scale=None, extra_bias=None):
         w = w * in_scale.view(1, -1, 1, 1)
     if extra_bias is not None:
         b = b + extra_bias
-    return F.conv2d(_pad(x), w.contiguous(memory_format=torch.channels_last), b)
+    if CHANNELS_LAST:
+        w = w.contiguous(memory_format=torch.channels_last)
+    return F.conv2d(_pad(x), w, b)
 
 
 class ResidualConvNet(nn.Module):
@@ -96,17 +131,22 @@ class ResidualConvNet(nn.Module):
         return self._fused(x)
 
     def _fused(self, x):
+        # The residual stream is carried as u_k = h_k + b_k, where b_k is the bias of the
+        # ActNorm that reads h_k: ReLU(ActNorm(h_k)) = s_k * ReLU(u_k), s_k goes into the
+        # next conv's weight, and b_{k+1} - b_k into the bias of the conv that ends block k.
         layers = list(self.net)
-        h = _conv3_fused(x.contiguous(memory_format=torch.channels_last), layers[0])
-        for block in layers[1:-2]:
-            an1, c1, an2, c2 = block.body[0][0], block.body[1], block.body[2][0], block.body[3]
-            a = torch.relu_(h + an1.bias.view(1, -1, 1, 1))          # ReLU(AN1(h)) / s1
-            a = _conv3_fused(a, c1, an1.log_scale.exp(), an2.bias)   # conv1(...) + b2
-            a = _conv3_fused(torch.relu_(a), c2, an2.log_scale.exp())
-            h = h + a
-        an = layers[-2][0]
-        a = torch.relu_(h + an.bias.view(1, -1, 1, 1))
-        return _conv3_fused(a, layers[-1], an.log_scale.exp()).contiguous()
+        blocks = layers[1:-2]
+        stream_norms = [blk.body[0][0] for blk in blocks] + [layers[-2][0]]
+        if CHANNELS_LAST:
+            x = x.contiguous(memory_format=torch.channels_last)
+        u = _conv3_fused(x, layers[0], extra_bias=stream_norms[0].bias)
+        for k, blk in enumerate(blocks):
+            an1, c1, an2, c2 = stream_norms[k], blk.body[1], blk.body[2][0], blk.body[3]
+            a = _conv3_fused(torch.relu(u), c1, an1.log_scale.exp(), an2.bias)
+            a = _conv3_fused(torch.relu_(a), c2, an2.log_scale.exp(), stream_norms[k + 1].bias - an1.bias)
+            u = a.add_(u)
+        an = stream_norms[-1]
+        return _conv3_fused(torch.relu(u), layers[-1], an.log_scale.exp()).contiguous()
 
 
 class ResidualMLP(nn.Module):

@@ -338,7 +338,8 @@ class Trainer:
     def train_step(self) -> dict:
         self.model.train()
         x, y = self._batch()
-        if self.step == 0 and self.init_fn is not None:
+        if self.step == self.cfg.warmup_f_steps and self.init_fn is not None:
+            # class-aware initialisation, after the warm-up of f alone when there is one
             self.init_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss, stats = objective(self.model, x, y, self.cfg)
@@ -391,6 +392,9 @@ class Trainer:
                            "lr": self.optimizer.param_groups[0]["lr"], "skipped_steps": self.nonfinite_total,
                            "seconds": round(self.seconds, 3)}
                     rec.update({f"test_{k}": v for k, v in ev.items()})
+                    nfe = [m.last_nfe for m in self.model.modules() if hasattr(m, "last_nfe")]
+                    if nfe:  # FFJORD parts: function evaluations of their last solve
+                        rec["ffjord_last_nfe"] = nfe
                     self._log(rec)
                     self.run_loss, self.run_n = 0.0, 0
                 if (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0:

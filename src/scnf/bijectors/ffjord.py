@@ -270,6 +270,7 @@ class FFJORD(Bijector):
         self.options.update(options or {})
         self.func = ODEFunc(dim, hidden, num_layers, num_classes, embed_dim, activation)
         self.last_nfe: int = 0
+        self.num_solves: int = 0
 
     @property
     def total_nfe(self) -> int:
@@ -351,6 +352,7 @@ class FFJORD(Bijector):
             raise
         finally:
             self.last_nfe = self.func.nfe - start
+            self.num_solves += 1
         z, logdet = out[0][-1], out[1][-1]
         return z, logdet
 
