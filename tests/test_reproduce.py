@@ -13,7 +13,7 @@ def test_table1_quick_run_writes_table_and_reuses_runs(tmp_path):
     mtime = (tmp_path / "runs" / "glow-gmm-moons-s0" / "metrics.json").stat().st_mtime
     again = table1(tmp_path, seeds=2, rows=[("glow", "gmm")], datasets=["moons"], steps=5)
     assert (tmp_path / "runs" / "glow-gmm-moons-s0" / "metrics.json").stat().st_mtime == mtime  # reused
-    assert again.splitlines()[4] == text.splitlines()[4]
+    assert again.splitlines()[4].split("|")[:6] == text.splitlines()[4].split("|")[:6]  # same numbers
 
 
 def test_toy_config_per_row():
