@@ -433,7 +433,7 @@ class DistributedTrainer(Trainer):
     def _initialise(self, xg: torch.Tensor, yg: torch.Tensor) -> None:
         """Data-dependent init on the full global first batch, then broadcast from rank 0."""
         xg, yg = xg.to(self.device), yg.to(self.device)
-        if self.init_fn is not None:
+        if self.init_fn is not None and self.step == self.cfg.warmup_f_steps:
             self.init_fn(self.model, xg, yg)
         elif _has_uninitialised_actnorm(self.model):
             self.model.train()
@@ -466,6 +466,8 @@ class DistributedTrainer(Trainer):
             if self.step == 0:
                 self._initialise(xg, yg)
             self._build_engine()
+        if self.init_fn is not None and self.step == self.cfg.warmup_f_steps > 0:
+            self._initialise(xg, yg)  # class-aware init after the warm-up of f, as in Trainer
         x = shard(xg, self.rank, self.world).to(self.device)
         y = shard(yg, self.rank, self.world).to(self.device)
         n_lab = int((yg >= 0).sum())
@@ -479,24 +481,11 @@ class DistributedTrainer(Trainer):
             with _collective("backward pass (gradient all-reduce)"):
                 loss.backward()
             ok = self._grads_finite()  # gradients are identical on every rank after the all-reduce
-        if ok:
-            self.optimizer.step()
-            self.nonfinite_run = 0
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_total += 1
-            self.nonfinite_run += 1
-        self.scheduler.step()
-        self.step += 1
         b = xg.shape[0]
         stats = {"loss": float(sums[0]), "nll": float(sums[1]) / b,
                  "clf": float(sums[2]) / n_lab if (self.cfg.clf_weight > 0 and n_lab) else 0.0,
                  "labelled_acc": float(sums[3]) / n_lab if n_lab else float("nan"), "skipped": not ok}
-        if self.nonfinite_run >= self.cfg.max_nonfinite:
-            where = f"; the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
-            raise TrainingDiverged(
-                f"{self.nonfinite_run} consecutive non-finite losses or gradients at step {self.step}; "
-                f"stopping{where}")
+        self._finish_step(ok)
         return stats
 
 

@@ -347,6 +347,13 @@ class Trainer:
         if ok:
             loss.backward()
             ok = self._grads_finite()
+        stats.update(loss=float(loss.detach()), skipped=not ok)
+        self._finish_step(ok)
+        return stats
+
+    def _finish_step(self, ok: bool) -> None:
+        """Apply the update (or skip it and count a non-finite step), advance the schedule,
+        and stop after ``max_nonfinite`` skipped steps in a row."""
         if ok:
             self.optimizer.step()
             self.nonfinite_run = 0
@@ -356,13 +363,11 @@ class Trainer:
             self.nonfinite_run += 1
         self.scheduler.step()
         self.step += 1
-        stats.update(loss=float(loss.detach()), skipped=not ok)
         if self.nonfinite_run >= self.cfg.max_nonfinite:
             where = f"; the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
             raise TrainingDiverged(
                 f"{self.nonfinite_run} consecutive non-finite losses or gradients at step {self.step}; "
                 f"stopping{where}")
-        return stats
 
     def fit(self) -> dict:
         cfg = self.cfg
