@@ -40,7 +40,7 @@ def test_missing_and_invalid_files(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    paths = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+    paths = sorted((Path(__file__).parent.parent / "configs").rglob("*.toml"))
     assert paths
     for p in paths:
         load_config(p)
