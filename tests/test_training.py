@@ -202,3 +202,15 @@ def test_class_affine_h_is_initialised_from_labelled_means():
     # from the first step h separates the two blobs by their labelled class means
     truth = (torch.arange(128) >= 64).long()
     assert (model.log_joint(x).argmax(1) == truth).float().mean() > 0.9
+
+
+def test_one_training_step_of_the_full_appendix_e_model():
+    torch.manual_seed(0)
+    model = scnf.mnist_scnf()
+    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    y = torch.tensor([3, -1, -1, 7])
+    data = SemiSupervisedData(x, y, images=True)
+    trainer = Trainer(model, data, TrainConfig(steps=1, batch_size=4, eval_every=1, progress=False))
+    stats = trainer.train_step()
+    assert math.isfinite(stats["loss"]) and not stats["skipped"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
