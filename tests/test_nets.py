@@ -1,0 +1,32 @@
+"""The fused forward of the coupling nets computes the same function as the module chain."""
+import pytest
+import torch
+
+import scnf.nets as nets
+from tests.helpers import perturb_
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fused_residual_conv_net_equals_module_chain(monkeypatch, channels_last):
+    monkeypatch.setattr(nets, "CHANNELS_LAST", channels_last)
+    torch.manual_seed(0)
+    net = nets.ResidualConvNet(2, 4, hidden=8, blocks=2).double()
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    net.train()
+    net(x)  # data-dependent init of the inner ActNorms (module chain)
+    perturb_(net, 0.2)
+    xr = x.clone().requires_grad_(True)
+    monkeypatch.setattr(nets, "FUSED", False)
+    ref = net(xr)
+    g_ref = torch.autograd.grad(ref.square().sum(), [xr, *net.parameters()])
+    monkeypatch.setattr(nets, "FUSED", True)
+    out = net(xr)
+    g = torch.autograd.grad(out.square().sum(), [xr, *net.parameters()])
+    assert torch.allclose(out, ref, atol=1e-12)
+    for a, b in zip(g, g_ref):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_reflect_pad_backward_gradcheck():
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(nets._ReflectPad1.apply, (x,))
