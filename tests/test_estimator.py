@@ -123,3 +123,13 @@ def test_errors(blobs, fitted):
         SCNFClassifier(steps=0).fit(X, y_semi)
     with pytest.raises(ValueError, match="unknown label"):
         fitted.sample(2, y="q")
+
+
+@pytest.mark.parametrize("unconditional,conditional", [("ffjord", "glow"), ("glow", "ffjord")])
+def test_ffjord_parts_fit(unconditional, conditional):
+    X, y = make_blobs(120, n_features=2, centers=[[0, 0], [4, 4]], random_state=0)
+    y_semi = np.full(120, -1)
+    y_semi[:6] = y[:6]
+    m = SCNFClassifier(unconditional=unconditional, conditional=conditional, steps=3, batch_size=32, hidden=8,
+                       h_hidden=8, h_blocks=1, blocks=1, random_state=0).fit(X, y_semi)
+    assert m.predict_proba(X).shape == (120, 2) and np.isfinite(m.score_samples(X)).all()

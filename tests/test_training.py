@@ -214,3 +214,25 @@ def test_one_training_step_of_the_full_appendix_e_model():
     stats = trainer.train_step()
     assert math.isfinite(stats["loss"]) and not stats["skipped"]
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_ode_solver_failure_stops_the_run_and_keeps_the_checkpoint(tmp_path):
+    from scnf.bijectors import ODESolverError
+
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, unconditional="ffjord", hidden=8, h_blocks=1, h_hidden=8)
+    cfg = TrainConfig(steps=10, batch_size=16, eval_every=10, checkpoint_every=2, progress=False)
+    trainer = Trainer(model, _data(), cfg, run_dir=tmp_path)
+    orig = model.log_joint
+    calls = {"n": 0}
+
+    def stiff(x):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ODESolverError("ODE solver step size underflow (stiff dynamics) in FFJORD")
+        return orig(x)
+
+    model.log_joint = stiff
+    with pytest.raises(ODESolverError, match="underflow"):
+        trainer.fit()
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 2
