@@ -24,3 +24,13 @@ def jacobian_logdet(fn, x: torch.Tensor) -> torch.Tensor:
         jac = torch.autograd.functional.jacobian(flat, xi.reshape(-1))
         out.append(torch.linalg.slogdet(jac)[1])
     return torch.stack(out)
+
+
+def grid_integral(log_density, lim: float, n: int, chunk: int = 40000) -> float:
+    """Integral of exp(log_density) over [-lim, lim]^2 on an n x n grid (float64)."""
+    g = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    xx, yy = torch.meshgrid(g, g, indexing="ij")
+    pts = torch.stack([xx.flatten(), yy.flatten()], 1)
+    with torch.no_grad():
+        p = torch.cat([log_density(c).exp() for c in pts.split(chunk)])
+    return float(p.sum() * (g[1] - g[0]) ** 2)

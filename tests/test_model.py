@@ -6,7 +6,7 @@ import torch
 
 import scnf
 from scnf.architectures import conditional_glow, mnist_unconditional, vector_unconditional
-from tests.helpers import jacobian_logdet, perturb_
+from tests.helpers import grid_integral, jacobian_logdet, perturb_
 
 
 def _init(model, x, y=None):
@@ -119,16 +119,8 @@ def test_2d_density_integrates_to_one(conditional):
     m = scnf.vector_scnf(2, 2, conditional=conditional).double()
     _init(m, torch.randn(256, 2, dtype=torch.float64))
     perturb_(m, 0.1)
-    lim, n = 7.0, 450
-    g = torch.linspace(-lim, lim, n, dtype=torch.float64)
-    xx, yy = torch.meshgrid(g, g, indexing="ij")
-    pts = torch.stack([xx.flatten(), yy.flatten()], 1)
-    with torch.no_grad():
-        p = torch.cat([m.log_marginal(c).exp() for c in pts.split(40000)])
-        cell = (g[1] - g[0]) ** 2
-        total = (p.sum() * cell).item()
-        pk = torch.cat([m.log_prob(c, 1).exp() for c in pts.split(40000)])
-        total_k = (pk.sum() * cell).item()
+    total = grid_integral(m.log_marginal, 7.0, 450)
+    total_k = grid_integral(lambda c: m.log_prob(c, 1), 7.0, 450)
     assert abs(total - 1) < 0.02, total
     assert abs(total_k - 0.5) < 0.01, total_k  # p(x, y=1) integrates to p(y=1)
 
@@ -220,12 +212,7 @@ def test_2d_ffjord_density_integrates_to_one(unconditional, conditional):
                          rtol=1e-6, atol=1e-6).double()
     _init(m, torch.randn(256, 2, dtype=torch.float64))
     perturb_(m, 0.1)
-    lim, n = 6.0, 200
-    g = torch.linspace(-lim, lim, n, dtype=torch.float64)
-    xx, yy = torch.meshgrid(g, g, indexing="ij")
-    pts = torch.stack([xx.flatten(), yy.flatten()], 1)
-    with torch.no_grad():
-        total = (m.log_marginal(pts).exp().sum() * (g[1] - g[0]) ** 2).item()
+    total = grid_integral(m.log_marginal, 6.0, 200)
     assert abs(total - 1) < 0.02, total
 
 
