@@ -371,7 +371,7 @@ class Trainer:
 
     def fit(self) -> dict:
         cfg = self.cfg
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, dynamic_ncols=True,
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if cfg.progress else True, dynamic_ncols=True,
                    desc="train", leave=False)
         try:
             while self.step < cfg.steps:
