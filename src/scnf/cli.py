@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", default="moons,circles")
     r.add_argument("--steps", type=_positive_int, help="override training steps (quick looks)")
     r.add_argument("--jobs", type=_positive_int, default=1, help="trainings run at once (one thread each)")
+    r.add_argument("--clf-weight", type=float, help="override the classification-loss weight (default 0)")
 
     da = sub.add_parser("data", help="datasets")
     dsub = da.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -158,7 +159,8 @@ def _cmd_reproduce(args) -> int:
     for d in datasets:
         if d not in ("moons", "circles"):
             raise ValueError(f"bad dataset {d!r}: expected moons or circles")
-    text = table1(args.out, seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps, jobs=args.jobs)
+    text = table1(args.out, seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps, jobs=args.jobs,
+                  clf_weight=args.clf_weight)
     print(text)
     return 0
 

@@ -21,10 +21,13 @@ TOY_TRAIN = {
 }
 
 
-def toy_config(dataset: str, f: str, h: str, seed: int, steps: int | None = None) -> RunConfig:
+def toy_config(dataset: str, f: str, h: str, seed: int, steps: int | None = None,
+               clf_weight: float | None = None) -> RunConfig:
     train = dict(TOY_TRAIN["ffjord" if "ffjord" in (f, h) else "glow"])
     if steps:
         train["steps"] = steps
+    if clf_weight is not None:
+        train["clf_weight"] = clf_weight
     cfg = RunConfig(seed=seed,
                     data=DataConfig(dataset=dataset, n_train=1000, n_test=1000, n_labelled=10, split_seed=seed),
                     model=ModelConfig(unconditional=f, conditional=h, init_from_labels=(h == "gmm")),
@@ -62,7 +65,8 @@ def _run_one(args):
 
 
 def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gmm")),
-           datasets=("moons", "circles"), steps: int | None = None, jobs: int = 1) -> str:
+           datasets=("moons", "circles"), steps: int | None = None, jobs: int = 1,
+           clf_weight: float | None = None) -> str:
     """Run Table 1's rows over ``seeds`` seeds; write ``table1.md``/``table1.json`` and one
     decision-boundary plot per row and dataset. Finished runs are reused, so an interrupted
     reproduction resumes where it stopped. ``jobs`` runs that many trainings at once (each
@@ -73,7 +77,8 @@ def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gm
     for f, h in rows:
         for ds in datasets:
             t0 = time.perf_counter()
-            work = [(toy_config(ds, f, h, s, steps), out / "runs" / f"{f}-{h}-{ds}-s{s}") for s in range(seeds)]
+            work = [(toy_config(ds, f, h, s, steps, clf_weight), out / "runs" / f"{f}-{h}-{ds}-s{s}")
+                    for s in range(seeds)]
             if jobs > 1:
                 import multiprocessing as mp
                 from concurrent.futures import ProcessPoolExecutor
