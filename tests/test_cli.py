@@ -72,3 +72,8 @@ def test_train_evaluate_resume(tmp_path, capsys):
 def test_console_script_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "scnf", "train", "nope.toml"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("scnf: error: config file not found")
+
+
+def test_reproduce_rejects_negative_clf_weight(tmp_path, capsys):
+    code, _, err = _run(["reproduce", "table1", "--clf-weight", "-1", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "train.clf_weight" in _one_line_error(err)
