@@ -426,8 +426,7 @@ class DistributedTrainer(Trainer):
 
     # ------------------------------------------------------------ steps
     def _global_batch(self):
-        idx = torch.from_numpy(self.sampler.next())
-        return self.data.prepare(self.data.x[idx], self.noise), self.data.y[idx]
+        return self._draw_batch()  # every rank draws the whole global batch, then keeps its slice
 
     @torch.no_grad()
     def _initialise(self, xg: torch.Tensor, yg: torch.Tensor) -> None:

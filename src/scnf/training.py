@@ -323,10 +323,14 @@ class Trainer:
             return {}
         return evaluate(self.model, self.data, self.data.x_test, self.data.y_test)
 
-    def _batch(self):
+    def _draw_batch(self):
+        """The next mixed batch, dequantised where needed, on the CPU."""
         idx = torch.from_numpy(self.sampler.next())
-        x = self.data.prepare(self.data.x[idx], self.noise).to(self.device)
-        return x, self.data.y[idx].to(self.device)
+        return self.data.prepare(self.data.x[idx], self.noise), self.data.y[idx]
+
+    def _batch(self):
+        x, y = self._draw_batch()
+        return x.to(self.device), y.to(self.device)
 
     def _grads_finite(self) -> bool:
         params = [p for p in self.model.parameters() if p.grad is not None]
