@@ -22,6 +22,7 @@ def test_round_trip_dump_and_load(tmp_path):
     ({"train": {"steps": 0}}, "'train.steps' must be positive"),
     ({"train": {"labelled_share": 1.0}}, "'train.labelled_share'"),
     ({"data": 3}, "'data' must be a table"),
+    ({"train": {"augment_shift": -1}}, "'train.augment_shift'"),
 ])
 def test_bad_configs_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):

@@ -236,3 +236,45 @@ def test_ode_solver_failure_stops_the_run_and_keeps_the_checkpoint(tmp_path):
     with pytest.raises(ODESolverError, match="underflow"):
         trainer.fit()
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
+def test_shift_images_translates_only_the_selected_rows():
+    from scnf.training import shift_images
+
+    x = torch.zeros(6, 1, 12, 12, dtype=torch.uint8)
+    x[:, :, 5, 6] = 200  # one bright pixel at (5, 6)
+    rows = torch.tensor([True, False, True, True, False, True])
+    g = torch.Generator().manual_seed(0)
+    out = shift_images(x, rows, 2, g)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    assert torch.equal(out[~rows], x[~rows])  # unlabelled rows untouched
+    assert torch.equal(x[:, :, 5, 6], torch.full((6, 1), 200, dtype=torch.uint8))  # input not modified
+    moved = 0
+    for i in torch.nonzero(rows).flatten():
+        (r, c), = torch.nonzero(out[i, 0]).tolist()  # the pixel survives, displaced by at most 2
+        assert abs(r - 5) <= 2 and abs(c - 6) <= 2
+        moved += (r, c) != (5, 6)
+    assert moved > 0
+    # the same generator state draws the same shifts; max_shift 0 is the identity
+    assert torch.equal(out, shift_images(x, rows, 2, torch.Generator().manual_seed(0)))
+    assert torch.equal(shift_images(x, rows, 0, g), x)
+    with pytest.raises(ValueError, match="max_shift"):
+        shift_images(x, rows, -1, g)
+
+
+def test_augment_shift_changes_labelled_rows_of_image_batches_only():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
+    y = torch.full((40,), -1)
+    y[:10] = torch.arange(10) % 2
+    data = SemiSupervisedData(x, y, images=True)
+    model = scnf.vector_scnf(dim=64, num_classes=2, blocks=1, hidden=8, h_blocks=1, h_hidden=8)
+    cfg = TrainConfig(steps=1, batch_size=16, labelled_share=0.5, augment_shift=3, progress=False)
+    trainer = Trainer(model, data, cfg, seed=0)
+    idx = torch.from_numpy(MixedBatchSampler(data.y, 16, 0.5, 0).next())
+    xb, yb = trainer._draw_batch()
+    plain = x[idx].float() / 255.0
+    lab = yb >= 0
+    # dequantisation adds less than 1/256 to each pixel; a shifted labelled image differs by more
+    assert ((xb[~lab] - plain[~lab]).abs().amax() < 1 / 255)
+    assert ((xb[lab] - plain[lab]).abs().flatten(1).amax(1) > 0.1).any()

@@ -56,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     schedule: str = "linear"        # linear (decay to 0) | constant
     warmup_f_steps: int = 0         # steps training f alone (h frozen) at the start
+    augment_shift: int = 0          # images: labelled rows shifted by up to this many pixels (0 = off)
     h_lr_mult: float = 1.0          # learning-rate multiplier of the conditional part
     eval_every: int = 500
     checkpoint_every: int = 500
@@ -91,7 +92,8 @@ _POSITIVE = {"data.n_train", "data.n_test", "data.n_labelled", "train.batch_size
              "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden"}
 _NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps",
                  "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
-                 "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight"}
+                 "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
+                 "train.augment_shift"}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

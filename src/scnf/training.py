@@ -63,6 +63,27 @@ class SemiSupervisedData:
         return math.prod(self.x.shape[1:])
 
 
+def shift_images(x: torch.Tensor, rows: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """A copy of the images ``x`` (..., H, W) whose selected ``rows`` are translated by a
+    random integer offset in [-max_shift, max_shift] along each axis, filled with zeros
+    (the MNIST background). Offsets come from ``generator``, so a resumed run draws the same."""
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+    out = x.clone()
+    sel = torch.nonzero(torch.as_tensor(rows, dtype=torch.bool)).flatten()
+    if max_shift == 0 or sel.numel() == 0:
+        return out
+    h, w = x.shape[-2:]
+    offsets = torch.randint(-max_shift, max_shift + 1, (sel.numel(), 2), generator=generator)
+    for i, (dy, dx) in zip(sel.tolist(), offsets.tolist()):
+        img = torch.zeros_like(x[i])
+        ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+        xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+        img[..., yd, xd] = x[i][..., ys, xs]
+        out[i] = img
+    return out
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -324,9 +345,13 @@ class Trainer:
         return evaluate(self.model, self.data, self.data.x_test, self.data.y_test)
 
     def _draw_batch(self):
-        """The next mixed batch, dequantised where needed, on the CPU."""
+        """The next mixed batch (labelled image rows shifted when ``augment_shift`` is set),
+        dequantised where needed, on the CPU."""
         idx = torch.from_numpy(self.sampler.next())
-        return self.data.prepare(self.data.x[idx], self.noise), self.data.y[idx]
+        xb, yb = self.data.x[idx], self.data.y[idx]
+        if self.cfg.augment_shift and self.data.images:
+            xb = shift_images(xb, yb >= 0, self.cfg.augment_shift, self.noise)
+        return self.data.prepare(xb, self.noise), yb
 
     def _batch(self):
         x, y = self._draw_batch()
