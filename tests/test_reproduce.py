@@ -21,3 +21,6 @@ def test_toy_config_per_row():
     c = toy_config("circles", "ffjord", "glow", 1)
     assert c.data.dataset == "circles" and c.seed == 1 and c.data.split_seed == 1
     assert c.model.unconditional == "ffjord" and c.train.steps == 500
+    assert c.model.ffjord_train_tol == 0.0  # training solves at the evaluation tolerance by default
+    assert toy_config("moons", "glow", "ffjord", 0, ffjord_train_tol=1e-3).model.ffjord_train_tol == 1e-3
+    assert toy_config("moons", "glow", "glow", 0, ffjord_train_tol=1e-3).model.ffjord_train_tol == 0.0

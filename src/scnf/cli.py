@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=_positive_int, help="override training steps (quick looks)")
     r.add_argument("--jobs", type=_positive_int, default=1, help="trainings run at once (one thread each)")
     r.add_argument("--clf-weight", type=float, help="override the classification-loss weight (default 0)")
+    r.add_argument("--ffjord-train-tol", type=_positive_float,
+                   help="FFJORD rows: solver rtol = atol while training (evaluation keeps 1e-5)")
 
     da = sub.add_parser("data", help="datasets")
     dsub = da.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -160,7 +162,7 @@ def _cmd_reproduce(args) -> int:
         if d not in ("moons", "circles"):
             raise ValueError(f"bad dataset {d!r}: expected moons or circles")
     text = table1(args.out, seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps, jobs=args.jobs,
-                  clf_weight=args.clf_weight)
+                  clf_weight=args.clf_weight, ffjord_train_tol=args.ffjord_train_tol)
     print(text)
     return 0
 

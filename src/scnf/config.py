@@ -42,6 +42,8 @@ class ModelConfig:
     lu: bool = False                # LU-parameterised 1x1 convolutions (images)
     init_from_labels: bool = False  # class-aware init of the conditional part from labelled z_f
     h_class_affine: bool = False    # prepend a class-conditional affine layer to h (set by init_from_labels)
+    ffjord_tol: float = 1e-5        # FFJORD parts: solver rtol = atol (evaluation; training too unless below)
+    ffjord_train_tol: float = 0.0   # FFJORD parts: rtol = atol while training (0 = ffjord_tol)
 
 
 @dataclass
@@ -89,11 +91,12 @@ _CHOICES = {
     "train.precision": ("fp32", "tf32", "bf16-mixed"),
 }
 _POSITIVE = {"data.n_train", "data.n_test", "data.n_labelled", "train.batch_size", "train.steps",
-             "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden"}
+             "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden",
+             "model.ffjord_tol"}
 _NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps",
                  "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
                  "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
-                 "train.augment_shift"}
+                 "train.augment_shift", "model.ffjord_train_tol"}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

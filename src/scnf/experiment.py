@@ -88,10 +88,13 @@ def build_model(cfg: RunConfig, data: SemiSupervisedData) -> SemiConditionalFlow
                                         blocks=m.blocks or 4, h_hidden=m.h_hidden or 256, h_blocks=m.h_blocks,
                                         lu=m.lu, class_prior=prior, h_class_affine=m.h_class_affine)
     dim = data.dims
+    ode = {}
+    if "ffjord" in (m.unconditional, m.conditional):
+        ode = dict(rtol=m.ffjord_tol, atol=m.ffjord_tol, train_tol=m.ffjord_train_tol or None)
     return architectures.vector_scnf(dim, k, m.conditional, m.deep_dim or None, unconditional=m.unconditional,
                                      blocks=m.blocks or 5, hidden=m.hidden, h_blocks=m.h_blocks,
                                      h_hidden=m.h_hidden or 64, class_prior=prior,
-                                     h_class_affine=m.h_class_affine)
+                                     h_class_affine=m.h_class_affine, **ode)
 
 
 @torch.no_grad()

@@ -22,15 +22,17 @@ TOY_TRAIN = {
 
 
 def toy_config(dataset: str, f: str, h: str, seed: int, steps: int | None = None,
-               clf_weight: float | None = None) -> RunConfig:
-    train = dict(TOY_TRAIN["ffjord" if "ffjord" in (f, h) else "glow"])
+               clf_weight: float | None = None, ffjord_train_tol: float | None = None) -> RunConfig:
+    ode = "ffjord" in (f, h)
+    train = dict(TOY_TRAIN["ffjord" if ode else "glow"])
     if steps:
         train["steps"] = steps
     if clf_weight is not None:
         train["clf_weight"] = clf_weight
     cfg = RunConfig(seed=seed,
                     data=DataConfig(dataset=dataset, n_train=1000, n_test=1000, n_labelled=10, split_seed=seed),
-                    model=ModelConfig(unconditional=f, conditional=h, init_from_labels=(h == "gmm")),
+                    model=ModelConfig(unconditional=f, conditional=h, init_from_labels=(h == "gmm"),
+                                      ffjord_train_tol=(ffjord_train_tol or 0.0) if ode else 0.0),
                     train=TrainConfig(eval_every=train["steps"], checkpoint_every=max(train["steps"] // 4, 1),
                                       progress=False, device="cpu", threads=1, **train))
     return validate(cfg)
@@ -66,18 +68,20 @@ def _run_one(args):
 
 def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gmm")),
            datasets=("moons", "circles"), steps: int | None = None, jobs: int = 1,
-           clf_weight: float | None = None) -> str:
+           clf_weight: float | None = None, ffjord_train_tol: float | None = None) -> str:
     """Run Table 1's rows over ``seeds`` seeds; write ``table1.md``/``table1.json`` and one
     decision-boundary plot per row and dataset. Finished runs are reused, so an interrupted
     reproduction resumes where it stopped. ``jobs`` runs that many trainings at once (each
-    single-threaded: the toy models are too small to profit from more threads)."""
+    single-threaded: the toy models are too small to profit from more threads).
+    ``clf_weight`` and ``ffjord_train_tol`` (FFJORD rows: solver tolerance while training;
+    evaluation keeps 1e-5) override the rows' defaults."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     for f, h in rows:
         for ds in datasets:
             t0 = time.perf_counter()
-            work = [(toy_config(ds, f, h, s, steps, clf_weight), out / "runs" / f"{f}-{h}-{ds}-s{s}")
+            work = [(toy_config(ds, f, h, s, steps, clf_weight, ffjord_train_tol), out / "runs" / f"{f}-{h}-{ds}-s{s}")
                     for s in range(seeds)]
             if jobs > 1:
                 import multiprocessing as mp

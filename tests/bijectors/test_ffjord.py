@@ -216,3 +216,36 @@ def test_validation_errors():
         model(x, torch.zeros(4))
     with pytest.raises(ValueError, match="trace"):
         FFJORD(2, trace="bogus")
+
+
+def test_train_tol_applies_in_training_mode_only():
+    model = _make(std=0.8)
+    model_tight = _make(std=0.8)
+    model.train_tol = 1e-3
+    x = torch.randn(64, 2, dtype=torch.float64)
+    model.train()
+    assert model.tolerances == (1e-3, 1e-3)
+    z_loose, _ = model(x)
+    loose_nfe = model.last_nfe
+    model.eval()
+    assert model.tolerances == (model.rtol, model.atol) == (1e-5, 1e-5)
+    z_eval, _ = model(x)
+    assert model.last_nfe > loose_nfe  # the looser training solve is cheaper
+    z_ref, _ = model_tight.eval()(x)
+    assert torch.equal(z_eval, z_ref)  # evaluation is unaffected by train_tol
+    assert (z_loose - z_eval).abs().max() < 1e-2
+    for bad in (dict(train_tol=0.0), dict(rtol=-1.0), dict(atol=0.0)):
+        with pytest.raises(ValueError, match="must be positive"):
+            FFJORD(2, **bad)
+
+
+def test_run_config_passes_ffjord_tolerances_to_the_model():
+    from scnf.config import from_dict
+    from scnf.experiment import build_data, build_model
+
+    cfg = from_dict({"data": {"dataset": "moons", "n_train": 50, "n_test": 50, "n_labelled": 4},
+                     "model": {"unconditional": "ffjord", "conditional": "glow", "hidden": 8,
+                               "ffjord_tol": 1e-4, "ffjord_train_tol": 1e-2}})
+    data, _ = build_data(cfg)
+    ode = [m for m in build_model(cfg, data).modules() if isinstance(m, FFJORD)]
+    assert ode and all((m.rtol, m.atol, m.train_tol) == (1e-4, 1e-4, 1e-2) for m in ode)

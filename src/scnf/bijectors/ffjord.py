@@ -207,6 +207,9 @@ class FFJORD(Bijector):
             ``dim <= exact_trace_max_dim``).
         solver: torchdiffeq method (``"dopri5"`` by default).
         rtol, atol: solver tolerances (forward and, with ``adjoint``, backward).
+        train_tol: if given, rtol = atol = ``train_tol`` while the module is in training
+            mode (a looser tolerance makes training solves cheaper); evaluation
+            (``.eval()``) always uses ``rtol``/``atol``.
         adjoint: use ``odeint_adjoint`` (memory O(1) in the number of steps).
         noise: Hutchinson noise, ``"rademacher"`` or ``"gaussian"``.
         activation: ``"tanh"`` or ``"softplus"``.
@@ -235,6 +238,7 @@ class FFJORD(Bijector):
         solver: str = "dopri5",
         rtol: float = 1e-5,
         atol: float = 1e-5,
+        train_tol: float | None = None,
         adjoint: bool = False,
         noise: str = "rademacher",
         activation: str = "tanh",
@@ -253,6 +257,9 @@ class FFJORD(Bijector):
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if T <= 0:
             raise ValueError(f"T must be positive, got {T}")
+        for name, tol in (("rtol", rtol), ("atol", atol), ("train_tol", train_tol)):
+            if tol is not None and not tol > 0:
+                raise ValueError(f"{name} must be positive, got {tol}")
         self.dim = dim
         self.num_classes = num_classes
         self.conditional = num_classes is not None
@@ -262,6 +269,7 @@ class FFJORD(Bijector):
         self.solver = solver
         self.rtol = rtol
         self.atol = atol
+        self.train_tol = train_tol
         self.adjoint = adjoint
         self.noise_type = noise
         self.options: dict[str, Any] = {}
@@ -271,6 +279,13 @@ class FFJORD(Bijector):
         self.func = ODEFunc(dim, hidden, num_layers, num_classes, embed_dim, activation)
         self.last_nfe: int = 0
         self.num_solves: int = 0
+
+    @property
+    def tolerances(self) -> tuple[float, float]:
+        """(rtol, atol) of the next solve: ``train_tol`` in training mode when set."""
+        if self.training and self.train_tol is not None:
+            return self.train_tol, self.train_tol
+        return self.rtol, self.atol
 
     @property
     def total_nfe(self) -> int:
@@ -320,13 +335,14 @@ class FFJORD(Bijector):
         func = _BoundDynamics(self.func, labels, noise)
         t = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
         state = (x, x.new_zeros(x.shape[0]))
-        kwargs: dict[str, Any] = dict(rtol=self.rtol, atol=self.atol, method=self.solver, options=self.options)
+        rtol, atol = self.tolerances
+        kwargs: dict[str, Any] = dict(rtol=rtol, atol=atol, method=self.solver, options=self.options)
         start = self.func.nfe
         try:
             if self.adjoint:
                 out = odeint_adjoint(
                     func, state, t, adjoint_params=tuple(self.func.parameters()),
-                    adjoint_rtol=self.rtol, adjoint_atol=self.atol, adjoint_options=dict(self.options),
+                    adjoint_rtol=rtol, adjoint_atol=atol, adjoint_options=dict(self.options),
                     **kwargs,
                 )
             else:
@@ -336,8 +352,8 @@ class FFJORD(Bijector):
             if "underflow in dt" in msg:
                 raise ODESolverError(
                     "ODE solver step size underflow (stiff dynamics) in FFJORD; "
-                    f"the dynamics are too stiff for solver={self.solver!r} with rtol={self.rtol}, "
-                    f"atol={self.atol} (torchdiffeq: {msg}). Consider regularising the dynamics, "
+                    f"the dynamics are too stiff for solver={self.solver!r} with rtol={rtol}, "
+                    f"atol={atol} (torchdiffeq: {msg}). Consider regularising the dynamics, "
                     "lowering the learning rate or relaxing the tolerances."
                 ) from err
             if "max_num_steps exceeded" in msg:
@@ -377,5 +393,5 @@ class FFJORD(Bijector):
         trace = "exact" if self.exact_trace else f"hutchinson({self.noise_type})"
         return (
             f"dim={self.dim}, num_classes={self.num_classes}, T={self.T}, trace={trace}, "
-            f"solver={self.solver}, rtol={self.rtol}, atol={self.atol}, adjoint={self.adjoint}"
+            f"solver={self.solver}, rtol={self.rtol}, atol={self.atol}, train_tol={self.train_tol}, adjoint={self.adjoint}"
         )
