@@ -92,7 +92,22 @@ def test_obfuscation(loaded, tmp_path, monkeypatch):
     assert n["n_train"] == 100 and n["n_test"] == 50
     for probe in ("mlp_z_f", "mlp_z_h", "linear_z_aux"):
         assert 0.0 <= n[probe]["train_accuracy"] <= 1.0 and 0.0 <= n[probe]["test_accuracy"] <= 1.0
-    assert "obfuscation" in (tmp_path / "analysis.md").read_text()
+    sep = n["z_h_class_means"]
+    assert sep["dims"] == loaded.model.deep_dim and sep["within_class_std"] > 0
+    assert "within-class standard deviation" in (tmp_path / "analysis.md").read_text()
+
+
+def test_class_mean_separation_measures_the_offset_of_class_means():
+    from scnf.analysis.latents import class_mean_separation
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(4000) % 2
+    z = torch.randn(4000, 16, generator=g) * 0.5
+    same = class_mean_separation(z, y)
+    assert max(same["class_mean_norm"].values()) < 0.1 and abs(same["within_class_std"] - 0.5) < 0.02
+    z[y == 1] += 3.0 / 4.0  # class 1's mean moves by 3 (norm over 16 dims)
+    apart = class_mean_separation(z, y)
+    assert abs(apart["class_mean_norm"][1] - 3.0) < 0.1 and apart["class_mean_norm"][0] < 0.1
 
 
 def test_dimension_ablation(run_dir, tmp_path, monkeypatch):
