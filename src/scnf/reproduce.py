@@ -47,10 +47,11 @@ def baselines(dataset: str, seed: int) -> dict:
 
     x, y_semi, _, xt, yt = toy_problem(dataset, 1000, 1000, 10, 0.1, seed=seed)
     out = {}
-    warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
     ls = LabelSpreading(kernel="rbf").fit(x, y_semi)
     out["LabelSpreading (rbf)"] = float((ls.predict(xt) != yt).mean() * 100)
-    st = SelfTrainingClassifier(SVC(probability=True, random_state=seed)).fit(x, y_semi)
+    with warnings.catch_warnings():  # scikit-learn's notice about SVC(probability=True), here only
+        warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
+        st = SelfTrainingClassifier(SVC(probability=True, random_state=seed)).fit(x, y_semi)
     out["SelfTraining (SVC)"] = float((st.predict(xt) != yt).mean() * 100)
     return out
 
@@ -81,8 +82,8 @@ def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gm
     for f, h in rows:
         for ds in datasets:
             t0 = time.perf_counter()
-            work = [(toy_config(ds, f, h, s, steps, clf_weight, ffjord_train_tol), out / "runs" / f"{f}-{h}-{ds}-s{s}")
-                    for s in range(seeds)]
+            work = [(toy_config(ds, f, h, s, steps, clf_weight, ffjord_train_tol),
+                     out / "runs" / f"{f}-{h}-{ds}-s{s}") for s in range(seeds)]
             if jobs > 1:
                 import multiprocessing as mp
                 from concurrent.futures import ProcessPoolExecutor
@@ -138,7 +139,8 @@ def _markdown(results, base, rows, datasets, seeds) -> str:
             train += sum(r["train_seconds"])
             nfe += [v for v in r.get("ffjord_mean_nfe", []) if v is not None]
         nfe_cell = f"{np.mean(nfe):.1f}" if nfe else "–"
-        lines.append(f"| {f.upper()} ∘ {h.upper()} | " + " | ".join(cells) + f" | {train:.0f} | {secs:.0f} | {nfe_cell} |")
+        lines.append(f"| {f.upper()} ∘ {h.upper()} | " + " | ".join(cells)
+                     + f" | {train:.0f} | {secs:.0f} | {nfe_cell} |")
     for name in ("LabelSpreading (rbf)", "SelfTraining (SVC)"):
         cells = []
         for d in datasets:

@@ -393,5 +393,6 @@ class FFJORD(Bijector):
         trace = "exact" if self.exact_trace else f"hutchinson({self.noise_type})"
         return (
             f"dim={self.dim}, num_classes={self.num_classes}, T={self.T}, trace={trace}, "
-            f"solver={self.solver}, rtol={self.rtol}, atol={self.atol}, train_tol={self.train_tol}, adjoint={self.adjoint}"
+            f"solver={self.solver}, rtol={self.rtol}, atol={self.atol}, train_tol={self.train_tol}, "
+            f"adjoint={self.adjoint}"
         )
