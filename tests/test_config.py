@@ -23,6 +23,9 @@ def test_round_trip_dump_and_load(tmp_path):
     ({"train": {"labelled_share": 1.0}}, "'train.labelled_share'"),
     ({"data": 3}, "'data' must be a table"),
     ({"train": {"augment_shift": -1}}, "'train.augment_shift'"),
+    ({"train": {"consistency_weight": 1.0}}, "needs 'train.augment_shift'"),
+    ({"train": {"consistency_weight": -1.0}}, "'train.consistency_weight' must be non-negative"),
+    ({"train": {"consistency_temperature": 0.0}}, "'train.consistency_temperature' must be positive"),
 ])
 def test_bad_configs_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):

@@ -278,3 +278,45 @@ def test_augment_shift_changes_labelled_rows_of_image_batches_only():
     # dequantisation adds less than 1/256 to each pixel; a shifted labelled image differs by more
     assert ((xb[~lab] - plain[~lab]).abs().amax() < 1 / 255)
     assert ((xb[lab] - plain[lab]).abs().flatten(1).amax(1) > 0.1).any()
+
+
+def test_consistency_term_adds_the_kl_to_the_second_views_posterior():
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8).eval()
+    with torch.no_grad():  # away from the zero-initialised (label-blind) start
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    data = _data()
+    unl = data.y < 0
+    view = data.x[unl] + 0.3  # any second view of the unlabelled rows
+    cfg = TrainConfig(consistency_weight=3.0, consistency_temperature=0.5)
+    l0, _ = objective(model, data.x, data.y, TrainConfig())
+    l1, st = objective(model, data.x, data.y, cfg, view=view)
+    target = torch.softmax(model.log_joint(view) / 0.5, 1)
+    post = torch.softmax(model.log_joint(data.x[unl]), 1)
+    kl = (target * (target.log() - post.log())).sum(1).mean()
+    assert kl > 1e-4
+    assert torch.allclose(l1 - l0, 3 * kl, atol=1e-5)
+    assert st["consistency"] == pytest.approx(float(kl), rel=1e-4)
+    # the view of the same rows gives KL 0 at temperature 1
+    l2, st2 = objective(model, data.x, data.y, TrainConfig(consistency_weight=3.0), view=data.x[unl])
+    assert torch.allclose(l2, l0, atol=1e-5) and abs(st2["consistency"]) < 1e-5
+    with pytest.raises(ValueError, match="one posterior per unlabelled row"):
+        objective(model, data.x, data.y, cfg, view=view[:2])
+
+
+def test_consistency_training_steps_on_images_and_refuses_vectors():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
+    y = torch.full((40,), -1)
+    y[:10] = torch.arange(10)
+    model = scnf.mnist_scnf(hidden=4, blocks=1, h_hidden=8, h_blocks=1)
+    cfg = TrainConfig(steps=2, batch_size=8, labelled_share=0.5, augment_shift=2, consistency_weight=5.0,
+                      progress=False)
+    trainer = Trainer(model, SemiSupervisedData(x, y, images=True), cfg, seed=0)
+    xb, yb, view = trainer._batch()
+    assert view.shape == xb[yb < 0].shape
+    stats = trainer.train_step()
+    assert math.isfinite(stats["loss"]) and stats["consistency"] >= 0 and not stats["skipped"]
+    with pytest.raises(ValueError, match="consistency_weight needs image data"):
+        Trainer(scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8), _data(), cfg, seed=0)

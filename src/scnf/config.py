@@ -59,6 +59,8 @@ class TrainConfig:
     schedule: str = "linear"        # linear (decay to 0) | constant
     warmup_f_steps: int = 0         # steps training f alone (h frozen) at the start
     augment_shift: int = 0          # images: labelled rows shifted by up to this many pixels (0 = off)
+    consistency_weight: float = 0.0  # images: KL(p(y|shifted x) || p(y|x)) on unlabelled rows (needs augment_shift)
+    consistency_temperature: float = 1.0  # temperature of the shifted view's target posterior (< 1 sharpens)
     h_lr_mult: float = 1.0          # learning-rate multiplier of the conditional part
     eval_every: int = 500
     checkpoint_every: int = 500
@@ -92,11 +94,12 @@ _CHOICES = {
 }
 _POSITIVE = {"data.n_train", "data.n_test", "data.n_labelled", "train.batch_size", "train.steps",
              "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden",
-             "model.ffjord_tol"}
+             "model.ffjord_tol", "train.consistency_temperature"}
 _NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps",
                  "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
                  "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
-                 "train.augment_shift", "model.ffjord_train_tol"}
+                 "train.augment_shift", "model.ffjord_train_tol",
+                 "train.consistency_weight"}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -148,6 +151,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"config key 'train.labelled_share' must lie in [0, 1), got {cfg.train.labelled_share}")
     if not cfg.train.lr > 0:
         raise ConfigError(f"config key 'train.lr' must be positive, got {cfg.train.lr}")
+    if cfg.train.consistency_weight > 0 and cfg.train.augment_shift == 0:
+        raise ConfigError("config key 'train.consistency_weight' needs 'train.augment_shift' > 0 "
+                          "(the shift makes the second view)")
     if not cfg.train.h_lr_mult >= 0:
         raise ConfigError(f"config key 'train.h_lr_mult' must be non-negative, got {cfg.train.h_lr_mult}")
     return cfg

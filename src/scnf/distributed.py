@@ -234,7 +234,7 @@ def sharded_objective(log_joint: torch.Tensor, y: torch.Tensor, cfg, global_batc
     finite).
     """
     lj = log_joint if log_joint.dtype in (torch.float32, torch.float64) else log_joint.float()
-    part, lp_lab, lp_unl, clf_sum, correct = loss_terms(lj, y, cfg, global_batch, global_labelled)
+    part, lp_lab, lp_unl, clf_sum, correct, _ = loss_terms(lj, y, cfg, global_batch, global_labelled)
     loss = part * world
     with torch.no_grad():
         sums = torch.stack([part.double(), -(lp_lab.sum() + lp_unl.sum()).double(), clf_sum.double(),
@@ -378,6 +378,8 @@ class DistributedTrainer(Trainer):
         self.rank, self.world = rank(), world_size()
         if cfg.batch_size % self.world:
             raise ValueError(f"train.batch_size = {cfg.batch_size} is not divisible by the {self.world} processes")
+        if getattr(cfg, "consistency_weight", 0) > 0:
+            raise ValueError("train.consistency_weight is not supported by distributed training; set it to 0")
         if self.rank != 0 and cfg.progress:
             cfg = dataclasses.replace(cfg, progress=False)
         super().__init__(model, data, cfg, seed=seed, run_dir=run_dir, callback=callback, init_fn=init_fn)

@@ -142,7 +142,7 @@ class MixedBatchSampler:
 
 
 def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int | None = None,
-               n_labelled: int | None = None):
+               n_labelled: int | None = None, target: torch.Tensor | None = None):
     """The loss of Eq. (1) from a batch's log p(x, y=k) (B, K) and labels (-1: unlabelled).
 
     SGD: labelled rows -log p(x, y), unlabelled rows -log p(x), summed and divided by
@@ -151,9 +151,11 @@ def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int 
     theta_old equals that of log p(x), by Fisher's identity). L_clf: cross-entropy of
     log p(y|x) on labelled rows, summed and divided by ``n_labelled`` (default: the labelled
     rows here), times ``clf_weight``. Distributed training passes global counts.
+    ``target`` (unlabelled rows, K), when given: posteriors of a second view of the
+    unlabelled rows; adds ``consistency_weight`` times the mean KL(target || p(y|x)) over them.
 
     Returns (loss, log p(x, y) of labelled rows, log p(x) of unlabelled rows, L_clf sum,
-    labelled-row predictions correct).
+    labelled-row predictions correct, consistency KL sum).
     """
     lab = y >= 0
     lj_lab, y_lab, lj_unl = lj[lab], y[lab], lj[~lab]
@@ -172,18 +174,35 @@ def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int 
         if lab.any():
             clf_sum = F.cross_entropy(lj_lab, y_lab, reduction="sum")
         loss = loss + cfg.clf_weight * clf_sum / n_labelled
+    kl_sum = lj.new_zeros(())
+    if target is not None and lj_unl.shape[0] > 0:
+        if target.shape != lj_unl.shape:
+            raise ValueError(f"target has shape {tuple(target.shape)}, expected {tuple(lj_unl.shape)} "
+                             "(one posterior per unlabelled row)")
+        log_post = torch.log_softmax(lj_unl, 1)
+        kl_sum = (torch.xlogy(target, target) - target * log_post).sum()
+        loss = loss + cfg.consistency_weight * kl_sum / lj_unl.shape[0]
     with torch.no_grad():
         correct = (lj_lab.argmax(1) == y_lab).sum()
-    return loss, lp_lab, lp_unl, clf_sum, correct
+    return loss, lp_lab, lp_unl, clf_sum, correct, kl_sum
 
 
-def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
-    """The per-example mean loss (nats) of one batch, and statistics (see :func:`loss_terms`)."""
-    loss, lp_lab, lp_unl, clf_sum, correct = loss_terms(model.log_joint(x), y, cfg)
+def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+              view: torch.Tensor | None = None):
+    """The per-example mean loss (nats) of one batch, and statistics (see :func:`loss_terms`).
+
+    ``view``: a perturbed copy of the unlabelled rows of ``x``; its posterior, without
+    gradient and at ``consistency_temperature``, is the target of the consistency term."""
+    target = None
+    if view is not None:
+        with torch.no_grad():
+            target = torch.softmax(model.log_joint(view) / cfg.consistency_temperature, 1)
+    loss, lp_lab, lp_unl, clf_sum, correct, kl_sum = loss_terms(model.log_joint(x), y, cfg, target=target)
     n_lab = lp_lab.shape[0]
     with torch.no_grad():
         nll = -(lp_lab.sum() + lp_unl.sum()) / x.shape[0]
     return loss, {"nll": float(nll), "clf": float(clf_sum.detach()) / max(n_lab, 1),
+                  "consistency": float(kl_sum.detach()) / max(lp_unl.shape[0], 1),
                   "labelled_acc": float(correct) / n_lab if n_lab else float("nan")}
 
 
@@ -264,6 +283,9 @@ class Trainer:
                  run_dir: str | Path | None = None, callback: Callable | None = None,
                  init_fn: Callable | None = None):
         self.model, self.data, self.cfg, self.seed = model, data, cfg, seed
+        if getattr(cfg, "consistency_weight", 0) > 0 and not (data.images and cfg.augment_shift > 0):
+            raise ValueError("train.consistency_weight needs image data and train.augment_shift > 0 "
+                             "(the shifted copy is the second view)")
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callback = callback
         self.init_fn = init_fn
@@ -344,18 +366,28 @@ class Trainer:
             return {}
         return evaluate(self.model, self.data, self.data.x_test, self.data.y_test)
 
-    def _draw_batch(self):
+    def _draw_batch(self, with_view: bool = False):
         """The next mixed batch (labelled image rows shifted when ``augment_shift`` is set),
-        dequantised where needed, on the CPU."""
+        dequantised where needed, on the CPU. ``with_view``: also return a shifted copy of
+        the unlabelled rows (the consistency term's second view)."""
         idx = torch.from_numpy(self.sampler.next())
-        xb, yb = self.data.x[idx], self.data.y[idx]
+        raw, yb = self.data.x[idx], self.data.y[idx]
+        xb = raw
         if self.cfg.augment_shift and self.data.images:
-            xb = shift_images(xb, yb >= 0, self.cfg.augment_shift, self.noise)
-        return self.data.prepare(xb, self.noise), yb
+            xb = shift_images(raw, yb >= 0, self.cfg.augment_shift, self.noise)
+        x = self.data.prepare(xb, self.noise)
+        if not with_view:
+            return x, yb
+        unl = raw[yb < 0]
+        view = shift_images(unl, torch.ones(unl.shape[0], dtype=torch.bool), self.cfg.augment_shift, self.noise)
+        return x, yb, self.data.prepare(view, self.noise)
 
     def _batch(self):
+        if self.cfg.consistency_weight > 0:
+            x, y, view = self._draw_batch(with_view=True)
+            return x.to(self.device), y.to(self.device), view.to(self.device)
         x, y = self._draw_batch()
-        return x.to(self.device), y.to(self.device)
+        return x.to(self.device), y.to(self.device), None
 
     def _grads_finite(self) -> bool:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -366,12 +398,12 @@ class Trainer:
 
     def train_step(self) -> dict:
         self.model.train()
-        x, y = self._batch()
+        x, y, view = self._batch()
         if self.step == self.cfg.warmup_f_steps and self.init_fn is not None:
             # class-aware initialisation, after the warm-up of f alone when there is one
             self.init_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, stats = objective(self.model, x, y, self.cfg)
+        loss, stats = objective(self.model, x, y, self.cfg, view=view)
         ok = bool(torch.isfinite(loss))
         if ok:
             loss.backward()
