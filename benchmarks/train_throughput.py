@@ -3,8 +3,9 @@ own limit for the model's convolutions.
 
 For every batch size it reports
 
-* train img/s — one full training step: ``objective`` (log_joint + Eq. 1 loss with a
-  TrainConfig), backward, Adamax step;
+* train img/s — one full training step: ``backward_objective`` (log_joint + Eq. 1 loss
+  with a TrainConfig, backward; with ``--micro-batch M`` in chunks of M rows whose
+  gradients add up to the whole batch's), Adamax step;
 * eval img/s — ``log_marginal`` in eval mode under ``no_grad``;
 * conv share — the share of a training step's CPU time spent in convolution ops
   (aten::convolution / mkldnn_convolution / convolution_backward and their internals),
@@ -13,7 +14,9 @@ For every batch size it reports
   ``2*Cin*Cout*k*k*Hout*Wout`` per image forward, backward ~ 2x forward) are timed in
   isolation at the same shapes and batch (forward+backward, the faster of NCHW and
   channels_last per shape); ``batch / sum(time)`` bounds the images/s of a step that
-  did nothing but its convolutions. "% of limit" = achieved / bound. The same is done
+  did nothing but its convolutions. "% of limit" = achieved / bound. With
+  ``--micro-batch M`` the sweep is also timed at batch M (the shapes the chunked step
+  runs) and the step is compared with that bound as well. The same is done
   for evaluation with forward-only convolutions. Linear layers (the conditional flow h)
   and the 1x1 invertible convolutions are not counted, so the bound is optimistic;
 * peak memory — ``ru_maxrss`` of a fresh subprocess that builds the model, initialises
@@ -26,7 +29,7 @@ medians are reported, since the CPUs may be shared. ``--compare`` also times the
 (``scnf.nets.FUSED = False``) and reports the speed-up.
 
 Usage: python benchmarks/train_throughput.py [--batches 64,256] [--repeats 3] [--threads 0]
-       [--small] [--compare] [--profile-steps 2] [--no-memory]
+       [--small] [--compare] [--micro-batch 0] [--profile-steps 2] [--no-memory]
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ from torch import nn
 import scnf
 import scnf.nets
 from scnf.config import TrainConfig
-from scnf.training import objective
+from scnf.training import backward_objective
 
 CONV_OPS = {"aten::convolution", "aten::_convolution", "aten::conv2d", "aten::mkldnn_convolution",
             "aten::convolution_backward", "aten::mkldnn_convolution_backward", "aten::thnn_conv2d",
@@ -79,14 +82,14 @@ def make_batch(b: int, seed: int = 0):
     return x, y
 
 
-def setup(small: bool, b: int):
+def setup(small: bool, b: int, micro_batch: int = 0):
     torch.manual_seed(0)
     model = build(small)
     x, y = make_batch(b)
     model.train()
     with torch.no_grad():
         model.log_joint(x)  # data-dependent ActNorm initialisation
-    cfg = TrainConfig(batch_size=b)
+    cfg = TrainConfig(batch_size=b, micro_batch=micro_batch)
     opt = torch.optim.Adamax(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return model, x, y, cfg, opt
 
@@ -94,8 +97,7 @@ def setup(small: bool, b: int):
 def train_step(model, x, y, cfg, opt):
     model.train()
     opt.zero_grad(set_to_none=True)
-    loss, _ = objective(model, x, y, cfg)
-    loss.backward()
+    backward_objective(model, x, y, cfg, micro_batch=cfg.micro_batch)
     opt.step()
 
 
@@ -200,9 +202,9 @@ def conv_share(model, x, y, cfg, opt, steps: int) -> float:
     return conv / total if total else float("nan")
 
 
-def memory_child(small: bool, b: int, fused: bool) -> None:
+def memory_child(small: bool, b: int, fused: bool, micro_batch: int) -> None:
     scnf.nets.FUSED = fused
-    model, x, y, cfg, opt = setup(small, b)
+    model, x, y, cfg, opt = setup(small, b, micro_batch)
     with open("/proc/self/statm") as fh:  # current RSS before the step (Linux)
         before_kib = int(fh.read().split()[1]) * resource.getpagesize() / 1024
     train_step(model, x, y, cfg, opt)
@@ -210,8 +212,9 @@ def memory_child(small: bool, b: int, fused: bool) -> None:
     print(json.dumps({"peak_mib": peak_kib / 1024, "step_mib": (peak_kib - before_kib) / 1024}))
 
 
-def measure_memory(small: bool, b: int, threads: int, fused: bool = True) -> dict:
-    cmd = [sys.executable, __file__, "--memory-child", str(b), "--threads", str(threads)]
+def measure_memory(small: bool, b: int, threads: int, fused: bool = True, micro_batch: int = 0) -> dict:
+    cmd = [sys.executable, __file__, "--memory-child", str(b), "--threads", str(threads),
+           "--micro-batch", str(micro_batch)]
     cmd += ["--small"] if small else []
     cmd += [] if fused else ["--unfused"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -220,10 +223,12 @@ def measure_memory(small: bool, b: int, threads: int, fused: bool = True) -> dic
 
 # ---------------------------------------------------------------- main
 def run_batch(args, b: int) -> dict:
-    model, x, y, cfg, opt = setup(args.small, b)
+    micro = args.micro_batch if 0 < args.micro_batch < b else 0
+    model, x, y, cfg, opt = setup(args.small, b, micro)
     shapes = conv_shapes(model)
     fpi = flops_per_image(shapes)
     sweep = ConvSweep(shapes, b)
+    sweeps = [sweep] + ([ConvSweep(shapes, micro)] if micro else [])
     variants = [True, False] if args.compare else [True]
     t_train = {v: [] for v in variants}
     t_eval = {v: [] for v in variants}
@@ -232,15 +237,17 @@ def run_batch(args, b: int) -> dict:
         scnf.nets.FUSED = v
         train_step(model, x, y, cfg, opt)
         eval_marginal(model, x)
-    sweep.run_once()
-    sweep.fw = {k: [] for k in sweep.fw}
-    sweep.fb = {k: [] for k in sweep.fb}
+    for sw in sweeps:
+        sw.run_once()
+        sw.fw = {k: [] for k in sw.fw}
+        sw.fb = {k: [] for k in sw.fb}
     for r in range(args.repeats):
         for v in variants:
             scnf.nets.FUSED = v
             t_train[v].append(timed(lambda: train_step(model, x, y, cfg, opt)))
             t_eval[v].append(timed(lambda: eval_marginal(model, x)))
-        sweep.run_once()
+        for sw in sweeps:
+            sw.run_once()
         print(f"  batch {b} round {r + 1}/{args.repeats}: "
               + ", ".join(f"{'fused' if v else 'plain'} step {t_train[v][-1]:.2f}s eval {t_eval[v][-1]:.2f}s"
                           for v in variants), file=sys.stderr, flush=True)
@@ -251,15 +258,18 @@ def run_batch(args, b: int) -> dict:
     res = dict(batch=b, flops_fwd=fpi, train=b / statistics.median(t_train[True]),
                eval=b / statistics.median(t_eval[True]), limit_train=b / lim_fb, limit_eval=b / lim_fw,
                rate_train=3 * fpi * b / lim_fb / 1e9, rate_eval=fpi * b / lim_fw / 1e9, conv_share=share,
-               best_formats=Counter(best_fb.values()))
+               best_formats=Counter(best_fb.values()), micro_batch=micro)
+    if micro:
+        lim_micro, _ = sweeps[1].limit_seconds(sweeps[1].fb)
+        res["limit_train_micro"] = micro / lim_micro
     if args.compare:
         res["train_plain"] = b / statistics.median(t_train[False])
         res["eval_plain"] = b / statistics.median(t_eval[False])
         res["speedup_train"] = statistics.median(p / f for p, f in zip(t_train[False], t_train[True]))
         res["speedup_eval"] = statistics.median(p / f for p, f in zip(t_eval[False], t_eval[True]))
     if args.memory:
-        del model, opt, sweep
-        res["mem"] = measure_memory(args.small, b, args.threads)
+        del model, opt, sweep, sweeps
+        res["mem"] = measure_memory(args.small, b, args.threads, micro_batch=micro)
     print(f"  batch {b}: " + json.dumps({k: v for k, v in res.items() if k != "best_formats"}, default=str),
           file=sys.stderr, flush=True)
     return res
@@ -272,6 +282,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="hidden=32 blocks=1 h_hidden=64 h_blocks=1")
     ap.add_argument("--compare", action="store_true", help="also time the plain ResidualConvNet path")
+    ap.add_argument("--micro-batch", type=int, default=0,
+                    help="train in chunks of this many rows (TrainConfig.micro_batch; 0 = whole batch)")
     ap.add_argument("--profile-steps", type=int, default=2)
     ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
@@ -280,7 +292,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
-        memory_child(args.small, args.memory_child, not args.unfused)
+        memory_child(args.small, args.memory_child, not args.unfused, args.micro_batch)
         return
     batches = [int(b) for b in args.batches.split(",")]
     results = [run_batch(args, b) for b in batches]
@@ -294,6 +306,8 @@ def main():
             "eval img/s", "eval limit img/s", "eval % of limit", "peak RSS MiB (step +MiB)"]
     if args.compare:
         head += ["plain train img/s", "train speed-up", "plain eval img/s", "eval speed-up"]
+    if args.micro_batch:
+        head += ["micro-batch", "limit img/s at micro-batch shapes", "% of that limit"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in results:
@@ -306,6 +320,10 @@ def main():
         if args.compare:
             row += [f"{r['train_plain']:.2f}", f"{r['speedup_train']:.2f}x", f"{r['eval_plain']:.1f}",
                     f"{r['speedup_eval']:.2f}x"]
+        if args.micro_batch:
+            lim = r.get("limit_train_micro")
+            row += [str(r["micro_batch"] or "-"), f"{lim:.2f}" if lim else "-",
+                    f"{100 * r['train'] / lim:.0f} %" if lim else "-"]
         print("| " + " | ".join(row) + " |")
     for r in results:
         print(f"batch {r['batch']}: faster isolated format per conv shape: {dict(r['best_formats'])}")

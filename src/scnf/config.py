@@ -62,6 +62,7 @@ class TrainConfig:
     consistency_weight: float = 0.0  # images: KL(p(y|shifted x) || p(y|x)) on unlabelled rows (needs augment_shift)
     consistency_temperature: float = 1.0  # temperature of the shifted view's target posterior (< 1 sharpens)
     h_lr_mult: float = 1.0          # learning-rate multiplier of the conditional part
+    micro_batch: int = 0            # rows per forward/backward chunk within a step (0 = whole batch); same gradient
     eval_every: int = 500
     checkpoint_every: int = 500
     max_nonfinite: int = 20         # consecutive skipped steps before the run stops
@@ -99,7 +100,7 @@ _NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.
                  "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
                  "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
                  "train.augment_shift", "model.ffjord_train_tol",
-                 "train.consistency_weight"}
+                 "train.consistency_weight", "train.micro_batch"}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

@@ -58,7 +58,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .training import LN2, SemiSupervisedData, Trainer, TrainingDiverged, loss_terms
+from .training import LN2, SemiSupervisedData, Trainer, TrainingDiverged, has_uninitialised_actnorm, loss_terms
 
 ENV_TIMEOUT = "SCNF_DDP_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
@@ -357,12 +357,6 @@ class _LogJoint(nn.Module):
         return self.flow.log_joint(x)
 
 
-def _has_uninitialised_actnorm(model: nn.Module) -> bool:
-    from .bijectors.actnorm import ActNorm
-
-    return any(isinstance(m, ActNorm) and not bool(m.initialized) for m in model.modules())
-
-
 class DistributedTrainer(Trainer):
     """:class:`~scnf.training.Trainer` for one rank of a DDP job (also runs with one process).
 
@@ -378,8 +372,9 @@ class DistributedTrainer(Trainer):
         self.rank, self.world = rank(), world_size()
         if cfg.batch_size % self.world:
             raise ValueError(f"train.batch_size = {cfg.batch_size} is not divisible by the {self.world} processes")
-        if getattr(cfg, "consistency_weight", 0) > 0:
-            raise ValueError("train.consistency_weight is not supported by distributed training; set it to 0")
+        for key in ("consistency_weight", "micro_batch"):
+            if getattr(cfg, key, 0) > 0:
+                raise ValueError(f"train.{key} is not supported by distributed training; set it to 0")
         if self.rank != 0 and cfg.progress:
             cfg = dataclasses.replace(cfg, progress=False)
         super().__init__(model, data, cfg, seed=seed, run_dir=run_dir, callback=callback, init_fn=init_fn)
@@ -436,7 +431,7 @@ class DistributedTrainer(Trainer):
         xg, yg = xg.to(self.device), yg.to(self.device)
         if self.init_fn is not None and self.step == self.cfg.warmup_f_steps:
             self.init_fn(self.model, xg, yg)
-        elif _has_uninitialised_actnorm(self.model):
+        elif has_uninitialised_actnorm(self.model):
             self.model.train()
             self.model.log_joint(xg)  # every ActNorm initialises on its first training forward
         broadcast_module_(self.model)

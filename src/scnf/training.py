@@ -181,10 +181,22 @@ def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int 
                              "(one posterior per unlabelled row)")
         log_post = torch.log_softmax(lj_unl, 1)
         kl_sum = (torch.xlogy(target, target) - target * log_post).sum()
-        loss = loss + cfg.consistency_weight * kl_sum / lj_unl.shape[0]
+        loss = loss + cfg.consistency_weight * kl_sum / (n_rows - n_labelled)
     with torch.no_grad():
         correct = (lj_lab.argmax(1) == y_lab).sum()
     return loss, lp_lab, lp_unl, clf_sum, correct, kl_sum
+
+
+def _consistency_target(model: SemiConditionalFlow, view: torch.Tensor | None, cfg: TrainConfig):
+    if view is None:
+        return None
+    with torch.no_grad():
+        return torch.softmax(model.log_joint(view) / cfg.consistency_temperature, 1)
+
+
+def _stats(n: int, n_lab: int, lp_sum: float, clf_sum: float, kl_sum: float, correct: int) -> dict:
+    return {"nll": -lp_sum / n, "clf": clf_sum / max(n_lab, 1), "consistency": kl_sum / max(n - n_lab, 1),
+            "labelled_acc": correct / n_lab if n_lab else float("nan")}
 
 
 def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
@@ -193,17 +205,62 @@ def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg:
 
     ``view``: a perturbed copy of the unlabelled rows of ``x``; its posterior, without
     gradient and at ``consistency_temperature``, is the target of the consistency term."""
-    target = None
-    if view is not None:
-        with torch.no_grad():
-            target = torch.softmax(model.log_joint(view) / cfg.consistency_temperature, 1)
-    loss, lp_lab, lp_unl, clf_sum, correct, kl_sum = loss_terms(model.log_joint(x), y, cfg, target=target)
-    n_lab = lp_lab.shape[0]
+    lj = model.log_joint(x)  # first: a not yet initialised ActNorm initialises on x, not on the view
+    target = _consistency_target(model, view, cfg)
+    loss, lp_lab, lp_unl, clf_sum, correct, kl_sum = loss_terms(lj, y, cfg, target=target)
     with torch.no_grad():
-        nll = -(lp_lab.sum() + lp_unl.sum()) / x.shape[0]
-    return loss, {"nll": float(nll), "clf": float(clf_sum.detach()) / max(n_lab, 1),
-                  "consistency": float(kl_sum.detach()) / max(lp_unl.shape[0], 1),
-                  "labelled_acc": float(correct) / n_lab if n_lab else float("nan")}
+        lp_sum = float(lp_lab.sum() + lp_unl.sum())
+    return loss, _stats(x.shape[0], lp_lab.shape[0], lp_sum, float(clf_sum.detach()), float(kl_sum.detach()),
+                        int(correct))
+
+
+def has_uninitialised_actnorm(model: torch.nn.Module) -> bool:
+    from .bijectors.actnorm import ActNorm
+
+    return any(isinstance(m, ActNorm) and not bool(m.initialized) for m in model.modules())
+
+
+def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                       view: torch.Tensor | None = None, micro_batch: int = 0):
+    """Backpropagate :func:`objective`'s loss of the batch, ``micro_batch`` rows at a time.
+
+    With ``micro_batch`` in (0, B) the rows go through forward and backward in chunks and
+    their gradients add up in ``.grad``: every term of the loss is a sum over rows divided by
+    whole-batch counts, so the gradient is that of the whole batch (up to the order of float
+    sums) while only one chunk's activations are held. ActNorms not yet initialised are
+    initialised on the whole batch first, as without chunks. Stops at the first non-finite
+    chunk loss. Returns (loss: float, stats: dict, finite: bool); ``.grad`` is accumulated,
+    not zeroed.
+    """
+    n = x.shape[0]
+    if not 0 < micro_batch < n:
+        loss, stats = objective(model, x, y, cfg, view)
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            loss.backward()
+        return float(loss.detach()), stats, ok
+    if model.training and has_uninitialised_actnorm(model):
+        with torch.no_grad():
+            model.log_joint(x)
+    target = _consistency_target(model, view, cfg)
+    lab = y >= 0
+    n_lab = int(lab.sum())
+    total, lp_sum, clf_sum, kl_sum, correct, unl_seen = 0.0, 0.0, 0.0, 0.0, 0, 0
+    for start in range(0, n, micro_batch):
+        xs, ys = x[start:start + micro_batch], y[start:start + micro_batch]
+        ts = None
+        if target is not None:
+            k = int((ys < 0).sum())
+            ts, unl_seen = target[unl_seen:unl_seen + k], unl_seen + k
+        loss, lp_lab, lp_unl, clf, corr, kl = loss_terms(model.log_joint(xs), ys, cfg, n_rows=n,
+                                                         n_labelled=n_lab, target=ts)
+        if not torch.isfinite(loss):
+            return float(loss.detach()), _stats(n, n_lab, float("nan"), float("nan"), float("nan"), 0), False
+        loss.backward()
+        total += float(loss.detach())
+        lp_sum += float(lp_lab.detach().sum() + lp_unl.detach().sum())
+        clf_sum, kl_sum, correct = clf_sum + float(clf.detach()), kl_sum + float(kl.detach()), correct + int(corr)
+    return total, _stats(n, n_lab, lp_sum, clf_sum, kl_sum, correct), True
 
 
 @torch.no_grad()
@@ -403,12 +460,9 @@ class Trainer:
             # class-aware initialisation, after the warm-up of f alone when there is one
             self.init_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, stats = objective(self.model, x, y, self.cfg, view=view)
-        ok = bool(torch.isfinite(loss))
-        if ok:
-            loss.backward()
-            ok = self._grads_finite()
-        stats.update(loss=float(loss.detach()), skipped=not ok)
+        loss, stats, ok = backward_objective(self.model, x, y, self.cfg, view=view, micro_batch=self.cfg.micro_batch)
+        ok = ok and self._grads_finite()
+        stats.update(loss=loss, skipped=not ok)
         self._finish_step(ok)
         return stats
 
