@@ -365,15 +365,15 @@ def test_micro_batch_stops_at_a_non_finite_chunk():
 
 
 def test_trainer_with_micro_batches_takes_the_same_steps():
-    params = {}
+    losses = {}
     for mb in (0, 10):
         torch.manual_seed(0)
         model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
-        cfg = TrainConfig(steps=3, batch_size=32, clf_weight=1.0, micro_batch=mb, progress=False)
+        cfg = TrainConfig(steps=4, batch_size=32, clf_weight=1.0, micro_batch=mb, progress=False)
         trainer = Trainer(model, _data(), cfg, seed=0)
-        for _ in range(3):
-            assert not trainer.train_step()["skipped"]
-        params[mb] = torch.cat([p.detach().flatten() for p in model.parameters()])
-    # float32 sums in a different order; Adamax magnifies them on near-zero gradients (the exact
-    # gradient equality is checked in float64 above)
-    assert torch.allclose(params[0], params[10], rtol=1e-3, atol=1e-4)
+        losses[mb] = [trainer.train_step()["loss"] for _ in range(4)]
+    # the same batches and (up to float32 summation order) the same updates; parameters are not
+    # compared: Adamax's first step is lr * sign(g), which rounding flips where g is ~0 (the
+    # exact gradient equality is checked in float64 above)
+    assert losses[0] == pytest.approx(losses[10], rel=1e-4)
+    assert losses[0][-1] < losses[0][0]
