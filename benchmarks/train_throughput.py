@@ -16,7 +16,8 @@ For every batch size it reports
   channels_last per shape); ``batch / sum(time)`` bounds the images/s of a step that
   did nothing but its convolutions. "% of limit" = achieved / bound. With
   ``--micro-batch M`` the sweep is also timed at batch M (the shapes the chunked step
-  runs) and the step is compared with that bound as well. The same is done
+  runs) and the step is compared with that bound as well, and with the whole-batch step
+  (``micro_batch = 0``) timed in the same rounds. The same is done
   for evaluation with forward-only convolutions. Linear layers (the conditional flow h)
   and the 1x1 invertible convolutions are not counted, so the bound is optimistic;
 * peak memory — ``ru_maxrss`` of a fresh subprocess that builds the model, initialises
@@ -232,6 +233,9 @@ def run_batch(args, b: int) -> dict:
     variants = [True, False] if args.compare else [True]
     t_train = {v: [] for v in variants}
     t_eval = {v: [] for v in variants}
+    t_whole, whole = [], TrainConfig(batch_size=b)
+    if micro:
+        train_step(model, x, y, whole, opt)
     # warm-up: oneDNN primitive creation, allocator, optimiser state
     for v in variants:
         scnf.nets.FUSED = v
@@ -245,6 +249,8 @@ def run_batch(args, b: int) -> dict:
         for v in variants:
             scnf.nets.FUSED = v
             t_train[v].append(timed(lambda: train_step(model, x, y, cfg, opt)))
+            if micro and v:  # the same step over the whole batch at once, in the same round
+                t_whole.append(timed(lambda: train_step(model, x, y, whole, opt)))
             t_eval[v].append(timed(lambda: eval_marginal(model, x)))
         for sw in sweeps:
             sw.run_once()
@@ -262,6 +268,8 @@ def run_batch(args, b: int) -> dict:
     if micro:
         lim_micro, _ = sweeps[1].limit_seconds(sweeps[1].fb)
         res["limit_train_micro"] = micro / lim_micro
+        res["train_whole"] = b / statistics.median(t_whole)
+        res["speedup_micro"] = statistics.median(w / m for w, m in zip(t_whole, t_train[True]))
     if args.compare:
         res["train_plain"] = b / statistics.median(t_train[False])
         res["eval_plain"] = b / statistics.median(t_eval[False])
@@ -307,7 +315,8 @@ def main():
     if args.compare:
         head += ["plain train img/s", "train speed-up", "plain eval img/s", "eval speed-up"]
     if args.micro_batch:
-        head += ["micro-batch", "limit img/s at micro-batch shapes", "% of that limit"]
+        head += ["micro-batch", "limit img/s at micro-batch shapes", "% of that limit",
+                 "whole-batch train img/s", "micro-batch speed-up"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in results:
@@ -323,7 +332,8 @@ def main():
         if args.micro_batch:
             lim = r.get("limit_train_micro")
             row += [str(r["micro_batch"] or "-"), f"{lim:.2f}" if lim else "-",
-                    f"{100 * r['train'] / lim:.0f} %" if lim else "-"]
+                    f"{100 * r['train'] / lim:.0f} %" if lim else "-",
+                    f"{r['train_whole']:.2f}" if lim else "-", f"{r['speedup_micro']:.2f}x" if lim else "-"]
         print("| " + " | ".join(row) + " |")
     for r in results:
         print(f"batch {r['batch']}: faster isolated format per conv shape: {dict(r['best_formats'])}")
