@@ -30,7 +30,7 @@ medians are reported, since the CPUs may be shared. ``--compare`` also times the
 (``scnf.nets.FUSED = False``) and reports the speed-up.
 
 Usage: python benchmarks/train_throughput.py [--batches 64,256] [--repeats 3] [--threads 0]
-       [--small] [--compare] [--micro-batch 0] [--profile-steps 2] [--no-memory]
+       [--small] [--compare] [--micro-batch 0] [--device cpu] [--profile-steps 2] [--no-memory]
 """
 from __future__ import annotations
 
@@ -55,7 +55,10 @@ from scnf.training import backward_objective
 
 CONV_OPS = {"aten::convolution", "aten::_convolution", "aten::conv2d", "aten::mkldnn_convolution",
             "aten::convolution_backward", "aten::mkldnn_convolution_backward", "aten::thnn_conv2d",
-            "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::_nnpack_spatial_convolution"}
+            "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::_nnpack_spatial_convolution",
+            "aten::cudnn_convolution", "aten::cudnn_convolution_backward",
+            "aten::cudnn_convolution_backward_input", "aten::cudnn_convolution_backward_weight"}
+DEVICE = torch.device("cpu")  # --device; on CUDA, timings synchronise and memory is the CUDA allocator's
 
 
 def cpu_name() -> str:
@@ -85,8 +88,8 @@ def make_batch(b: int, seed: int = 0):
 
 def setup(small: bool, b: int, micro_batch: int = 0):
     torch.manual_seed(0)
-    model = build(small)
-    x, y = make_batch(b)
+    model = build(small).to(DEVICE)
+    x, y = (t.to(DEVICE) for t in make_batch(b))
     model.train()
     with torch.no_grad():
         model.log_joint(x)  # data-dependent ActNorm initialisation
@@ -108,9 +111,16 @@ def eval_marginal(model, x):
         model.log_marginal(x)
 
 
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn) -> float:
+    _sync()
     t0 = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t0
 
 
@@ -129,7 +139,7 @@ def conv_shapes(model) -> Counter:
     try:
         model.eval()
         with torch.no_grad():
-            model.log_joint(make_batch(2)[0])
+            model.log_joint(make_batch(2)[0].to(DEVICE))
     finally:
         scnf.nets.FUSED = fused
         model.train(was)
@@ -156,12 +166,12 @@ class ConvSweep:
             cin, cout, k, h, w, groups, pad = key
             for cl in (False, True):
                 fmt = torch.channels_last if cl else torch.contiguous_format
-                x = torch.randn(b, cin, h, w, generator=g).contiguous(memory_format=fmt).requires_grad_()
-                wt = (torch.randn(cout, cin // groups, k, k, generator=g) * 0.05).contiguous(
+                x = torch.randn(b, cin, h, w, generator=g).to(DEVICE).contiguous(memory_format=fmt).requires_grad_()
+                wt = (torch.randn(cout, cin // groups, k, k, generator=g) * 0.05).to(DEVICE).contiguous(
                     memory_format=fmt).requires_grad_()
-                bias = torch.zeros(cout, requires_grad=True)
+                bias = torch.zeros(cout, device=DEVICE, requires_grad=True)
                 out = F.conv2d(x.detach(), wt.detach(), None, padding=pad, groups=groups)
-                grad = torch.randn(out.shape, generator=g).contiguous(memory_format=fmt)
+                grad = torch.randn(out.shape, generator=g).to(DEVICE).contiguous(memory_format=fmt)
                 self.cases.append(dict(key=key, n=n, cl=cl, x=x, w=wt, b=bias, grad=grad))
         self.fb = {(c["key"], c["cl"]): [] for c in self.cases}
         self.fw = {(c["key"], c["cl"]): [] for c in self.cases}
@@ -192,14 +202,17 @@ class ConvSweep:
 # ---------------------------------------------------------------- profiler and memory
 def conv_share(model, x, y, cfg, opt, steps: int) -> float:
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = DEVICE.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
         for _ in range(steps):
             train_step(model, x, y, cfg, opt)
     conv = total = 0.0
     for ev in prof.key_averages():
-        total += ev.self_cpu_time_total
+        t = ev.self_device_time_total if cuda else ev.self_cpu_time_total
+        total += t
         if ev.key in CONV_OPS:
-            conv += ev.self_cpu_time_total
+            conv += t
     return conv / total if total else float("nan")
 
 
@@ -275,7 +288,14 @@ def run_batch(args, b: int) -> dict:
         res["eval_plain"] = b / statistics.median(t_eval[False])
         res["speedup_train"] = statistics.median(p / f for p, f in zip(t_train[False], t_train[True]))
         res["speedup_eval"] = statistics.median(p / f for p, f in zip(t_eval[False], t_eval[True]))
-    if args.memory:
+    if args.memory and DEVICE.type == "cuda":  # in this process: the CUDA allocator's peak
+        torch.cuda.synchronize(DEVICE)
+        before = torch.cuda.memory_allocated(DEVICE)
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        train_step(model, x, y, cfg, opt)
+        peak = torch.cuda.max_memory_allocated(DEVICE)
+        res["mem"] = {"peak_mib": peak / 2**20, "step_mib": (peak - before) / 2**20}
+    elif args.memory:
         del model, opt, sweep, sweeps
         res["mem"] = measure_memory(args.small, b, args.threads, micro_batch=micro)
     print(f"  batch {b}: " + json.dumps({k: v for k, v in res.items() if k != "best_formats"}, default=str),
@@ -290,6 +310,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="hidden=32 blocks=1 h_hidden=64 h_blocks=1")
     ap.add_argument("--compare", action="store_true", help="also time the plain ResidualConvNet path")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: CUDA allocator, in-process)")
     ap.add_argument("--micro-batch", type=int, default=0,
                     help="train in chunks of this many rows (TrainConfig.micro_batch; 0 = whole batch)")
     ap.add_argument("--profile-steps", type=int, default=2)
@@ -297,6 +318,10 @@ def main():
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--unfused", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_child:
@@ -307,7 +332,8 @@ def main():
 
     name = "mnist_scnf(hidden=32, blocks=1, h_hidden=64, h_blocks=1)" if args.small else "mnist_scnf()"
     print(f"\nmodel {name}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
-          f"{cpu_name()}; medians of {args.repeats} interleaved rounds")
+          f"{cpu_name() if DEVICE.type == 'cpu' else torch.cuda.get_device_name(DEVICE)}; "
+          f"medians of {args.repeats} interleaved rounds")
     print(f"conv FLOPs per image (nn.Conv2d, forward): {results[0]['flops_fwd'] / 1e9:.3f} GFLOP; "
           "train step counts 3x (forward + grad input + grad weight)\n")
     head = ["batch", "train img/s", "limit img/s", "% of limit", "conv GFLOP/s (isolated)", "conv share of step",
