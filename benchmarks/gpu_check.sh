@@ -17,7 +17,7 @@ CURVE_S=${CURVE_S:-300}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__)" \
+"$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
   || { echo "gpu_check: torch cannot see a CUDA device" >&2; exit 2; }
 "$PY" benchmarks/train_throughput.py --device cuda --batches 64,256 --repeats 3 \
   > "$OUT/throughput.md" 2> "$OUT/throughput.err"
