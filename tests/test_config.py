@@ -26,6 +26,7 @@ def test_round_trip_dump_and_load(tmp_path):
     ({"train": {"consistency_weight": 1.0}}, "needs 'train.augment_shift'"),
     ({"train": {"consistency_weight": -1.0}}, "'train.consistency_weight' must be non-negative"),
     ({"train": {"consistency_temperature": 0.0}}, "'train.consistency_temperature' must be positive"),
+    ({"train": {"micro_batch": -1}}, "'train.micro_batch' must be non-negative"),
 ])
 def test_bad_configs_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):
