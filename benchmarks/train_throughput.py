@@ -101,7 +101,7 @@ def setup(small: bool, b: int, micro_batch: int = 0):
 def train_step(model, x, y, cfg, opt):
     model.train()
     opt.zero_grad(set_to_none=True)
-    backward_objective(model, x, y, cfg, micro_batch=cfg.micro_batch)
+    backward_objective(model, x, y, cfg)
     opt.step()
 
 

@@ -338,7 +338,8 @@ def test_micro_batches_give_the_whole_batch_gradient(opt, clf, cons):
     for mb in (0, 7):  # 7: chunks of 7, 7, 7, 7, 2 rows
         fresh = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8).double()
         fresh.load_state_dict(model.state_dict())  # ActNorms uninitialised: initialised on the whole batch
-        loss, stats, ok = scnf.training.backward_objective(fresh.train(), x, y, cfg, view=view, micro_batch=mb)
+        cfg.micro_batch = mb
+        loss, stats, ok = scnf.training.backward_objective(fresh.train(), x, y, cfg, view=view)
         assert ok
         grads[mb] = torch.cat([p.grad.flatten() for p in fresh.parameters() if p.grad is not None])
         out[mb] = (loss, stats)
@@ -360,7 +361,7 @@ def test_micro_batch_stops_at_a_non_finite_chunk():
         return lj + float("inf") if len(calls) == 3 else lj  # call 1: ActNorm init on the whole batch
 
     model.log_joint = log_joint
-    loss, stats, ok = scnf.training.backward_objective(model, data.x, data.y, TrainConfig(), micro_batch=8)
+    loss, stats, ok = scnf.training.backward_objective(model, data.x, data.y, TrainConfig(micro_batch=8))
     assert not ok and not math.isfinite(loss) and calls == [20, 8, 8]
 
 

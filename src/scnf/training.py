@@ -221,10 +221,10 @@ def has_uninitialised_actnorm(model: torch.nn.Module) -> bool:
 
 
 def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                       view: torch.Tensor | None = None, micro_batch: int = 0):
-    """Backpropagate :func:`objective`'s loss of the batch, ``micro_batch`` rows at a time.
+                       view: torch.Tensor | None = None):
+    """Backpropagate :func:`objective`'s loss of the batch, ``cfg.micro_batch`` rows at a time.
 
-    With ``micro_batch`` in (0, B) the rows go through forward and backward in chunks and
+    With ``cfg.micro_batch`` in (0, B) the rows go through forward and backward in chunks and
     their gradients add up in ``.grad``: every term of the loss is a sum over rows divided by
     whole-batch counts, so the gradient is that of the whole batch (up to the order of float
     sums) while only one chunk's activations are held. ActNorms not yet initialised are
@@ -232,7 +232,7 @@ def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Ten
     chunk loss. Returns (loss: float, stats: dict, finite: bool); ``.grad`` is accumulated,
     not zeroed.
     """
-    n = x.shape[0]
+    n, micro_batch = x.shape[0], cfg.micro_batch
     if not 0 < micro_batch < n:
         loss, stats = objective(model, x, y, cfg, view)
         ok = bool(torch.isfinite(loss))
@@ -340,7 +340,7 @@ class Trainer:
                  run_dir: str | Path | None = None, callback: Callable | None = None,
                  init_fn: Callable | None = None):
         self.model, self.data, self.cfg, self.seed = model, data, cfg, seed
-        if getattr(cfg, "consistency_weight", 0) > 0 and not (data.images and cfg.augment_shift > 0):
+        if cfg.consistency_weight > 0 and not (data.images and cfg.augment_shift > 0):
             raise ValueError("train.consistency_weight needs image data and train.augment_shift > 0 "
                              "(the shifted copy is the second view)")
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -460,7 +460,7 @@ class Trainer:
             # class-aware initialisation, after the warm-up of f alone when there is one
             self.init_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, stats, ok = backward_objective(self.model, x, y, self.cfg, view=view, micro_batch=self.cfg.micro_batch)
+        loss, stats, ok = backward_objective(self.model, x, y, self.cfg, view=view)
         ok = ok and self._grads_finite()
         stats.update(loss=loss, skipped=not ok)
         self._finish_step(ok)
