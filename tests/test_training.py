@@ -376,5 +376,5 @@ def test_trainer_with_micro_batches_takes_the_same_steps():
     # the same batches and (up to float32 summation order) the same updates; parameters are not
     # compared: Adamax's first step is lr * sign(g), which rounding flips where g is ~0 (the
     # exact gradient equality is checked in float64 above)
-    assert losses[0] == pytest.approx(losses[10], rel=1e-4)
+    assert losses[0] == pytest.approx(losses[10], rel=1e-3)
     assert losses[0][-1] < losses[0][0]

@@ -80,7 +80,7 @@ def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4
         layers = []
         for i in range(steps):
             layers += [ActNorm(d), _conv(d, lu),
-                       ConditionalCouplingLayer(d, num_classes, parity=i % 2, hidden=hidden,
+                       ConditionalCouplingLayer(d, num_classes, hidden=hidden,
                                                 blocks=blocks, net=net)]
         if remaining > 1 and d >= 2:
             keep = d - d // 2
@@ -124,7 +124,7 @@ def vector_unconditional(dim: int, blocks: int = 5, hidden: int = 64, layers: in
     mods = []
     for i in range(blocks):
         mods += [InvertibleConv2d(dim, init="orthogonal"),
-                 AffineCoupling(dim, parity=i % 2, hidden=hidden, blocks=layers, net="mlp"),
+                 AffineCoupling(dim, hidden=hidden, blocks=layers, net="mlp"),
                  ActNorm(dim)]
     f = Sequential(*mods)
     f.input_shape = (dim,)

@@ -181,9 +181,8 @@ def _cmd_summary(args) -> int:
     m = {"mnist": lambda: scnf.mnist_scnf(), "mnist-gmm": lambda: scnf.mnist_scnf("gmm"),
          "toy": lambda: scnf.vector_scnf(2, 2)}[args.model]()
     print(m)
-    nf = sum(p.numel() for p in m.unconditional.parameters())
-    nh = sum(p.numel() for p in m.conditional.parameters()) + sum(p.numel() for p in m.latent_prior.parameters())
-    print(f"parameters: f {nf:,}, h {nh:,}, z_f dim {m.deep_dim}, z_aux dim {m.aux_dim}")
+    n = m.parameter_counts()
+    print(f"parameters: f {n['f']:,}, h {n['h']:,}, z_f dim {m.deep_dim}, z_aux dim {m.aux_dim}")
     return 0
 
 

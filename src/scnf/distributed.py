@@ -283,8 +283,10 @@ def _coupling_nets(model: nn.Module):
     from .bijectors.coupling import AffineCoupling, CouplingLayer, MaskedCouplingLayer
 
     for m in model.modules():
-        if isinstance(m, (AffineCoupling, CouplingLayer, MaskedCouplingLayer)):
+        if isinstance(m, MaskedCouplingLayer):
             yield m.net
+        elif isinstance(m, (AffineCoupling, CouplingLayer)):
+            yield from (n for n in (m.net1, m.net2) if n is not None)
 
 
 _AUTOCAST_CLASSES: dict = {}

@@ -71,6 +71,12 @@ class SemiConditionalFlow(nn.Module):
         self.register_buffer("log_class_prior", probs.log())
 
     # ------------------------------------------------------------------ checks
+    def parameter_counts(self) -> dict:
+        """Learnable parameters of f (with z_aux's prior) and of h (with z_h's prior), the
+        split the paper's released model is counted by."""
+        n = lambda *mods: sum(p.numel() for m in mods for p in m.parameters())
+        return {"f": n(self.unconditional, self.aux_prior), "h": n(self.conditional, self.latent_prior)}
+
     def _check_x(self, x) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")

@@ -1,5 +1,6 @@
-"""Affine coupling layers: checkerboard and channel masks for images, feature splits for
-vectors, and the paper's conditional coupling layer (Sec. 3.3).
+"""Affine coupling layers: checkerboard masks for images (one net), and the released
+model's two-pass channel coupling for images, vectors and the paper's conditional
+coupling layer (Sec. 3.3), which transforms both halves with two nets.
 
 All use Glow's scale: ``z2 = (x2 + t) * (sigmoid(s + 2) + 1e-6)`` with ``(s, t)`` from a
 network of the conditioning part, whose last layer is zero-initialised.
@@ -72,57 +73,80 @@ class MaskedCouplingLayer(Bijector):
         return x, -log_scale.flatten(1).sum(1)
 
 
-class CouplingLayer(Bijector):
-    """Channel-wise affine coupling on images: the first ``C//2`` channels (or the last,
-    with ``parity=1``) condition the affine transform of the others."""
+class _TwoPassCoupling(Bijector):
+    """The released model's channel coupling: two affine couplings in one layer.
 
-    def __init__(self, num_channels: int, parity: int = 0, hidden: int = 64, blocks: int = 4):
+    The input splits along dim 1 into a first part ``a`` (``n_first = D // 2`` features or
+    channels) and a second part ``b``. Net 1 reads ``b`` and transforms ``a``; net 2 reads the
+    *new* ``a`` and transforms ``b``. Every feature changes, and the log-det is the sum of the
+    two passes'. The inverse undoes net 2 first. Subclasses give the nets and ``_check``;
+    a conditional subclass registers an ``embedding`` whose output is concatenated to each net's
+    input (both nets see the label).
+    """
+
+    def _make_nets(self, dim: int, build):
+        """``build(n_in, n_out)`` makes one net; a part of size 0 gets no net."""
+        self.n_first = dim // 2
+        n_second = dim - self.n_first
+        self.net1 = build(n_second, 2 * self.n_first) if self.n_first else None
+        self.net2 = build(self.n_first, 2 * n_second)
+
+    def _pass(self, net, cond, x, context, inverse: bool):
+        if net is None:
+            return x, x.new_zeros(x.shape[0])
+        embedding = getattr(self, "embedding", None)
+        if embedding is not None:
+            cond = torch.cat([cond, embedding(context).to(cond.dtype)], 1)
+        log_scale, t = _scale_shift(net(cond))
+        ld = log_scale.flatten(1).sum(1)
+        if inverse:
+            return x * torch.exp(-log_scale) - t, -ld
+        return (x + t) * log_scale.exp(), ld
+
+    def forward(self, x, context=None):
+        self._check(x, context)
+        a, b = x[:, : self.n_first], x[:, self.n_first:]
+        a, ld1 = self._pass(self.net1, b, a, context, inverse=False)
+        b, ld2 = self._pass(self.net2, a, b, context, inverse=False)
+        return torch.cat([a, b], 1), ld1 + ld2
+
+    def inverse(self, z, context=None):
+        self._check(z, context)
+        a, b = z[:, : self.n_first], z[:, self.n_first:]
+        b, ld2 = self._pass(self.net2, a, b, context, inverse=True)
+        a, ld1 = self._pass(self.net1, b, a, context, inverse=True)
+        return torch.cat([a, b], 1), ld1 + ld2
+
+
+class CouplingLayer(_TwoPassCoupling):
+    """Channel coupling on images (B, C, H, W), both halves transformed (two nets)."""
+
+    def __init__(self, num_channels: int, hidden: int = 64, blocks: int = 4):
         super().__init__()
         if num_channels < 2:
             raise ValueError("CouplingLayer(mask=channel) needs at least 2 channels")
         self.num_channels = num_channels
-        self.parity = parity
-        self.n_cond = num_channels // 2 if parity == 0 else num_channels - num_channels // 2
-        n_out = num_channels - self.n_cond
-        self.net = ResidualConvNet(self.n_cond, 2 * n_out, hidden, blocks)
+        self._make_nets(num_channels, lambda i, o: ResidualConvNet(i, o, hidden, blocks))
 
-    def _split(self, x):
-        if self.parity == 0:
-            return x[:, : self.n_cond], x[:, self.n_cond:]
-        return x[:, -self.n_cond:], x[:, : -self.n_cond]
-
-    def _merge(self, cond, other):
-        return torch.cat([cond, other] if self.parity == 0 else [other, cond], 1)
-
-    def forward(self, x, context=None):
+    def _check(self, x, context):
         _check_image(self, x)
-        cond, x2 = self._split(x)
-        log_scale, t = _scale_shift(self.net(cond))
-        return self._merge(cond, (x2 + t) * log_scale.exp()), log_scale.flatten(1).sum(1)
-
-    def inverse(self, z, context=None):
-        _check_image(self, z)
-        cond, z2 = self._split(z)
-        log_scale, t = _scale_shift(self.net(cond))
-        return self._merge(cond, z2 * torch.exp(-log_scale) - t), -log_scale.flatten(1).sum(1)
 
 
-class AffineCoupling(Bijector):
-    """Affine coupling on vectors (B, D); ``parity`` picks which half conditions.
+class AffineCoupling(_TwoPassCoupling):
+    """Affine coupling on vectors (B, D), both halves transformed (two nets).
 
     With ``num_classes`` given it is the paper's conditional coupling layer: a learnable
-    class embedding (initialised one-hot) is concatenated to the conditioning half, so
-    ``z2 = x2 * exp(s(x1, y)) + t(x1, y)`` in Glow's sigmoid form.
+    class embedding (initialised one-hot) is concatenated to the conditioning part of both
+    nets, so ``a' = (a + t1(b, y)) * sigmoid(s1(b, y) + 2)`` then
+    ``b' = (b + t2(a', y)) * sigmoid(s2(a', y) + 2)``.
     """
 
-    def __init__(self, dim: int, parity: int = 0, hidden: int = 64, blocks: int = 2,
-                 net: str = "mlp", num_classes: int | None = None, embed_dim: int | None = None):
+    def __init__(self, dim: int, hidden: int = 64, blocks: int = 2, net: str = "mlp",
+                 num_classes: int | None = None, embed_dim: int | None = None):
         super().__init__()
         if dim < 1:
             raise ValueError("AffineCoupling needs dim >= 1")
-        self.dim, self.parity = dim, parity
-        self.n_cond = dim // 2 if parity == 0 else dim - dim // 2
-        n_out = dim - self.n_cond
+        self.dim = dim
         self.num_classes = num_classes
         extra = 0
         if num_classes is not None:
@@ -134,7 +158,7 @@ class AffineCoupling(Bijector):
                 k = min(num_classes, embed_dim)
                 self.embedding.weight[:k, :k] = torch.eye(k)
             extra = embed_dim
-        self.net = make_vector_net(net, self.n_cond + extra, 2 * n_out, hidden, blocks)
+        self._make_nets(dim, lambda i, o: make_vector_net(net, i + extra, o, hidden, blocks))
 
     def _check(self, x, context):
         if x.dim() != 2 or x.shape[1] != self.dim:
@@ -149,36 +173,11 @@ class AffineCoupling(Bijector):
                 raise ValueError(
                     f"context must have shape ({x.shape[0]},), got {tuple(context.shape)}")
 
-    def _split(self, x):
-        if self.parity == 0:
-            return x[:, : self.n_cond], x[:, self.n_cond:]
-        return x[:, x.shape[1] - self.n_cond:], x[:, : x.shape[1] - self.n_cond]
-
-    def _merge(self, cond, other):
-        return torch.cat([cond, other] if self.parity == 0 else [other, cond], 1)
-
-    def _params(self, cond, context):
-        if self.conditional:
-            cond = torch.cat([cond, self.embedding(context).to(cond.dtype)], 1)
-        return _scale_shift(self.net(cond))
-
-    def forward(self, x, context=None):
-        self._check(x, context)
-        cond, x2 = self._split(x)
-        log_scale, t = self._params(cond, context)
-        return self._merge(cond, (x2 + t) * log_scale.exp()), log_scale.sum(1)
-
-    def inverse(self, z, context=None):
-        self._check(z, context)
-        cond, z2 = self._split(z)
-        log_scale, t = self._params(cond, context)
-        return self._merge(cond, z2 * torch.exp(-log_scale) - t), -log_scale.sum(1)
-
 
 class ConditionalCouplingLayer(AffineCoupling):
     """The paper's conditional affine coupling on (B, D) vectors (1x1 spatial size),
-    with a residual 1x1 net (hidden 256, 4 blocks) as in Appendix E.2."""
+    with residual 1x1 nets (hidden 256, 4 blocks) as in Appendix E.2."""
 
-    def __init__(self, dim: int, num_classes: int, parity: int = 0, hidden: int = 256,
-                 blocks: int = 4, net: str = "resmlp", embed_dim: int | None = None):
-        super().__init__(dim, parity, hidden, blocks, net, num_classes, embed_dim)
+    def __init__(self, dim: int, num_classes: int, hidden: int = 256, blocks: int = 4,
+                 net: str = "resmlp", embed_dim: int | None = None):
+        super().__init__(dim, hidden, blocks, net, num_classes, embed_dim)
