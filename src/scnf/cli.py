@@ -1,7 +1,9 @@
 """The ``scnf`` command: a thin shell over the library.
 
-Every user error (bad argument, bad config, missing file or data) ends with a one-line
-message on stderr and exit code 2.
+Exit codes: 0 success; 2 a usage, config, data, run-directory or checkpoint error (one
+line on stderr); 3 a training failure the user can act on (divergence, ODE solver failure,
+out of memory, a lost process; one line naming the last good checkpoint and how to resume);
+130 interrupted; 1 a bug (the traceback, and a line asking for a report).
 """
 from __future__ import annotations
 
@@ -9,9 +11,13 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
+EXIT_BUG = 1
 EXIT_USAGE = 2
+EXIT_TRAINING = 3
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -208,6 +214,62 @@ COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "
             "analyse": _cmd_analyse}
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _resume_hint(args, checkpoint: Path | None) -> str:
+    """How to continue after a training failure, for the command that was run."""
+    if args.command == "train":
+        out = Path(args.out or Path("runs") / Path(args.config).stem)
+        ckpt = checkpoint or (out / "checkpoint.pt")
+        if not ckpt.exists():
+            return "no checkpoint was written; fix the cause and train again"
+        return (f"the last good checkpoint is {ckpt}; after fixing the cause continue with: "
+                f"scnf train {args.config} --out {out} --resume")
+    if args.command == "reproduce":
+        return "run the same scnf reproduce command again: finished runs are reused, the stopped one resumes"
+    if args.command == "demo":
+        return "run scnf demo again"
+    return "fix the cause and run the command again"
+
+
+def _training_failure(e: BaseException, args) -> str:
+    from .errors import TrainingFailed
+
+    msg = _one_line(e)
+    if isinstance(e, TrainingFailed):
+        return f"training stopped: {_one_line(e.reason)}; {_resume_hint(args, e.checkpoint)}"
+    if _is_out_of_memory(e):
+        return (f"out of memory: {msg.split('. ')[0]}; lower train.batch_size or set train.micro_batch; "
+                f"{_resume_hint(args, None)}")
+    return f"{msg}; {_resume_hint(args, None)}"
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return oom is not None and isinstance(e, oom)
+
+
+def _actionable_failures() -> tuple:
+    from .bijectors.ffjord import ODESolverError
+    from .distributed import DistributedError
+    from .errors import TrainingFailed
+
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return tuple(c for c in (TrainingFailed, ODESolverError, DistributedError, oom) if c is not None)
+
+
+def _usage_errors() -> tuple:
+    from .data import DatasetFetchError
+
+    return ValueError, OSError, DatasetFetchError
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -215,13 +277,20 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("scnf: interrupted; resume with --resume", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - sorted into the exit codes below
         if os.environ.get("SCNF_DEBUG"):
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"scnf: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
+        if isinstance(e, _actionable_failures()):
+            print(f"scnf: error: {_training_failure(e, args)}", file=sys.stderr)
+            return EXIT_TRAINING
+        if isinstance(e, _usage_errors()):
+            print(f"scnf: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        traceback.print_exc()
+        print(f"scnf: internal error ({type(e).__name__}): this is a bug in scnf; please report it with the "
+              "command you ran and the traceback above", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":
