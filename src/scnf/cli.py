@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 EXIT_BUG = 1
@@ -218,15 +219,11 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _resume_hint(args, checkpoint: Path | None) -> str:
-    """How to continue after a training failure, for the command that was run."""
+def _continue_hint(args) -> str:
+    """How to continue a stopped training, for the command that was run."""
     if args.command == "train":
         out = Path(args.out or Path("runs") / Path(args.config).stem)
-        ckpt = checkpoint or (out / "checkpoint.pt")
-        if not ckpt.exists():
-            return "no checkpoint was written; fix the cause and train again"
-        return (f"the last good checkpoint is {ckpt}; after fixing the cause continue with: "
-                f"scnf train {args.config} --out {out} --resume")
+        return f"continue with: scnf train {args.config} --out {out} --resume"
     if args.command == "reproduce":
         return "run the same scnf reproduce command again: finished runs are reused, the stopped one resumes"
     if args.command == "demo":
@@ -237,13 +234,34 @@ def _resume_hint(args, checkpoint: Path | None) -> str:
 def _training_failure(e: BaseException, args) -> str:
     from .errors import TrainingFailed
 
-    msg = _one_line(e)
     if isinstance(e, TrainingFailed):
-        return f"training stopped: {_one_line(e.reason)}; {_resume_hint(args, e.checkpoint)}"
+        if e.checkpoint is None:
+            return f"training stopped: {_one_line(e.reason)}; no checkpoint was written; fix the cause and train again"
+        return (f"training stopped: {_one_line(e.reason)}; the last good checkpoint is {e.checkpoint}; "
+                f"after fixing the cause {_continue_hint(args)}")
+    msg = _one_line(e)
     if _is_out_of_memory(e):
-        return (f"out of memory: {msg.split('. ')[0]}; lower train.batch_size or set train.micro_batch; "
-                f"{_resume_hint(args, None)}")
-    return f"{msg}; {_resume_hint(args, None)}"
+        msg = f"out of memory ({msg.split('. ')[0]}); lower train.batch_size or set train.micro_batch"
+    return f"{msg}; {_continue_hint(args)}"
+
+
+def _interrupted(e, args) -> str:
+    if e.checkpoint is None:
+        return f"scnf: {_one_line(e)}; train again"
+    return f"scnf: stopped by {e.signal_name} after step {e.step}; wrote {e.checkpoint}; {_continue_hint(args)}"
+
+
+@contextmanager
+def _graceful_stop(args):
+    """SIGINT/SIGTERM finish the training step and checkpoint (one process, one training at a time)."""
+    from .training import stop_on_signals
+
+    one_at_a_time = getattr(args, "jobs", 1) == 1 and getattr(args, "nproc", 1) == 1
+    if one_at_a_time and os.environ.get("WORLD_SIZE", "1") == "1":
+        with stop_on_signals():
+            yield
+    else:
+        yield
 
 
 def _is_out_of_memory(e: BaseException) -> bool:
@@ -273,10 +291,19 @@ def _usage_errors() -> tuple:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    from .errors import TrainingInterrupted
+
     try:
+        if args.command in ("train", "demo", "reproduce"):
+            with _graceful_stop(args):
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:
+        print(_interrupted(e, args), file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
-        print("scnf: interrupted; resume with --resume", file=sys.stderr)
+        hint = f"; {_continue_hint(args)}" if args.command in ("train", "reproduce") else ""
+        print(f"scnf: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - sorted into the exit codes below
         if os.environ.get("SCNF_DEBUG"):

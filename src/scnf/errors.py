@@ -6,13 +6,15 @@
 * :class:`TrainingFailed` (a ``RuntimeError``): training stopped on a failure the user can
   act on (divergence, an ODE solver failure); it names the last good checkpoint. The
   command exits 3.
+* :class:`TrainingInterrupted`: a signal stopped training after a step and a checkpoint;
+  the command exits 128 + the signal number (130 SIGINT, 143 SIGTERM).
 * Anything else is a bug: the command prints the traceback and exits 1.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CheckpointError", "TrainingFailed", "TrainingDiverged"]
+__all__ = ["CheckpointError", "TrainingDiverged", "TrainingFailed", "TrainingInterrupted"]
 
 
 class CheckpointError(ValueError):
@@ -36,3 +38,22 @@ class TrainingFailed(RuntimeError):
 
 class TrainingDiverged(TrainingFailed):
     """Too many consecutive non-finite losses or gradients."""
+
+
+class TrainingInterrupted(Exception):
+    """A signal (SIGINT, SIGTERM) stopped training after a whole step; ``checkpoint`` holds
+    that step (None when it could not be written, e.g. during a run of skipped steps)."""
+
+    def __init__(self, signum: int, checkpoint: str | Path | None = None, step: int | None = None):
+        import signal
+
+        self.signum = int(signum)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.step = step
+        try:
+            name = signal.Signals(self.signum).name
+        except ValueError:
+            name = f"signal {self.signum}"
+        self.signal_name = name
+        where = f"checkpoint {self.checkpoint}" if self.checkpoint else "no checkpoint was written"
+        super().__init__(f"training stopped by {name} after step {step}; {where}")

@@ -157,6 +157,8 @@ class RunDirError(ValueError):
 
 def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob("checkpoint.pt.*.tmp"):  # left by a process killed while writing a checkpoint
+        tmp.unlink(missing_ok=True)
     saved = out / "config.toml"
     ckpt = out / "checkpoint.pt"
     if resume:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +26,7 @@ from .bijectors.ffjord import ODESolverError
 from .bijectors.logits import dequantize
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from .config import TrainConfig
-from .errors import TrainingDiverged, TrainingFailed
+from .errors import TrainingDiverged, TrainingFailed, TrainingInterrupted
 from .model import SemiConditionalFlow
 
 LN2 = math.log(2.0)
@@ -287,6 +290,45 @@ def evaluate(model: SemiConditionalFlow, data: SemiSupervisedData, x: torch.Tens
     return out
 
 
+_stop_signal: int | None = None  # set by stop_on_signals' handler, read by Trainer.fit
+_fitting = 0  # Trainer.fit loops running (the handler defers to them only)
+
+
+@contextmanager
+def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)):
+    """While active, SIGINT and SIGTERM ask a running :meth:`Trainer.fit` to stop after its
+    current step: it writes a checkpoint and raises
+    :class:`~scnf.errors.TrainingInterrupted`. Outside a training loop, and for a second
+    signal, the previous handler acts at once. Outside the main thread this does nothing."""
+    global _stop_signal
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum, frame):
+        global _stop_signal
+        if _fitting and _stop_signal is None:
+            _stop_signal = signum
+            return
+        prev = previous[signum]
+        if callable(prev):
+            prev(signum, frame)
+        elif prev != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    _stop_signal = None
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _stop_signal = None
+
+
 def _param_groups(model: SemiConditionalFlow, cfg: TrainConfig):
     h_params = list(model.conditional.parameters()) + list(model.latent_prior.parameters())
     h_ids = {id(p) for p in h_params}
@@ -480,6 +522,8 @@ class Trainer:
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, initial=self.step, disable=None if cfg.progress else True, dynamic_ncols=True,
                    desc="train", leave=False)
+        global _fitting
+        _fitting += 1
         try:
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
@@ -509,13 +553,19 @@ class Trainer:
                         rec["ffjord_last_nfe"] = nfe
                     self._log(rec)
                     self.run_loss, self.run_n = 0.0, 0
-                if (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0:
+                saved = (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0
+                if saved:
                     self.save()  # never during a run of skipped steps: keep the last good one
                 if self.callback is not None:
                     self.callback(self, self.step)
+                if _stop_signal is not None and not last:
+                    if not saved and self.nonfinite_run == 0:
+                        self.save()
+                    raise TrainingInterrupted(_stop_signal, checkpoint=self._last_good(), step=self.step)
         except ODESolverError as e:
             raise TrainingFailed(f"the ODE solver failed after step {self.step}: {e}",
                                  checkpoint=self._last_good(), step=self.step) from e
         finally:
+            _fitting -= 1
             bar.close()
         return dict(self.last_eval)
