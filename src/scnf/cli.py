@@ -3,7 +3,8 @@
 Exit codes: 0 success; 2 a usage, config, data, run-directory or checkpoint error (one
 line on stderr); 3 a training failure the user can act on (divergence, ODE solver failure,
 out of memory, a lost process; one line naming the last good checkpoint and how to resume);
-130 interrupted; 1 a bug (the traceback, and a line asking for a report).
+130/143 stopped by SIGINT/SIGTERM (training finishes its step and checkpoints first); 1 a
+bug (the traceback, and a line asking for a report).
 """
 from __future__ import annotations
 
@@ -248,7 +249,7 @@ def _training_failure(e: BaseException, args) -> str:
 def _interrupted(e, args) -> str:
     if e.checkpoint is None:
         return f"scnf: {_one_line(e)}; train again"
-    return f"scnf: stopped by {e.signal_name} after step {e.step}; wrote {e.checkpoint}; {_continue_hint(args)}"
+    return f"scnf: stopped by {e.signal_name} after step {e.step}; checkpoint {e.checkpoint}; {_continue_hint(args)}"
 
 
 @contextmanager
@@ -264,10 +265,14 @@ def _graceful_stop(args):
         yield
 
 
-def _is_out_of_memory(e: BaseException) -> bool:
+def _oom_class():
     import torch
 
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    oom = _oom_class()
     return oom is not None and isinstance(e, oom)
 
 
@@ -276,10 +281,7 @@ def _actionable_failures() -> tuple:
     from .distributed import DistributedError
     from .errors import TrainingFailed
 
-    import torch
-
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
-    return tuple(c for c in (TrainingFailed, ODESolverError, DistributedError, oom) if c is not None)
+    return tuple(c for c in (TrainingFailed, ODESolverError, DistributedError, _oom_class()) if c is not None)
 
 
 def _usage_errors() -> tuple:
