@@ -167,6 +167,7 @@ def test_training_failure_exits_3_naming_the_checkpoint_and_how_to_resume(tiny, 
     assert code == 0 and json.loads(stdout)["steps"] == 6
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # every step skipped
 def test_training_failure_before_any_checkpoint_says_so(tiny, monkeypatch, capsys):
     cfg, out = tiny
     _fail_from_step(monkeypatch, 0, "nan")
