@@ -77,3 +77,115 @@ def test_console_script_entry_point_runs():
 def test_reproduce_rejects_negative_clf_weight(tmp_path, capsys):
     code, _, err = _run(["reproduce", "table1", "--clf-weight", "-1", "--out", str(tmp_path)], capsys)
     assert code == 2 and "train.clf_weight" in _one_line_error(err)
+
+
+# ------------------------------------------------------------ checkpoints and exit codes
+_TINY = ('seed = 2\n[data]\nn_train = 100\nn_test = 100\n[model]\nblocks = 1\nhidden = 8\nh_blocks = 1\n'
+         'h_hidden = 8\n[train]\nsteps = 6\nbatch_size = 32\neval_every = 2\ncheckpoint_every = 2\n'
+         'max_nonfinite = 2\nprogress = false\ndevice = "cpu"\n')
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    p = tmp_path / "tiny.toml"
+    p.write_text(_TINY)
+    return p, tmp_path / "r"
+
+
+@pytest.fixture
+def trained(tiny, capsys):
+    cfg, out = tiny
+    assert main(["train", str(cfg), "--out", str(out)]) == 0
+    capsys.readouterr()
+    return cfg, out
+
+
+@pytest.mark.parametrize("cmd", ["evaluate", "analyse", "resume"])
+def test_crafted_checkpoint_exits_2_and_runs_no_code(trained, tmp_path, cmd, capsys):
+    from tests.test_checkpoint import write_crafted
+
+    cfg, out = trained
+    marker = tmp_path / "PWNED"
+    write_crafted(out / "checkpoint.pt", marker)
+    argv = {"evaluate": ["evaluate", str(out)], "analyse": ["analyse", str(out), "tsne"],
+            "resume": ["train", str(cfg), "--out", str(out), "--resume"]}[cmd]
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert "checkpoint.pt" in line and "refused" in line
+    assert not marker.exists()
+
+
+def test_truncated_and_foreign_checkpoints_exit_2(trained, tmp_path, capsys):
+    cfg, out = trained
+    ckpt = out / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[:1000])
+    code, _, err = _run(["evaluate", str(out)], capsys)
+    assert code == 2 and "truncated" in _one_line_error(err)
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(2)}, "step": 1}, ckpt)
+    code, _, err = _run(["train", str(cfg), "--out", str(out), "--resume"], capsys)
+    assert code == 2 and "has no 'optimizer'" in _one_line_error(err)
+    code, _, err = _run(["evaluate", str(out)], capsys)
+    assert code == 2 and "does not fit the model" in _one_line_error(err)
+
+
+def _fail_from_step(monkeypatch, step, how):
+    """Make training steps after ``step`` fail: non-finite losses, or an ODE solver failure."""
+    import scnf.training as tr
+    from scnf.bijectors import ODESolverError
+
+    orig = tr.backward_objective
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] <= step:
+            return orig(*a, **k)
+        if how == "ode":
+            raise ODESolverError("ODE solver step size underflow (stiff dynamics) in FFJORD")
+        loss, stats, _ = orig(*a, **k)
+        return float("nan"), stats, False
+
+    monkeypatch.setattr(tr, "backward_objective", flaky)
+
+
+@pytest.mark.parametrize("how,match", [("nan", "2 consecutive non-finite"), ("ode", "ODE solver failed")])
+def test_training_failure_exits_3_naming_the_checkpoint_and_how_to_resume(tiny, monkeypatch, capsys, how, match):
+    cfg, out = tiny
+    _fail_from_step(monkeypatch, 2, how)
+    code, _, err = _run(["train", str(cfg), "--out", str(out)], capsys)
+    assert code == 3
+    line = _one_line_error(err)
+    assert match in line
+    assert f"last good checkpoint is {out / 'checkpoint.pt'}" in line
+    assert f"scnf train {cfg} --out {out} --resume" in line
+    monkeypatch.undo()
+    code, stdout, _ = _run(["train", str(cfg), "--out", str(out), "--resume"], capsys)
+    assert code == 0 and json.loads(stdout)["steps"] == 6
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # every step skipped
+def test_training_failure_before_any_checkpoint_says_so(tiny, monkeypatch, capsys):
+    cfg, out = tiny
+    _fail_from_step(monkeypatch, 0, "nan")
+    code, _, err = _run(["train", str(cfg), "--out", str(out)], capsys)
+    assert code == 3 and "no checkpoint was written" in _one_line_error(err)
+
+
+@pytest.mark.parametrize("exc", [ZeroDivisionError("division by zero"),
+                                 RuntimeError("mat1 and mat2 shapes cannot be multiplied"),
+                                 KeyError("model")])
+def test_a_bug_exits_1_with_the_traceback_and_a_report_line(trained, monkeypatch, capsys, exc):
+    import scnf.experiment as ex
+
+    def broken(run_dir):
+        raise exc
+
+    monkeypatch.setattr(ex, "evaluate_run", broken)
+    code, _, err = _run(["evaluate", str(trained[1])], capsys)
+    assert code == 1
+    assert "Traceback" in err and type(exc).__name__ in err
+    assert "bug in scnf; please report it" in err.strip().splitlines()[-1]

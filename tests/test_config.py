@@ -27,6 +27,13 @@ def test_round_trip_dump_and_load(tmp_path):
     ({"train": {"consistency_weight": -1.0}}, "'train.consistency_weight' must be non-negative"),
     ({"train": {"consistency_temperature": 0.0}}, "'train.consistency_temperature' must be positive"),
     ({"train": {"micro_batch": -1}}, "'train.micro_batch' must be non-negative"),
+    # keys that would silently do nothing
+    ({"model": {"init_from_labels": True}}, "'model.init_from_labels' needs 'model.h_class_affine' = true"),
+    ({"model": {"conditional": "ffjord", "init_from_labels": True}}, "'model.init_from_labels' has nothing"),
+    ({"model": {"conditional": "gmm", "h_class_affine": True}}, "'model.h_class_affine' applies to conditional"),
+    ({"model": {"ffjord_train_tol": 1e-3}}, "'model.ffjord_train_tol' applies to FFJORD parts only"),
+    ({"model": {"lu": True}}, "'model.lu' applies to image models only"),
+    ({"train": {"augment_shift": 2}}, "'train.augment_shift' applies to image datasets only"),
 ])
 def test_bad_configs_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):
@@ -56,3 +63,33 @@ def test_demo_config_matches_shipped_moons_config():
 
     cfg = load_config(Path(__file__).parent.parent / "configs" / "moons.toml")
     assert cfg == demo_config()
+
+
+@pytest.mark.parametrize("model", [{"conditional": "gmm", "init_from_labels": True},
+                                   {"conditional": "glow", "init_from_labels": True, "h_class_affine": True},
+                                   {"conditional": "glow", "h_class_affine": True},
+                                   {"unconditional": "ffjord", "ffjord_train_tol": 1e-3}])
+def test_class_aware_and_ffjord_keys_accepted_where_they_act(model):
+    from_dict({"model": model})
+
+
+def test_init_from_labels_with_plain_glow_h_would_change_nothing():
+    """Why it is refused: with a Glow h and no class-affine layer, class_aware_init sets nothing
+    from the labels (the model after it is the same as after a plain first forward)."""
+    import torch
+
+    import scnf
+    from scnf.experiment import class_aware_init
+
+    x = torch.randn(64, 2)
+    y = torch.full((64,), -1)
+    y[:4] = torch.tensor([0, 0, 1, 1])
+    torch.manual_seed(0)
+    a = scnf.vector_scnf(2, 2, blocks=1, hidden=8, h_blocks=1, h_hidden=8)
+    torch.manual_seed(0)
+    b = scnf.vector_scnf(2, 2, blocks=1, hidden=8, h_blocks=1, h_hidden=8)
+    class_aware_init(a, x, y)
+    b.train()
+    b.log_joint(x)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va, vb), k

@@ -24,3 +24,44 @@ def test_toy_config_per_row():
     assert c.model.ffjord_train_tol == 0.0  # training solves at the evaluation tolerance by default
     assert toy_config("moons", "glow", "ffjord", 0, ffjord_train_tol=1e-3).model.ffjord_train_tol == 1e-3
     assert toy_config("moons", "glow", "glow", 0, ffjord_train_tol=1e-3).model.ffjord_train_tol == 0.0
+
+
+def test_stopped_reproduction_reuses_finished_runs_and_resumes_the_stopped_one(tmp_path, monkeypatch):
+    import pytest
+
+    import scnf.experiment as ex
+    import scnf.reproduce as rp
+    from scnf.experiment import run
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_5(trainer, step):
+        if step == 5:
+            raise Stop
+
+    orig_trainer = ex.Trainer
+
+    class StopsInSeed1(orig_trainer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            if self.run_dir.name.endswith("-s1"):
+                self.callback = stop_at_5
+
+    kw = dict(seeds=2, rows=[("glow", "gmm")], datasets=["moons"], steps=8)
+    monkeypatch.setattr(ex, "Trainer", StopsInSeed1)
+    with pytest.raises(Stop):
+        table1(tmp_path, **kw)
+    monkeypatch.setattr(ex, "Trainer", orig_trainer)
+    s0 = tmp_path / "runs" / "glow-gmm-moons-s0" / "metrics.json"
+    mtime = s0.stat().st_mtime
+    calls = []
+    orig_run = rp.run
+    monkeypatch.setattr(rp, "run", lambda cfg, rdir, **k: calls.append((rdir.name, k)) or orig_run(cfg, rdir, **k))
+    table1(tmp_path, **kw)
+    assert s0.stat().st_mtime == mtime  # the finished run is reused
+    assert calls == [("glow-gmm-moons-s1", {"resume": True, "overwrite": False})]  # the stopped one resumes
+    full = run(toy_config("moons", "glow", "gmm", 1, steps=8), tmp_path / "full")
+    resumed = json.loads((tmp_path / "runs" / "glow-gmm-moons-s1" / "metrics.json").read_text())
+    for k in ("error_pct", "nll", "steps"):
+        assert resumed[k] == full[k], k

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import scnf
+from scnf.checkpoint import load_checkpoint
 from scnf.config import TrainConfig, from_dict
+from scnf.errors import TrainingFailed
 from scnf.experiment import run
 from scnf.training import MixedBatchSampler, SemiSupervisedData, Trainer, TrainingDiverged, objective
 
@@ -62,7 +64,7 @@ def test_resume_gives_identical_metrics(tmp_path):
             run(_toy_cfg(), tmp_path / "cut")
     finally:
         ex.Trainer = orig
-    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    state = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert state["step"] == 40
     resumed = run(_toy_cfg(), tmp_path / "cut", resume=True)
     for k in ("error_pct", "nll", "steps", "train_labelled_error_pct"):
@@ -101,12 +103,13 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path):
     good = {k: v.clone() for k, v in model.state_dict().items()}
     orig = model.log_joint
     model.log_joint = lambda x: orig(x) * float("nan")
-    with pytest.raises(TrainingDiverged, match="3 consecutive non-finite"):
+    with pytest.raises(TrainingDiverged, match="3 consecutive non-finite.*last good checkpoint is") as e:
         trainer.fit()
+    assert e.value.checkpoint == tmp_path / "checkpoint.pt"
     assert trainer.nonfinite_total == 3
     for k, v in model.state_dict().items():  # nothing non-finite reached the weights
         assert torch.equal(v, good[k]), k
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
     assert saved["step"] == 4  # the last good checkpoint is kept
 
 
@@ -233,9 +236,11 @@ def test_ode_solver_failure_stops_the_run_and_keeps_the_checkpoint(tmp_path):
         return orig(x)
 
     model.log_joint = stiff
-    with pytest.raises(ODESolverError, match="underflow"):
+    with pytest.raises(TrainingFailed, match="underflow.*last good checkpoint is") as e:
         trainer.fit()
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert isinstance(e.value.__cause__, ODESolverError)
+    assert e.value.checkpoint == tmp_path / "checkpoint.pt" and e.value.step == 3
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
 
 
 def test_shift_images_translates_only_the_selected_rows():

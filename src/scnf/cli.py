@@ -1,7 +1,10 @@
 """The ``scnf`` command: a thin shell over the library.
 
-Every user error (bad argument, bad config, missing file or data) ends with a one-line
-message on stderr and exit code 2.
+Exit codes: 0 success; 2 a usage, config, data, run-directory or checkpoint error (one
+line on stderr); 3 a training failure the user can act on (divergence, ODE solver failure,
+out of memory, a lost process; one line naming the last good checkpoint and how to resume);
+130/143 stopped by SIGINT/SIGTERM (training finishes its step and checkpoints first); 1 a
+bug (the traceback, and a line asking for a report).
 """
 from __future__ import annotations
 
@@ -9,9 +12,14 @@ import argparse
 import json
 import os
 import sys
+import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
+EXIT_BUG = 1
 EXIT_USAGE = 2
+EXIT_TRAINING = 3
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -207,20 +215,110 @@ COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "
             "analyse": _cmd_analyse}
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _continue_hint(args) -> str:
+    """How to continue a stopped training, for the command that was run."""
+    if args.command == "train":
+        out = Path(args.out or Path("runs") / Path(args.config).stem)
+        return f"continue with: scnf train {args.config} --out {out} --resume"
+    if args.command == "reproduce":
+        return "run the same scnf reproduce command again: finished runs are reused, the stopped one resumes"
+    if args.command == "demo":
+        return "run scnf demo again"
+    return "fix the cause and run the command again"
+
+
+def _training_failure(e: BaseException, args) -> str:
+    from .errors import TrainingFailed
+
+    if isinstance(e, TrainingFailed):
+        if e.checkpoint is None:
+            return f"training stopped: {_one_line(e.reason)}; no checkpoint was written; fix the cause and train again"
+        return (f"training stopped: {_one_line(e.reason)}; the last good checkpoint is {e.checkpoint}; "
+                f"after fixing the cause {_continue_hint(args)}")
+    msg = _one_line(e)
+    if _is_out_of_memory(e):
+        msg = f"out of memory ({msg.split('. ')[0]}); lower train.batch_size or set train.micro_batch"
+    return f"{msg}; {_continue_hint(args)}"
+
+
+def _interrupted(e, args) -> str:
+    if e.checkpoint is None:
+        return f"scnf: {_one_line(e)}; train again"
+    return f"scnf: stopped by {e.signal_name} after step {e.step}; checkpoint {e.checkpoint}; {_continue_hint(args)}"
+
+
+@contextmanager
+def _graceful_stop(args):
+    """SIGINT/SIGTERM finish the training step and checkpoint (one process, one training at a time)."""
+    from .training import stop_on_signals
+
+    one_at_a_time = getattr(args, "jobs", 1) == 1 and getattr(args, "nproc", 1) == 1
+    if one_at_a_time and os.environ.get("WORLD_SIZE", "1") == "1":
+        with stop_on_signals():
+            yield
+    else:
+        yield
+
+
+def _oom_class():
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    oom = _oom_class()
+    return oom is not None and isinstance(e, oom)
+
+
+def _actionable_failures() -> tuple:
+    from .bijectors.ffjord import ODESolverError
+    from .distributed import DistributedError
+    from .errors import TrainingFailed
+
+    return tuple(c for c in (TrainingFailed, ODESolverError, DistributedError, _oom_class()) if c is not None)
+
+
+def _usage_errors() -> tuple:
+    from .data import DatasetFetchError
+
+    return ValueError, OSError, DatasetFetchError
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    from .errors import TrainingInterrupted
+
     try:
+        if args.command in ("train", "demo", "reproduce"):
+            with _graceful_stop(args):
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:
+        print(_interrupted(e, args), file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
-        print("scnf: interrupted; resume with --resume", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        hint = f"; {_continue_hint(args)}" if args.command in ("train", "reproduce") else ""
+        print(f"scnf: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - sorted into the exit codes below
         if os.environ.get("SCNF_DEBUG"):
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"scnf: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
+        if isinstance(e, _actionable_failures()):
+            print(f"scnf: error: {_training_failure(e, args)}", file=sys.stderr)
+            return EXIT_TRAINING
+        if isinstance(e, _usage_errors()):
+            print(f"scnf: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        traceback.print_exc()
+        print(f"scnf: internal error ({type(e).__name__}): this is a bug in scnf; please report it with the "
+              "command you ran and the traceback above", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ class ModelConfig:
     h_hidden: int = 0               # 0 = builder default (64 toy, 256 images)
     h_blocks: int = 4
     lu: bool = False                # LU-parameterised 1x1 convolutions (images)
-    init_from_labels: bool = False  # class-aware init of the conditional part from labelled z_f
-    h_class_affine: bool = False    # prepend a class-conditional affine layer to h (set by init_from_labels)
+    init_from_labels: bool = False  # class-aware init from labelled z_f: gmm means, or glow with h_class_affine
+    h_class_affine: bool = False    # glow h: prepend a class-conditional affine layer (set by init_from_labels)
     ffjord_tol: float = 1e-5        # FFJORD parts: solver rtol = atol (evaluation; training too unless below)
     ffjord_train_tol: float = 0.0   # FFJORD parts: rtol = atol while training (0 = ffjord_tol)
 
@@ -157,7 +157,30 @@ def validate(cfg: RunConfig) -> RunConfig:
                           "(the shift makes the second view)")
     if not cfg.train.h_lr_mult >= 0:
         raise ConfigError(f"config key 'train.h_lr_mult' must be non-negative, got {cfg.train.h_lr_mult}")
+    _check_no_silent_keys(cfg)
     return cfg
+
+
+def _check_no_silent_keys(cfg: RunConfig) -> None:
+    """Refuse combinations in which a key would silently do nothing."""
+    m, toy = cfg.model, cfg.data.dataset in ("moons", "circles")
+    if m.init_from_labels and m.conditional == "ffjord":
+        raise ConfigError("config key 'model.init_from_labels' has nothing to initialise with conditional = "
+                          "'ffjord'; use conditional = 'gmm', or 'glow' with h_class_affine = true")
+    if m.init_from_labels and m.conditional == "glow" and not m.h_class_affine:
+        raise ConfigError("config key 'model.init_from_labels' needs 'model.h_class_affine' = true with "
+                          "conditional = 'glow' (the class-conditional layer it initialises); without it "
+                          "nothing is initialised from the labels")
+    if m.h_class_affine and m.conditional != "glow":
+        raise ConfigError(f"config key 'model.h_class_affine' applies to conditional = 'glow' only, "
+                          f"got conditional = {m.conditional!r}")
+    if m.ffjord_train_tol > 0 and "ffjord" not in (m.unconditional, m.conditional):
+        raise ConfigError("config key 'model.ffjord_train_tol' applies to FFJORD parts only; "
+                          "set unconditional or conditional to 'ffjord', or remove it")
+    if toy and m.lu:
+        raise ConfigError("config key 'model.lu' applies to image models only (mnist, fashion-mnist)")
+    if toy and cfg.train.augment_shift > 0:
+        raise ConfigError("config key 'train.augment_shift' applies to image datasets only (mnist, fashion-mnist)")
 
 
 def from_dict(raw: dict) -> RunConfig:

@@ -58,7 +58,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .training import LN2, SemiSupervisedData, Trainer, TrainingDiverged, has_uninitialised_actnorm, loss_terms
+from .bijectors.ffjord import ODESolverError
+from .errors import TrainingFailed
+from .training import LN2, SemiSupervisedData, Trainer, has_uninitialised_actnorm, loss_terms
 
 ENV_TIMEOUT = "SCNF_DDP_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
@@ -144,7 +146,7 @@ def _collective(what: str):
     """Turn a failed collective into a :class:`DistributedError` with a clear message."""
     try:
         yield
-    except (DistributedError, TrainingDiverged):
+    except (DistributedError, TrainingFailed, ODESolverError):
         raise
     except RuntimeError as e:
         if world_size() == 1:

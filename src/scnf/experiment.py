@@ -157,6 +157,8 @@ class RunDirError(ValueError):
 
 def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob("checkpoint.pt.*.tmp"):  # left by a process killed while writing a checkpoint
+        tmp.unlink(missing_ok=True)
     saved = out / "config.toml"
     ckpt = out / "checkpoint.pt"
     if resume:
@@ -232,24 +234,25 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -
 
 
 def load_run(run_dir: str | Path):
-    """(config, model, data, checkpoint) of a run directory."""
+    """(config, model, data, checkpoint) of a run directory.
+
+    The checkpoint is read without running code (:func:`scnf.checkpoint.load_checkpoint`);
+    one that is not a scnf checkpoint or does not fit the config raises
+    :class:`~scnf.errors.CheckpointError` (a ``ValueError``) naming the file."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     for name in ("config.toml", "checkpoint.pt"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir} has no {name}: not a scnf run directory")
-    from .training import load_checkpoint
+    from .checkpoint import load_checkpoint, load_model_state
 
     cfg = load_config(run_dir / "config.toml")
+    state = load_checkpoint(run_dir / "checkpoint.pt")  # before the data: a bad file fails fast
     set_seed(cfg.seed)
     data, raw = build_data(cfg)
     model = build_model(cfg, data)
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as e:
-        raise ValueError(f"checkpoint in {run_dir} does not match its config.toml: {str(e).splitlines()[0]}") from None
+    load_model_state(model, state["model"], run_dir / "checkpoint.pt", what=str(run_dir / "config.toml"))
     return cfg, model.eval(), data, state
 
 

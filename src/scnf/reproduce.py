@@ -64,16 +64,20 @@ def _fmt(v: list[float], digits: int) -> str:
 def _run_one(args):
     cfg, rdir = args
     m = _finished(rdir, cfg)
-    return m if m is not None else run(cfg, rdir, overwrite=True)
+    if m is not None:
+        return m
+    resume = _started(rdir, cfg)  # a stopped run of the same config continues from its checkpoint
+    return run(cfg, rdir, resume=resume, overwrite=not resume)
 
 
 def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gmm")),
            datasets=("moons", "circles"), steps: int | None = None, jobs: int = 1,
            clf_weight: float | None = None, ffjord_train_tol: float | None = None) -> str:
     """Run Table 1's rows over ``seeds`` seeds; write ``table1.md``/``table1.json`` and one
-    decision-boundary plot per row and dataset. Finished runs are reused, so an interrupted
-    reproduction resumes where it stopped. ``jobs`` runs that many trainings at once (each
-    single-threaded: the toy models are too small to profit from more threads).
+    decision-boundary plot per row and dataset. Finished runs are reused and a stopped run
+    continues from its checkpoint, so an interrupted reproduction resumes where it stopped.
+    ``jobs`` runs that many trainings at once (each single-threaded: the toy models are too
+    small to profit from more threads).
     ``clf_weight`` and ``ffjord_train_tol`` (FFJORD rows: solver tolerance while training;
     evaluation keeps 1e-5) override the rows' defaults."""
     out = Path(out)
@@ -121,6 +125,17 @@ def _finished(rdir: Path, cfg: RunConfig):
         except (ValueError, json.JSONDecodeError):
             return None
     return None
+
+
+def _started(rdir: Path, cfg: RunConfig) -> bool:
+    from .config import load_config
+
+    if not ((rdir / "checkpoint.pt").exists() and (rdir / "config.toml").exists()):
+        return False
+    try:
+        return load_config(rdir / "config.toml") == cfg
+    except ValueError:
+        return False
 
 
 def _markdown(results, base, rows, datasets, seeds) -> str:

@@ -1,17 +1,18 @@
 """Training by the objective of Eq. (1): labelled rows contribute log p(x, y), unlabelled
 rows log p(x); plain SGD or EM-SGD (Appendix B); optional classification loss.
 
-The loop checkpoints atomically, resumes bit-for-bit (model, optimiser, schedule, sampler
-and noise generators are all restored), and never lets a non-finite loss or gradient reach
-the weights.
+The loop checkpoints atomically (:mod:`scnf.checkpoint`), resumes bit-for-bit (model,
+optimiser, schedule, sampler and noise generators are all restored), and never lets a
+non-finite loss or gradient reach the weights.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,15 +22,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .bijectors.ffjord import ODESolverError
 from .bijectors.logits import dequantize
+from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from .config import TrainConfig
+from .errors import TrainingDiverged, TrainingFailed, TrainingInterrupted
 from .model import SemiConditionalFlow
 
 LN2 = math.log(2.0)
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite losses or gradients."""
 
 
 @dataclass
@@ -134,11 +134,14 @@ class MixedBatchSampler:
         return np.concatenate([lab, self._next_unlabelled(self.batch_size - self.n_lab)])
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "perm": self.perm.copy(), "pos": self.pos, "epoch": self.epoch}
+        # a tensor, not a numpy array: checkpoints load with torch.load(weights_only=True)
+        return {"rng": self.rng.bit_generator.state, "perm": torch.from_numpy(self.perm.astype(np.int64)),
+                "pos": self.pos, "epoch": self.epoch}
 
     def load_state_dict(self, s: dict) -> None:
         self.rng.bit_generator.state = s["rng"]
-        self.perm, self.pos, self.epoch = np.asarray(s["perm"]), int(s["pos"]), int(s["epoch"])
+        perm = s["perm"].numpy() if isinstance(s["perm"], torch.Tensor) else np.asarray(s["perm"])
+        self.perm, self.pos, self.epoch = perm.astype(np.int64), int(s["pos"]), int(s["epoch"])
 
 
 def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int | None = None,
@@ -287,26 +290,43 @@ def evaluate(model: SemiConditionalFlow, data: SemiSupervisedData, x: torch.Tens
     return out
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_stop_signal: int | None = None  # set by stop_on_signals' handler, read by Trainer.fit
+_fitting = 0  # Trainer.fit loops running (the handler defers to them only)
 
 
-def load_checkpoint(path: Path) -> dict:
+@contextmanager
+def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)):
+    """While active, SIGINT and SIGTERM ask a running :meth:`Trainer.fit` to stop after its
+    current step: it writes a checkpoint and raises
+    :class:`~scnf.errors.TrainingInterrupted`. Outside a training loop, and for a second
+    signal, the previous handler acts at once. Outside the main thread this does nothing."""
+    global _stop_signal
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum, frame):
+        global _stop_signal
+        if _fitting and _stop_signal is None:
+            _stop_signal = signum
+            return
+        prev = previous[signum]
+        if callable(prev):
+            prev(signum, frame)
+        elif prev != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    _stop_signal = None
+    for s in signals:
+        signal.signal(s, handler)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        _stop_signal = None
 
 
 def _param_groups(model: SemiConditionalFlow, cfg: TrainConfig):
@@ -324,6 +344,10 @@ def _lr_lambdas(cfg: TrainConfig):
         return 0.0 if step < cfg.warmup_f_steps else cfg.h_lr_mult * decay(step)
 
     return [decay, h_decay]
+
+
+_RESUME_KEYS = ("model", "optimizer", "scheduler", "sampler", "torch_rng", "noise_rng", "step", "history",
+                "nonfinite_total", "seconds")
 
 
 class Trainer:
@@ -399,7 +423,14 @@ class Trainer:
         """Load ``run_dir/checkpoint.pt`` if it exists; True when something was loaded."""
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return False
-        self.load_state_dict(load_checkpoint(self.checkpoint_path))
+        path = self.checkpoint_path
+        state = load_checkpoint(path, required=_RESUME_KEYS)
+        load_model_state(self.model, state["model"], path)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise CheckpointError(f"checkpoint {path} cannot resume this run: {type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:300]}") from None
         # keep the log consistent with the checkpoint: drop lines written after it
         self._rewrite_log()
         return True
@@ -479,15 +510,20 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         if self.nonfinite_run >= self.cfg.max_nonfinite:
-            where = f"; the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path else ""
             raise TrainingDiverged(
-                f"{self.nonfinite_run} consecutive non-finite losses or gradients at step {self.step}; "
-                f"stopping{where}")
+                f"{self.nonfinite_run} consecutive non-finite losses or gradients at step {self.step}; stopping",
+                checkpoint=self._last_good(), step=self.step)
+
+    def _last_good(self) -> Path | None:
+        p = self.checkpoint_path
+        return p if p is not None and p.exists() else None
 
     def fit(self) -> dict:
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, initial=self.step, disable=None if cfg.progress else True, dynamic_ncols=True,
                    desc="train", leave=False)
+        global _fitting
+        _fitting += 1
         try:
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
@@ -517,10 +553,19 @@ class Trainer:
                         rec["ffjord_last_nfe"] = nfe
                     self._log(rec)
                     self.run_loss, self.run_n = 0.0, 0
-                if (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0:
+                saved = (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0
+                if saved:
                     self.save()  # never during a run of skipped steps: keep the last good one
                 if self.callback is not None:
                     self.callback(self, self.step)
+                if _stop_signal is not None and not last:
+                    if not saved and self.nonfinite_run == 0:
+                        self.save()
+                    raise TrainingInterrupted(_stop_signal, checkpoint=self._last_good(), step=self.step)
+        except ODESolverError as e:
+            raise TrainingFailed(f"the ODE solver failed after step {self.step}: {e}",
+                                 checkpoint=self._last_good(), step=self.step) from e
         finally:
+            _fitting -= 1
             bar.close()
         return dict(self.last_eval)

@@ -1,0 +1,59 @@
+"""Exceptions that say what the user can do, shared by the library and the ``scnf`` command.
+
+* Bad input (usage, config, data, run directory, checkpoint) is a ``ValueError``:
+  :class:`~scnf.config.ConfigError`, :class:`~scnf.experiment.RunDirError`,
+  :class:`CheckpointError`. The command prints one line and exits 2.
+* :class:`TrainingFailed` (a ``RuntimeError``): training stopped on a failure the user can
+  act on (divergence, an ODE solver failure); it names the last good checkpoint. The
+  command exits 3.
+* :class:`TrainingInterrupted`: a signal stopped training after a step and a checkpoint;
+  the command exits 128 + the signal number (130 SIGINT, 143 SIGTERM).
+* Anything else is a bug: the command prints the traceback and exits 1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["CheckpointError", "TrainingDiverged", "TrainingFailed", "TrainingInterrupted"]
+
+
+class CheckpointError(ValueError):
+    """A file is not a loadable scnf checkpoint, or not one of this run (nothing in it was run)."""
+
+
+class TrainingFailed(RuntimeError):
+    """Training stopped on a failure the user can act on.
+
+    ``reason``: what happened; ``checkpoint``: the last good checkpoint (None when none was
+    written); ``step``: the step at which training stopped. The message names both.
+    """
+
+    def __init__(self, reason: str, checkpoint: str | Path | None = None, step: int | None = None):
+        self.reason = reason
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.step = step
+        where = f"the last good checkpoint is {self.checkpoint}" if self.checkpoint else "no checkpoint was written"
+        super().__init__(f"{reason}; {where}")
+
+
+class TrainingDiverged(TrainingFailed):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+class TrainingInterrupted(Exception):
+    """A signal (SIGINT, SIGTERM) stopped training after a whole step; ``checkpoint`` holds
+    that step (None when it could not be written, e.g. during a run of skipped steps)."""
+
+    def __init__(self, signum: int, checkpoint: str | Path | None = None, step: int | None = None):
+        import signal
+
+        self.signum = int(signum)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.step = step
+        try:
+            name = signal.Signals(self.signum).name
+        except ValueError:
+            name = f"signal {self.signum}"
+        self.signal_name = name
+        where = f"checkpoint {self.checkpoint}" if self.checkpoint else "no checkpoint was written"
+        super().__init__(f"training stopped by {name} after step {step}; {where}")
