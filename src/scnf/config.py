@@ -28,6 +28,7 @@ class DataConfig:
     data_dir: str = ""              # images only: overrides SCNF_DATA / the cache
     n_unlabelled: int = 0           # images only: 0 = all remaining training rows
     n_test_eval: int = 0            # images only: 0 = all 10,000 test images
+    n_validation: int = 0           # images only: training images held out (not in the unlabelled pool) to score choices
 
 
 @dataclass
@@ -63,6 +64,11 @@ class TrainConfig:
     consistency_temperature: float = 1.0  # temperature of the shifted view's target posterior (< 1 sharpens)
     h_lr_mult: float = 1.0          # learning-rate multiplier of the conditional part
     micro_batch: int = 0            # rows per forward/backward chunk within a step (0 = whole batch); same gradient
+    pseudo_threshold: float = 0.0   # unlabelled rows whose max p(y|x) reaches this get a pseudo-label (0 = off)
+    pseudo_weight: float = 0.0      # weight of the pseudo-labelled rows' cross-entropy (per unlabelled row)
+    pseudo_start: int = 0           # step from which pseudo-labels are used
+    ema_decay: float = 0.0          # evaluate (and save for evaluation) an exponential moving average of the weights (0 = off)
+    max_seconds: float = 0.0        # stop after this many training seconds (0 = no limit; the schedule still counts steps)
     eval_every: int = 500
     checkpoint_every: int = 500
     max_nonfinite: int = 20         # consecutive skipped steps before the run stops
@@ -100,7 +106,8 @@ _NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.
                  "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
                  "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
                  "train.augment_shift", "model.ffjord_train_tol",
-                 "train.consistency_weight", "train.micro_batch"}
+                 "train.consistency_weight", "train.micro_batch", "data.n_validation",
+                 "train.pseudo_threshold", "train.pseudo_weight", "train.pseudo_start", "train.max_seconds"}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -181,6 +188,18 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
         raise ConfigError("config key 'model.lu' applies to image models only (mnist, fashion-mnist)")
     if toy and cfg.train.augment_shift > 0:
         raise ConfigError("config key 'train.augment_shift' applies to image datasets only (mnist, fashion-mnist)")
+    if toy and cfg.data.n_validation > 0:
+        raise ConfigError("config key 'data.n_validation' applies to image datasets only (mnist, fashion-mnist)")
+    t = cfg.train
+    if not t.pseudo_threshold <= 1.0:
+        raise ConfigError(f"config key 'train.pseudo_threshold' must lie in [0, 1], got {t.pseudo_threshold}")
+    if (t.pseudo_threshold > 0) != (t.pseudo_weight > 0):
+        raise ConfigError("config keys 'train.pseudo_threshold' and 'train.pseudo_weight' work together: "
+                          "set both above 0 (pseudo-labels on) or both to 0 (off)")
+    if t.pseudo_start > 0 and t.pseudo_threshold == 0:
+        raise ConfigError("config key 'train.pseudo_start' needs 'train.pseudo_threshold' > 0")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"config key 'train.ema_decay' must lie in [0, 1), got {t.ema_decay}")
 
 
 def from_dict(raw: dict) -> RunConfig:

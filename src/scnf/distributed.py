@@ -376,9 +376,11 @@ class DistributedTrainer(Trainer):
         self.rank, self.world = rank(), world_size()
         if cfg.batch_size % self.world:
             raise ValueError(f"train.batch_size = {cfg.batch_size} is not divisible by the {self.world} processes")
-        for key in ("consistency_weight", "micro_batch"):
+        for key in ("consistency_weight", "micro_batch", "pseudo_threshold", "ema_decay", "max_seconds"):
             if getattr(cfg, key, 0) > 0:
                 raise ValueError(f"train.{key} is not supported by distributed training; set it to 0")
+        if data.x_val is not None:
+            raise ValueError("data.n_validation is not supported by distributed training; set it to 0")
         if self.rank != 0 and cfg.progress:
             cfg = dataclasses.replace(cfg, progress=False)
         super().__init__(model, data, cfg, seed=seed, run_dir=run_dir, callback=callback, init_fn=init_fn)

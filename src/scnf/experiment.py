@@ -58,6 +58,14 @@ def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
     y_semi = np.full_like(yi, -1)
     y_semi[lab] = yi[lab]
     keep = np.arange(len(yi))
+    val = np.empty(0, dtype=np.int64)
+    if d.n_validation:
+        # held out of training altogether: its labels only score choices (never the test set's)
+        rest = np.setdiff1d(keep, lab)
+        if d.n_validation > len(rest):
+            raise ValueError(f"data.n_validation = {d.n_validation} exceeds the {len(rest)} unlabelled training images")
+        val = np.sort(np.random.default_rng([d.split_seed, 1]).choice(rest, d.n_validation, replace=False))
+        keep = np.setdiff1d(keep, val)
     if d.n_unlabelled:
         rest = np.setdiff1d(keep, lab)
         rng = np.random.default_rng(d.split_seed)
@@ -65,8 +73,10 @@ def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
     if d.n_test_eval:
         xt, yt = xt[: d.n_test_eval], yt[: d.n_test_eval]
     data = SemiSupervisedData(torch.from_numpy(xi[keep][:, None]), torch.from_numpy(y_semi[keep]),
-                              torch.from_numpy(xt[:, None]), torch.from_numpy(yt), images=True)
-    return data, {"labelled_indices": lab}
+                              torch.from_numpy(xt[:, None]), torch.from_numpy(yt), images=True,
+                              x_val=torch.from_numpy(xi[val][:, None]) if len(val) else None,
+                              y_val=torch.from_numpy(yi[val]) if len(val) else None)
+    return data, {"labelled_indices": lab, "validation_indices": val}
 
 
 def class_prior_of(y_semi: torch.Tensor, k: int) -> torch.Tensor:
@@ -195,8 +205,9 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
         trainer.resume()
     final = trainer.fit()
     metrics = base_metrics(cfg, trainer, final, t0)
-    lab_err = evaluate(model, data, data.x[data.y >= 0], data.y[data.y >= 0])["error_pct"]
-    metrics["train_labelled_error_pct"] = lab_err
+    with trainer.eval_weights() as m:
+        metrics["train_labelled_error_pct"] = evaluate(m, data, data.x[data.y >= 0], data.y[data.y >= 0])["error_pct"]
+    metrics.update({f"val_{k}": v for k, v in trainer.last_val.items()})
     solvers = [m for m in model.modules() if hasattr(m, "num_solves")]
     if solvers:  # FFJORD parts: mean function evaluations per ODE solve over the run
         metrics["ffjord_mean_nfe"] = sum(m.total_nfe for m in solvers) / max(sum(m.num_solves for m in solvers), 1)
@@ -208,6 +219,12 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
         decision_boundary(model, raw["x"], raw["y_semi"], out / "decision_boundary.png",
                           title=f"{name}: test error {metrics['error_pct']:.1f} %, NLL {metrics['nll']:.3f}")
         figures.append("decision_boundary.png")
+    if data.images and trainer.history:
+        from .plots import learning_curve
+
+        learning_curve(trainer.history, out / "curve.png",
+                       title=f"{cfg.data.dataset}, {cfg.data.n_labelled} labels, split seed {cfg.data.split_seed}")
+        figures.append("curve.png")
     write_json_atomic(out / "metrics.json", metrics)
     write_report(out, cfg, metrics, figures)
     return metrics
@@ -219,7 +236,8 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -
              f"{cfg.data.n_labelled} labelled rows, seed {cfg.seed}, split seed {cfg.data.split_seed}, "
              f"{metrics['steps']} steps in {metrics['seconds']:.1f} s.", "",
              "| metric | value |", "|---|---|"]
-    for k in ("error_pct", "nll", "bits_per_dim", "train_labelled_error_pct", "skipped_steps"):
+    for k in ("error_pct", "nll", "bits_per_dim", "val_error_pct", "val_bits_per_dim", "train_labelled_error_pct",
+              "skipped_steps"):
         if metrics.get(k) is not None:
             v = metrics[k]
             lines.append(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
@@ -252,7 +270,9 @@ def load_run(run_dir: str | Path):
     set_seed(cfg.seed)
     data, raw = build_data(cfg)
     model = build_model(cfg, data)
-    load_model_state(model, state["model"], run_dir / "checkpoint.pt", what=str(run_dir / "config.toml"))
+    # a run with a weight average is evaluated with it, as during training
+    weights = state["ema"]["shadow"] if isinstance(state.get("ema"), dict) and "shadow" in state["ema"] else state["model"]
+    load_model_state(model, weights, run_dir / "checkpoint.pt", what=str(run_dir / "config.toml"))
     return cfg, model.eval(), data, state
 
 

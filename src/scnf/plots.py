@@ -49,3 +49,31 @@ def decision_boundary(model, x_train: np.ndarray, y_train: np.ndarray, path: str
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def learning_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Validation and test error (%) and bits/dim against training seconds, from a run's
+    evaluation records (``log.jsonl``)."""
+    t = [r["seconds"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label, style in (("val_error_pct", "validation", "-o"), ("test_error_pct", "test", "-s")):
+        pts = [(ti, r[key]) for ti, r in zip(t, history) if r.get(key) is not None]
+        if pts:
+            a.plot(*zip(*pts), style, label=label, ms=3)
+    a.set(xlabel="training seconds", ylabel="error %", yscale="log")
+    a.grid(True, which="both", alpha=0.3)
+    a.legend()
+    for key, label, style in (("val_bits_per_dim", "validation", "-o"), ("test_bits_per_dim", "test", "-s")):
+        pts = [(ti, r[key]) for ti, r in zip(t, history) if r.get(key) is not None]
+        if pts:
+            b.plot(*zip(*pts), style, label=label, ms=3)
+    b.set(xlabel="training seconds", ylabel="bits/dim")
+    b.grid(True, alpha=0.3)
+    b.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -45,6 +45,8 @@ class SemiSupervisedData:
     x_test: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
     images: bool = False
+    x_val: torch.Tensor | None = None  # held out from training; its labels only score choices
+    y_val: torch.Tensor | None = None
 
     def __post_init__(self):
         self.y = torch.as_tensor(self.y, dtype=torch.long)
@@ -145,7 +147,7 @@ class MixedBatchSampler:
 
 
 def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int | None = None,
-               n_labelled: int | None = None, target: torch.Tensor | None = None):
+               n_labelled: int | None = None, target: torch.Tensor | None = None, pseudo: bool = False):
     """The loss of Eq. (1) from a batch's log p(x, y=k) (B, K) and labels (-1: unlabelled).
 
     SGD: labelled rows -log p(x, y), unlabelled rows -log p(x), summed and divided by
@@ -185,6 +187,12 @@ def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int 
         log_post = torch.log_softmax(lj_unl, 1)
         kl_sum = (torch.xlogy(target, target) - target * log_post).sum()
         loss = loss + cfg.consistency_weight * kl_sum / (n_rows - n_labelled)
+    if pseudo and cfg.pseudo_threshold > 0 and lj_unl.shape[0] > 0:
+        conf, y_hat = torch.softmax(lj_unl.detach(), 1).max(1)
+        sure = conf >= cfg.pseudo_threshold
+        if sure.any():
+            pl = F.cross_entropy(lj_unl[sure], y_hat[sure], reduction="sum")
+            loss = loss + cfg.pseudo_weight * pl / max(n_rows - n_labelled, 1)
     with torch.no_grad():
         correct = (lj_lab.argmax(1) == y_lab).sum()
     return loss, lp_lab, lp_unl, clf_sum, correct, kl_sum
@@ -203,14 +211,14 @@ def _stats(n: int, n_lab: int, lp_sum: float, clf_sum: float, kl_sum: float, cor
 
 
 def objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-              view: torch.Tensor | None = None):
+              view: torch.Tensor | None = None, pseudo: bool = False):
     """The per-example mean loss (nats) of one batch, and statistics (see :func:`loss_terms`).
 
     ``view``: a perturbed copy of the unlabelled rows of ``x``; its posterior, without
     gradient and at ``consistency_temperature``, is the target of the consistency term."""
     lj = model.log_joint(x)  # first: a not yet initialised ActNorm initialises on x, not on the view
     target = _consistency_target(model, view, cfg)
-    loss, lp_lab, lp_unl, clf_sum, correct, kl_sum = loss_terms(lj, y, cfg, target=target)
+    loss, lp_lab, lp_unl, clf_sum, correct, kl_sum = loss_terms(lj, y, cfg, target=target, pseudo=pseudo)
     with torch.no_grad():
         lp_sum = float(lp_lab.sum() + lp_unl.sum())
     return loss, _stats(x.shape[0], lp_lab.shape[0], lp_sum, float(clf_sum.detach()), float(kl_sum.detach()),
@@ -224,7 +232,7 @@ def has_uninitialised_actnorm(model: torch.nn.Module) -> bool:
 
 
 def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                       view: torch.Tensor | None = None):
+                       view: torch.Tensor | None = None, pseudo: bool = False):
     """Backpropagate :func:`objective`'s loss of the batch, ``cfg.micro_batch`` rows at a time.
 
     With ``cfg.micro_batch`` in (0, B) the rows go through forward and backward in chunks and
@@ -237,7 +245,7 @@ def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Ten
     """
     n, micro_batch = x.shape[0], cfg.micro_batch
     if not 0 < micro_batch < n:
-        loss, stats = objective(model, x, y, cfg, view)
+        loss, stats = objective(model, x, y, cfg, view, pseudo)
         ok = bool(torch.isfinite(loss))
         if ok:
             loss.backward()
@@ -256,7 +264,7 @@ def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Ten
             k = int((ys < 0).sum())
             ts, unl_seen = target[unl_seen:unl_seen + k], unl_seen + k
         loss, lp_lab, lp_unl, clf, corr, kl = loss_terms(model.log_joint(xs), ys, cfg, n_rows=n,
-                                                         n_labelled=n_lab, target=ts)
+                                                         n_labelled=n_lab, target=ts, pseudo=pseudo)
         if not torch.isfinite(loss):
             return float(loss.detach()), _stats(n, n_lab, float("nan"), float("nan"), float("nan"), 0), False
         loss.backward()
@@ -346,6 +354,44 @@ def _lr_lambdas(cfg: TrainConfig):
     return [decay, h_decay]
 
 
+class WeightAverage:
+    """An exponential moving average of a model's floating-point parameters and buffers
+    (integer and boolean buffers are copied), for evaluation. The decay at update t is
+    ``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the start."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v.detach(), 1.0 - d)
+            else:
+                self.shadow[k].copy_(v)
+        self.updates += 1
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module):
+        """Within the block the model holds the averaged weights; its own come back after."""
+        own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(own)
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow, "updates": self.updates}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.shadow = {k: v.clone() for k, v in s["shadow"].items()}
+        self.updates = int(s["updates"])
+
+
 _RESUME_KEYS = ("model", "optimizer", "scheduler", "sampler", "torch_rng", "noise_rng", "step", "history",
                 "nonfinite_total", "seconds")
 
@@ -385,7 +431,9 @@ class Trainer:
         self.nonfinite_run = 0
         self.seconds = 0.0
         self.last_eval: dict = {}
+        self.last_val: dict = {}
         self.run_loss, self.run_n = 0.0, 0
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     # ------------------------------------------------------------ state
     @property
@@ -398,7 +446,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(), "noise_rng": self.noise.get_state(), "step": self.step,
             "history": self.history, "nonfinite_total": self.nonfinite_total, "seconds": self.seconds,
-            "last_eval": self.last_eval, "run_loss": (self.run_loss, self.run_n),
+            "last_eval": self.last_eval, "last_val": self.last_val, "run_loss": (self.run_loss, self.run_n),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -411,6 +460,11 @@ class Trainer:
         self.step, self.history = int(s["step"]), list(s["history"])
         self.nonfinite_total, self.seconds = int(s["nonfinite_total"]), float(s["seconds"])
         self.last_eval = dict(s.get("last_eval", {}))
+        self.last_val = dict(s.get("last_val", {}))
+        if self.ema is not None:
+            if "ema" not in s:
+                raise KeyError("ema: the checkpoint has no weight average but train.ema_decay > 0")
+            self.ema.load_state_dict(s["ema"])
         self.run_loss, self.run_n = s.get("run_loss", (0.0, 0))
 
     def save(self, extra: dict | None = None) -> None:
@@ -449,10 +503,26 @@ class Trainer:
                 fh.write(json.dumps(rec) + "\n")
 
     # ------------------------------------------------------------ loop
+    @contextmanager
+    def eval_weights(self):
+        """The weights evaluation uses: the weight average when ``ema_decay`` > 0."""
+        if self.ema is None or self.ema.updates == 0:
+            yield self.model
+        else:
+            with self.ema.applied(self.model) as m:
+                yield m
+
     def evaluate(self) -> dict:
         if self.data.x_test is None:
             return {}
-        return evaluate(self.model, self.data, self.data.x_test, self.data.y_test)
+        with self.eval_weights() as m:
+            return evaluate(m, self.data, self.data.x_test, self.data.y_test)
+
+    def evaluate_validation(self) -> dict:
+        if self.data.x_val is None:
+            return {}
+        with self.eval_weights() as m:
+            return evaluate(m, self.data, self.data.x_val, self.data.y_val)
 
     def _draw_batch(self, with_view: bool = False):
         """The next mixed batch (labelled image rows shifted when ``augment_shift`` is set),
@@ -491,7 +561,8 @@ class Trainer:
             # class-aware initialisation, after the warm-up of f alone when there is one
             self.init_fn(self.model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, stats, ok = backward_objective(self.model, x, y, self.cfg, view=view)
+        pseudo = self.cfg.pseudo_threshold > 0 and self.step >= self.cfg.pseudo_start
+        loss, stats, ok = backward_objective(self.model, x, y, self.cfg, view=view, pseudo=pseudo)
         ok = ok and self._grads_finite()
         stats.update(loss=loss, skipped=not ok)
         self._finish_step(ok)
@@ -503,6 +574,8 @@ class Trainer:
         if ok:
             self.optimizer.step()
             self.nonfinite_run = 0
+            if self.ema is not None:
+                self.ema.update(self.model)
         else:
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_total += 1
@@ -525,7 +598,7 @@ class Trainer:
         global _fitting
         _fitting += 1
         try:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and not (cfg.max_seconds > 0 and self.seconds >= cfg.max_seconds):
                 t0 = time.perf_counter()
                 stats = self.train_step()
                 if not stats["skipped"]:
@@ -537,16 +610,19 @@ class Trainer:
                 if "error_pct" in self.last_eval:
                     post["err%"] = f"{self.last_eval['error_pct']:.1f}"
                 bar.set_postfix(post, refresh=False)
-                last = self.step == cfg.steps
+                out_of_time = cfg.max_seconds > 0 and self.seconds >= cfg.max_seconds
+                last = self.step == cfg.steps or out_of_time
                 if self.step % cfg.eval_every == 0 or last:
                     t0 = time.perf_counter()
                     ev = self.evaluate()
+                    val = self.evaluate_validation()
                     self.seconds += time.perf_counter() - t0
-                    self.last_eval = ev
+                    self.last_eval, self.last_val = ev, val
                     rec = {"step": self.step, "epoch": self.sampler.epoch,
                            "train_loss": self.run_loss / max(self.run_n, 1),
                            "lr": self.optimizer.param_groups[0]["lr"], "skipped_steps": self.nonfinite_total,
                            "seconds": round(self.seconds, 3)}
+                    rec.update({f"val_{k}": v for k, v in val.items()})
                     rec.update({f"test_{k}": v for k, v in ev.items()})
                     nfe = [m.last_nfe for m in self.model.modules() if hasattr(m, "last_nfe")]
                     if nfe:  # FFJORD parts: function evaluations of their last solve
@@ -558,6 +634,8 @@ class Trainer:
                     self.save()  # never during a run of skipped steps: keep the last good one
                 if self.callback is not None:
                     self.callback(self, self.step)
+                if out_of_time:
+                    break
                 if _stop_signal is not None and not last:
                     if not saved and self.nonfinite_run == 0:
                         self.save()

