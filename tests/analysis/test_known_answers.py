@@ -170,3 +170,41 @@ def test_knn_and_probe_accuracy_on_synthetic_latents(informative):
         assert knn == 1.0 and probe["test_accuracy"] == 1.0 and probe["train_accuracy"] == 1.0
     else:
         assert abs(knn - 1 / K) < CHANCE_TOL and abs(probe["test_accuracy"] - 1 / K) < CHANCE_TOL
+
+
+# ------------------------------------------------------------------ Table 3 bookkeeping
+def test_dimension_ablation_reports_each_runs_own_numbers(tmp_path, monkeypatch):
+    """With training replaced by a stub whose metrics are a known function of the config
+    (test error d / 10 %, labelled-rows error d / 100 %, bits/dim 1 + d / 1000), the table
+    holds each d's own numbers, each run got deep_dim = d and the given steps and seed, and a
+    second call reuses the finished runs."""
+    from scnf.analysis import dimension_ablation
+    from scnf.config import dump_config
+    from scnf.experiment import write_json_atomic
+
+    seen = []
+
+    def fake_run(cfg, out, resume=False, overwrite=False):
+        seen.append((cfg.model.deep_dim, cfg.train.steps, cfg.seed))
+        d = cfg.model.deep_dim
+        m = {"error_pct": d / 10, "train_labelled_error_pct": d / 100, "bits_per_dim": 1 + d / 1000,
+             "steps": cfg.train.steps}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(dump_config(cfg))
+        write_json_atomic(out / "metrics.json", m)
+        return m
+
+    monkeypatch.setattr(scnf.experiment, "run", fake_run)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.toml").write_text(dump_config(from_dict({"seed": 5, "data": {"dataset": "mnist"}})))
+    res = dimension_ablation(run_dir, out=tmp_path, dims=(49, 392), steps=3, seed=2).numbers["results"]
+    assert sorted(seen) == [(49, 3, 2), (392, 3, 2)]
+    for d in (49, 392):
+        r = res[d]
+        assert (r["test_error_pct"], r["train_error_pct"], r["bits_per_dim"], r["steps"], r["reused"]) == (
+            d / 10, d / 100, 1 + d / 1000, 3, False)
+    text = (tmp_path / "analysis.md").read_text()
+    assert "| 49 | 4.90 | 0.49 |" in text and "| 392 | 39.20 | 3.92 |" in text
+    again = dimension_ablation(run_dir, out=tmp_path, dims=(49, 392), steps=3, seed=2).numbers["results"]
+    assert len(seen) == 2 and all(again[d]["reused"] and again[d]["test_error_pct"] == d / 10 for d in (49, 392))
