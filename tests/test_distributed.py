@@ -115,8 +115,59 @@ def _equivalence_worker(out: str) -> None:
     res["perturbed_identical"] = D.parameters_identical(model)
     D.broadcast_module_(model)
     res["after_broadcast_identical"] = D.parameters_identical(model)
+    try:  # the end-to-end resume, here to share this job's start-up; its own test reads the result
+        res["resume"] = _resume_runs(Path(out))
+    except Exception:  # noqa: BLE001 - reported by test_run_distributed_resumes_to_the_uninterrupted_run
+        import traceback
+
+        res["resume"] = {"error": traceback.format_exc()}
     (Path(out) / f"result_rank{r}.json").write_text(json.dumps(res))
     D.cleanup()
+
+
+class _Crash(Exception):
+    pass
+
+
+def _e2e_config():
+    from scnf.config import from_dict
+
+    return from_dict({"seed": 0, "data": {"dataset": "moons", "n_train": 200, "n_test": 100},
+                      "model": {"blocks": 1, "hidden": 8, "h_blocks": 1, "h_hidden": 8},
+                      "train": {"batch_size": 16, "steps": 8, "eval_every": 4, "checkpoint_every": 4,
+                                "device": "cpu", "progress": False}})
+
+
+def _resume_runs(out: Path) -> dict:
+    """``run_distributed`` three times with one config: uninterrupted into ``full``; into
+    ``cut``, every rank stopping with an exception after step 6 (the last checkpoint is step
+    4's); then resumed in ``cut`` (config.toml untouched). Returns both metrics and whether
+    the stop happened."""
+    full = D.run_distributed(_e2e_config(), out / "full")
+    real = D.DistributedTrainer
+
+    class Crashing(real):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.callback = self._crash
+
+        @staticmethod
+        def _crash(trainer, step):
+            if step == 6:
+                raise _Crash
+
+    D.DistributedTrainer = Crashing
+    crashed = False
+    try:
+        D.run_distributed(_e2e_config(), out / "cut")
+    except _Crash:
+        crashed = True
+    finally:
+        D.DistributedTrainer = real
+    D.barrier()
+    ckpt_step = int(torch.load(out / "cut" / "checkpoint.pt", weights_only=False)["step"])
+    resumed = D.run_distributed(_e2e_config(), out / "cut", resume=True)
+    return {"full": full, "resumed": resumed, "crashed": crashed, "checkpoint_step_at_crash": ckpt_step}
 
 
 def _fault_worker(steps: int = 50) -> None:
@@ -131,13 +182,6 @@ def _fault_worker(steps: int = 50) -> None:
 
     D.DistributedTrainer(model, data, cfg, seed=0, callback=die).fit()
     D.cleanup()
-
-
-def _e2e_worker(config: str, out: str, resume: bool = False) -> None:
-    from scnf.config import load_config
-
-    torch.set_num_threads(1)
-    D.run_distributed(load_config(config), out, resume=resume)
 
 
 # ------------------------------------------------------------------ 2-process equivalence
@@ -309,25 +353,29 @@ def test_rank_death_stops_the_others_within_the_timeout():
     assert took < 40, took
 
 
-# ------------------------------------------------------------------ end to end (slow)
-@pytest.mark.slow
-def test_run_distributed_writes_on_rank0_and_resumes(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("seed = 0\n[data]\ndataset = 'moons'\nn_train = 200\nn_test = 100\n"
-                   "[model]\nblocks = 2\nhidden = 16\nh_blocks = 2\nh_hidden = 16\n"
-                   "[train]\nbatch_size = 16\nsteps = 6\neval_every = 3\ncheckpoint_every = 3\n"
-                   "device = 'cpu'\nprogress = false\n")
-    out = tmp_path / "run"
-    for resume in (False, True):
-        if resume:  # extend the run: same config except steps, so rewrite config.toml too
-            text = cfg.read_text().replace("steps = 6", "steps = 9")
-            cfg.write_text(text)
-            (out / "config.toml").unlink()
-        res = D.local_launch(2, "tests.test_distributed:_e2e_worker",
-                             {"config": str(cfg), "out": str(out), "resume": resume}, timeout=240, cwd=ROOT)
-        for rc, log in res:
-            assert rc == 0, log[-3000:]
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["steps"] == 9 and m["world_size"] == 2
-    lines = (out / "log.jsonl").read_text().splitlines()
-    assert [json.loads(s)["step"] for s in lines] == [3, 6, 9]
+# ------------------------------------------------------------------ end to end
+def test_run_distributed_resumes_to_the_uninterrupted_run(two_ranks):
+    """A 2-process run stopped after step 6 and resumed from its step-4 checkpoint, with the
+    same config (config.toml kept), ends where the uninterrupted run ends: same metrics, same
+    log, bit-identical weights."""
+    out, res = two_ranks
+    for r in res:
+        assert "error" not in r["resume"], r["resume"].get("error")
+        assert r["resume"]["crashed"] and r["resume"]["checkpoint_step_at_crash"] == 4
+    full, cut = out / "full", out / "cut"
+    m_full, m_cut = (json.loads((d / "metrics.json").read_text()) for d in (full, cut))
+    assert m_cut["steps"] == 8 and m_cut["world_size"] == 2
+    for k in ("error_pct", "nll", "train_labelled_error_pct", "max_reconstruction_error", "skipped_steps"):
+        assert m_cut[k] == m_full[k], k
+    timing = ("seconds", "wall_seconds_this_process")  # each rank returns its own clock readings
+    for r in res:
+        assert {k: v for k, v in r["resume"]["resumed"].items() if k not in timing} == {
+            k: v for k, v in m_cut.items() if k not in timing}
+    strip = lambda d: [{k: v for k, v in json.loads(s).items() if k != "seconds"}  # noqa: E731
+                       for s in (d / "log.jsonl").read_text().splitlines()]
+    assert [rec["step"] for rec in strip(cut)] == [4, 8] and strip(cut) == strip(full)
+    s_full, s_cut = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (full, cut))
+    assert s_full.keys() == s_cut.keys() and all(torch.equal(s_full[k], s_cut[k]) for k in s_full)
+    from scnf.config import load_config
+
+    assert load_config(cut / "config.toml") == _e2e_config()

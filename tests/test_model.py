@@ -201,19 +201,21 @@ def test_bad_builder_arguments():
         scnf.vector_scnf(2, 2, class_prior=[1.0, 0.0])
 
 
-@pytest.mark.parametrize("unconditional,conditional", [
-    ("ffjord", "glow"),
-    pytest.param("ffjord", "gmm", marks=pytest.mark.slow),
-    pytest.param("glow", "ffjord", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize("unconditional,conditional", [("ffjord", "glow"), ("ffjord", "gmm"), ("glow", "ffjord")])
 def test_2d_ffjord_density_integrates_to_one(unconditional, conditional):
+    """p(x) and, for each class, p(x | y) = p(x, y) / p(y) integrate to 1 over a 100 x 100
+    grid on [-6, 6]^2 (a conditional FFJORD h must be normalised for every label), to 1e-3:
+    the quadrature error is below 1e-5, while an FFJORD log-det halved or dropped is off by
+    1.2-2.4 %."""
     torch.manual_seed(0)
     m = scnf.vector_scnf(2, 2, conditional=conditional, unconditional=unconditional, hidden=16, h_hidden=16,
                          rtol=1e-6, atol=1e-6).double()
     _init(m, torch.randn(256, 2, dtype=torch.float64))
     perturb_(m, 0.1)
-    total = grid_integral(m.log_marginal, 6.0, 200)
-    assert abs(total - 1) < 0.02, total
+    total = grid_integral(m.log_marginal, 6.0, 100)
+    assert abs(total - 1) < 1e-3, total
+    per_class = [grid_integral(lambda x, k=k: m.log_prob(x, k) - m.log_class_prior[k], 6.0, 100) for k in range(2)]
+    assert all(abs(t - 1) < 1e-3 for t in per_class), per_class
 
 
 def test_ffjord_model_log_joint_identities():

@@ -7,6 +7,7 @@ def test_table1_quick_run_writes_table_and_reuses_runs(tmp_path):
     text = table1(tmp_path, seeds=2, rows=[("glow", "gmm")], datasets=["moons"], steps=5, jobs=2)
     assert "| GLOW ∘ GMM |" in text and "LabelSpreading (rbf)" in text and "SelfTraining (SVC)" in text
     assert "1.2 ± 1.2" in text  # the paper's number beside ours
+    assert "mean ± std (ddof = 0)" in text
     saved = json.loads((tmp_path / "table1.json").read_text())
     assert len(saved["rows"]["glow-gmm-moons"]["error_pct"]) == 2
     assert (tmp_path / "glow-gmm-moons.png").exists()
