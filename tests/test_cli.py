@@ -26,6 +26,7 @@ def _one_line_error(err):
     (["evaluate", "no/such/run"], "run directory not found"),
     (["reproduce", "table1", "--rows", "glow-maf"], "bad row"),
     (["reproduce", "table1", "--datasets", "mnist"], "bad dataset"),
+    (["train", "configs/moons.toml", "--set", "train.stepz=3"], "train.stepz"),
 ])
 def test_errors_exit_2_with_one_line(argv, match, capsys):
     code, _, err = _run(argv, capsys)

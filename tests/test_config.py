@@ -93,3 +93,17 @@ def test_init_from_labels_with_plain_glow_h_would_change_nothing():
     b.log_joint(x)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(va, vb), k
+
+
+def test_overrides_apply_and_validate():
+    from scnf.config import ConfigError, RunConfig, with_overrides
+
+    cfg = with_overrides(RunConfig(), ["data.split_seed=2", "train.lr=0.5", "model.conditional=gmm", "seed=7",
+                                       'data.dataset="circles"'])
+    assert (cfg.data.split_seed, cfg.train.lr, cfg.model.conditional, cfg.seed, cfg.data.dataset) == \
+        (2, 0.5, "gmm", 7, "circles")
+    for bad, match in (("data.split_seed", "section.key=value"), ("train.nope=1", "unknown config key"),
+                       ("train.steps=-1", "positive"), ("foo.bar=1", "expected seed"),
+                       ("train.steps=abc", "integer")):
+        with pytest.raises(ConfigError, match=match):
+            with_overrides(RunConfig(), [bad])

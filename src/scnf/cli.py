@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
     t.add_argument("--seed", type=int, help="override the config's seed")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key, e.g. --set data.split_seed=1 (repeatable)")
     t.add_argument("--nproc", type=_positive_int, default=1, help="processes (DistributedDataParallel)")
 
     e = sub.add_parser("evaluate", help="evaluate a run directory's checkpoint on its test set")
@@ -131,9 +133,11 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .config import load_config
+    from .config import load_config, with_overrides
 
     cfg = load_config(args.config)
+    if args.set:
+        cfg = with_overrides(cfg, args.set)
     if args.device:
         cfg.train.device = args.device
     if args.seed is not None:

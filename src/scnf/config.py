@@ -215,6 +215,30 @@ def from_dict(raw: dict) -> RunConfig:
     return validate(cfg)
 
 
+def with_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
+    """``cfg`` with ``section.key=value`` assignments applied (``value`` in TOML syntax; a bare
+    word is a string), validated like a config file: ``["data.split_seed=1", "train.threads=1"]``."""
+    raw = cfg.to_dict()
+    for a in assignments:
+        key, sep, text = a.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {a!r} must look like section.key=value")
+        section, dot, name = key.partition(".")
+        if key == "seed":
+            target, name = raw, "seed"
+        elif dot and section in ("data", "model", "train"):
+            target = raw[section]
+        else:
+            raise ConfigError(f"override {a!r}: expected seed=N or data.KEY / model.KEY / train.KEY")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        target[name] = value
+    return from_dict(raw)
+
+
 def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
