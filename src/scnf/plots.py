@@ -1,4 +1,4 @@
-"""Figures: Fig. 5-style decision boundaries for 2-D problems."""
+"""Figures: Fig. 5-style decision boundaries for 2-D problems, and learning curves."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,7 +60,7 @@ def learning_curve(history: list[dict], path: str | Path, title: str = "") -> Pa
         pts = [(ti, r[key]) for ti, r in zip(t, history) if r.get(key) is not None]
         if pts:
             a.plot(*zip(*pts), style, label=label, ms=3)
-    a.set(xlabel="training seconds", ylabel="error %", yscale="log")
+    a.set(xlabel="training seconds", ylabel="error %")
     a.grid(True, which="both", alpha=0.3)
     a.legend()
     for key, label, style in (("val_bits_per_dim", "validation", "-o"), ("test_bits_per_dim", "test", "-s")):
