@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .bijectors.coupling import MaskedCouplingLayer, _TwoPassCoupling
+
 PRECISIONS = ("fp32", "tf32", "bf16-mixed")
 
 __all__ = ["PRECISIONS", "apply_precision", "coupling_layers"]
@@ -21,8 +23,6 @@ __all__ = ["PRECISIONS", "apply_precision", "coupling_layers"]
 
 def coupling_layers(model: nn.Module):
     """The modules of ``model`` whose networks run under the precision's autocast."""
-    from .bijectors.coupling import MaskedCouplingLayer, _TwoPassCoupling
-
     return [m for m in model.modules() if isinstance(m, (MaskedCouplingLayer, _TwoPassCoupling))]
 
 

@@ -22,6 +22,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .bijectors.ffjord import ODESolverError
+from .errors import TrainingFailed
+
 ENV_TIMEOUT = "SCNF_DDP_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -119,9 +122,6 @@ class TorchProcessGroup(ProcessGroup):
 
     @contextmanager
     def collective(self, what: str):
-        from .bijectors.ffjord import ODESolverError
-        from .errors import TrainingFailed
-
         oom = getattr(torch, "OutOfMemoryError", ())
         try:
             yield
