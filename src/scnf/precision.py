@@ -1,8 +1,9 @@
 """The numeric precision of training (``train.precision``), set up in one place for any
 number of processes by :func:`apply_precision` (the Trainer calls it).
 
-* ``fp32``: TF32 off (CUDA matmuls and cuDNN convolutions in full float32).
-* ``tf32``: TF32 on.
+* ``fp32``: PyTorch's defaults: float32 matmuls, cuDNN free to use TF32 in convolutions
+  (what every single-process run, and every result in RESULTS.md, has used).
+* ``tf32``: TF32 in CUDA matmuls and cuDNN convolutions.
 * ``bf16-mixed``: TF32 on, and every coupling network runs under bfloat16 autocast and
   returns float32 (the coupling layers read their ``autocast`` attribute, a plain
   attribute: state-dict keys are unchanged), so every log-determinant, log-density and
@@ -32,9 +33,8 @@ def apply_precision(model: nn.Module, precision: str, device: torch.device | str
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     dev = torch.device(device)
     if dev.type == "cuda":
-        tf32 = precision != "fp32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+        torch.backends.cudnn.allow_tf32 = True
     for layer in coupling_layers(model):
         layer.autocast = dev.type if precision == "bf16-mixed" else None
     return model
