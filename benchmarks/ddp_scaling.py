@@ -45,23 +45,23 @@ def _problem(name: str, batch: int, steps: int):
 
 
 def _worker(name: str, batch: int, steps: int, threads: int, out: str) -> None:
-    from scnf import distributed as D
+    from scnf import process_group as PG
+    from scnf.training import Trainer
 
     torch.set_num_threads(threads)
-    D.init_distributed("cpu")
-    model, data, cfg = _problem(name, batch, steps)
-    tr = D.DistributedTrainer(model, data, cfg, seed=0)
-    for _ in range(2):  # warm-up (includes the ActNorm init and DDP construction)
-        tr.train_step()
-    D.barrier()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        tr.train_step()
-    D.barrier()
-    dt = time.perf_counter() - t0
-    if D.is_main_process():
-        Path(out).write_text(json.dumps({"seconds": dt, "examples_per_s": batch * steps / dt}))
-    D.cleanup()
+    with PG.joined("cpu") as group:
+        model, data, cfg = _problem(name, batch, steps)
+        tr = Trainer(model, data, cfg, seed=0, group=group)
+        for _ in range(2):  # warm-up (includes the ActNorm init and DDP construction)
+            tr.train_step()
+        group.barrier()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            tr.train_step()
+        group.barrier()
+        dt = time.perf_counter() - t0
+        if group.is_main:
+            Path(out).write_text(json.dumps({"seconds": dt, "examples_per_s": batch * steps / dt}))
 
 
 def main(argv=None) -> int:
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     p.add_argument("--mnist-batch", type=int, default=32)
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
-    from scnf import distributed as D
+    from scnf.launch import local_launch
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
             base = None
             for nproc, threads in ((1, 1), (1, 2), (2, 1)):
                 out = Path(tmp) / f"{name}_{nproc}_{threads}.json"
-                res = D.local_launch(nproc, "benchmarks.ddp_scaling:_worker",
+                res = local_launch(nproc, "benchmarks.ddp_scaling:_worker",
                                      {"name": name.split("-")[0], "batch": batch, "steps": steps,
                                       "threads": threads, "out": str(out)},
                                      timeout=600, cwd=ROOT, env={"OMP_NUM_THREADS": str(threads)})

@@ -1,6 +1,8 @@
-"""Multi-process training (scnf.distributed): equivalence of a 2-process gloo job with a
-1-process run, identical ActNorm init across ranks, sharded evaluation, sharding, faults,
-precision modes and launching.
+"""Multi-process training (one Trainer with a scnf.process_group.TorchProcessGroup):
+equivalence of a 2-process gloo job with a 1-process run (whole batches, micro-batches, and
+consistency + pseudo-labels + weight average + validation together), identical ActNorm init
+across ranks, sharded evaluation, the max_seconds stop, sharding, faults, precision modes
+and launching.
 
 The multi-process tests start real processes on localhost with ``local_launch`` (the
 torchrun variables set by hand, one thread each) and call back into this module.
@@ -16,13 +18,20 @@ import numpy as np
 import pytest
 import torch
 
-from scnf import distributed as D
+import scnf.experiment as ex
+import scnf.launch as L
+import scnf.process_group as PG
+import scnf.training as T
 from scnf.architectures import mnist_scnf, vector_scnf
 from scnf.config import TrainConfig
+from scnf.launch import local_launch
+from scnf.model import check_invertibility
+from scnf.precision import apply_precision
 from scnf.training import MixedBatchSampler, SemiSupervisedData, Trainer, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = {"toy": 4, "mnist": 3}
+EQUIVALENCE = ["toy", "mnist", "toy-micro", "mnist-micro", "mnist-options"]
 
 
 # ------------------------------------------------------------------ problems
@@ -36,6 +45,10 @@ class _Float64Data(SemiSupervisedData):
 def _problem(name: str, float64: bool = False):
     """(model, data, cfg) built deterministically, identical in every process.
 
+    ``toy`` and ``mnist``; ``-micro``: with ``micro_batch = 3`` (chunks of 3 of each rank's
+    rows); ``mnist-options``: micro-batches, the consistency term, pseudo-labels, a weight
+    average and a validation set together.
+
     ``float64``: model and inputs in double precision. The equivalence tests use it
     because Adamax normalises each step by the largest |gradient| seen, so a parameter
     whose exact gradient is ~0 (ActNorm biases right after their data-dependent init have
@@ -46,7 +59,8 @@ def _problem(name: str, float64: bool = False):
     """
     torch.manual_seed(0)
     Data = _Float64Data if float64 else SemiSupervisedData
-    if name == "toy":
+    base, _, variant = name.partition("-")
+    if base == "toy":
         from scnf.data import toy_problem
 
         x, y_semi, _, xt, yt = toy_problem("moons", 200, 64, 10, 0.1, seed=0)
@@ -61,10 +75,19 @@ def _problem(name: str, float64: bool = False):
         y[:20] = torch.arange(20) % 10
         xt = torch.randint(0, 256, (20, 1, 28, 28), generator=g, dtype=torch.uint8)
         yt = torch.arange(20) % 10
-        data = Data(x, y, xt, yt, images=True)
+        val = {}
+        if variant == "options":
+            val = dict(x_val=torch.randint(0, 256, (10, 1, 28, 28), generator=g, dtype=torch.uint8),
+                       y_val=torch.arange(10) % 10)
+        data = Data(x, y, xt, yt, images=True, **val)
         model = mnist_scnf(hidden=4, blocks=1, h_hidden=8, h_blocks=1)
         cfg = TrainConfig(batch_size=8, steps=STEPS["mnist"], lr=1e-3, device="cpu", progress=False,
                           eval_every=1000, checkpoint_every=1000)
+    if variant in ("micro", "options"):
+        cfg.micro_batch = 3
+    if variant == "options":
+        cfg.augment_shift, cfg.consistency_weight, cfg.consistency_temperature = 1, 0.5, 0.8
+        cfg.pseudo_threshold, cfg.pseudo_weight, cfg.ema_decay = 0.104, 0.5, 0.9  # some rows pass, some not
     return (model.double() if float64 else model), data, cfg
 
 
@@ -75,54 +98,65 @@ def _flat_state(model) -> dict:
 # ------------------------------------------------------------------ workers (run in child processes)
 def _equivalence_worker(out: str) -> None:
     torch.set_num_threads(1)
-    D.init_distributed("cpu")
-    r = D.rank()
+    G = PG.TorchProcessGroup(PG.init_distributed("cpu"))
+    r = G.rank
     res = {}
-    for name in ("toy", "mnist"):
+    for name in EQUIVALENCE:
         model, data, cfg = _problem(name, float64=True)
-        tr = D.DistributedTrainer(model, data, cfg, seed=0)
+        tr = Trainer(model, data, cfg, seed=0, group=G)
         losses, identical = [], []
         for _ in range(cfg.steps):
             losses.append(tr.train_step()["loss"])
-            identical.append(D.parameters_identical(model))
-        ev = D.evaluate_sharded(model, data, data.x_test, data.y_test, batch_size=6)
-        local = evaluate(model, data, data.x_test, data.y_test, batch_size=6)  # 1-process function
-        res[name] = {"losses": losses, "identical": identical, "eval": ev, "eval_local": local}
+            identical.append(G.parameters_identical(model))
+        ev = evaluate(model, data, data.x_test, data.y_test, batch_size=6, group=G)
+        local = evaluate(model, data, data.x_test, data.y_test, batch_size=6)  # this process alone
+        res[name] = {"losses": losses, "identical": identical, "eval": ev, "eval_local": local,
+                     "trainer_eval": tr.evaluate(), "trainer_val": tr.evaluate_validation()}
         torch.save(_flat_state(model), Path(out) / f"{name}_rank{r}.pt")
     # a non-finite loss on one rank only: every rank skips the step together, none hangs
     model, data, cfg = _problem("toy")
-    tr = D.DistributedTrainer(model, data, cfg, seed=0)
-    real = D.sharded_objective
+    tr = Trainer(model, data, cfg, seed=0, group=G)
+    real = T.loss_terms
 
     def poisoned(*a, **k):
-        loss, sums = real(*a, **k)
+        out = real(*a, **k)
         if r == 1 and tr.step == 1:
-            loss, sums = loss * float("nan"), sums.clone()
-            sums[4] = 0
-        return loss, sums
+            return (out[0] * float("nan"), *out[1:])
+        return out
 
-    D.sharded_objective = poisoned
+    T.loss_terms = poisoned
     try:
         skipped = [tr.train_step()["skipped"] for _ in range(3)]
     finally:
-        D.sharded_objective = real
+        T.loss_terms = real
     res["nan_skipped"] = skipped
-    res["nan_identical"] = D.parameters_identical(model)
+    res["nan_identical"] = G.parameters_identical(model)
+    # max_seconds: rank 1's clock runs fast; both ranks stop after the same step
+    model, data, cfg = _problem("toy")
+    cfg.steps, cfg.max_seconds = 200, 1.0
+
+    def fast_clock(trainer, step):
+        if r == 1:
+            trainer.seconds += 0.3
+
+    tr = Trainer(model, data, cfg, seed=0, group=G, callback=fast_clock)
+    tr.fit()
+    res["max_seconds_step"] = tr.step
     # explicit broadcast: a rank-1 perturbation is detected, then undone by broadcast_module_
     model, _, _ = _problem("toy")
     with torch.no_grad():
         next(model.parameters()).add_(float(r))
-    res["perturbed_identical"] = D.parameters_identical(model)
-    D.broadcast_module_(model)
-    res["after_broadcast_identical"] = D.parameters_identical(model)
+    res["perturbed_identical"] = G.parameters_identical(model)
+    G.broadcast_module_(model)
+    res["after_broadcast_identical"] = G.parameters_identical(model)
     try:  # the end-to-end resume, here to share this job's start-up; its own test reads the result
-        res["resume"] = _resume_runs(Path(out))
+        res["resume"] = _resume_runs(Path(out), G)
     except Exception:  # noqa: BLE001 - reported by test_run_distributed_resumes_to_the_uninterrupted_run
         import traceback
 
         res["resume"] = {"error": traceback.format_exc()}
     (Path(out) / f"result_rank{r}.json").write_text(json.dumps(res))
-    D.cleanup()
+    PG.cleanup()
 
 
 class _Crash(Exception):
@@ -138,13 +172,13 @@ def _e2e_config():
                                 "device": "cpu", "progress": False}})
 
 
-def _resume_runs(out: Path) -> dict:
-    """``run_distributed`` three times with one config: uninterrupted into ``full``; into
+def _resume_runs(out: Path, G) -> dict:
+    """``experiment.run`` three times with one config: uninterrupted into ``full``; into
     ``cut``, every rank stopping with an exception after step 6 (the last checkpoint is step
     4's); then resumed in ``cut`` (config.toml untouched). Returns both metrics and whether
     the stop happened."""
-    full = D.run_distributed(_e2e_config(), out / "full")
-    real = D.DistributedTrainer
+    full = ex.run(_e2e_config(), out / "full")
+    real = ex.Trainer
 
     class Crashing(real):
         def __init__(self, *a, **k):
@@ -156,56 +190,56 @@ def _resume_runs(out: Path) -> dict:
             if step == 6:
                 raise _Crash
 
-    D.DistributedTrainer = Crashing
+    ex.Trainer = Crashing
     crashed = False
     try:
-        D.run_distributed(_e2e_config(), out / "cut")
+        ex.run(_e2e_config(), out / "cut")
     except _Crash:
         crashed = True
     finally:
-        D.DistributedTrainer = real
-    D.barrier()
+        ex.Trainer = real
+    G.barrier()
     ckpt_step = int(torch.load(out / "cut" / "checkpoint.pt", weights_only=False)["step"])
-    resumed = D.run_distributed(_e2e_config(), out / "cut", resume=True)
+    resumed = ex.run(_e2e_config(), out / "cut", resume=True)
     return {"full": full, "resumed": resumed, "crashed": crashed, "checkpoint_step_at_crash": ckpt_step}
 
 
 def _fault_worker(steps: int = 50) -> None:
     torch.set_num_threads(1)
-    D.init_distributed("cpu")
+    G = PG.TorchProcessGroup(PG.init_distributed("cpu"))
     model, data, cfg = _problem("toy")
     cfg.steps = steps
 
     def die(trainer, step):
-        if trainer.rank == 1 and step == 1:
+        if trainer.group.rank == 1 and step == 1:
             os._exit(3)
 
-    D.DistributedTrainer(model, data, cfg, seed=0, callback=die).fit()
-    D.cleanup()
+    Trainer(model, data, cfg, seed=0, callback=die, group=G).fit()
+    PG.cleanup()
 
 
 # ------------------------------------------------------------------ 2-process equivalence
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    res = D.local_launch(2, "tests.test_distributed:_equivalence_worker", {"out": str(out)}, timeout=180, cwd=ROOT)
+    res = local_launch(2, "tests.test_distributed:_equivalence_worker", {"out": str(out)}, timeout=300, cwd=ROOT)
     for rc, log in res:
         assert rc == 0, log[-3000:]
     return out, [json.loads((out / f"result_rank{r}.json").read_text()) for r in range(2)]
 
 
-def _reference(name: str):
+def _reference(name: str, trainer: bool = False):
     torch.set_num_threads(1)
     model, data, cfg = _problem(name, float64=True)
     tr = Trainer(model, data, cfg, seed=0)
     losses = [tr.train_step()["loss"] for _ in range(cfg.steps)]
-    return model, data, losses
+    return (model, data, losses, tr) if trainer else (model, data, losses)
 
 
-@pytest.mark.parametrize("name", ["toy", "mnist"])
+@pytest.mark.parametrize("name", EQUIVALENCE)
 def test_two_processes_match_one_process(two_ranks, name):
     out, res = two_ranks
-    model, data, losses = _reference(name)
+    model, data, losses, tr = _reference(name, trainer=True)
     # ranks report the same all-reduced loss, equal to the 1-process loss of the global batch
     assert res[0][name]["losses"] == res[1][name]["losses"]
     np.testing.assert_allclose(res[0][name]["losses"], losses, rtol=1e-10, atol=1e-10)
@@ -215,9 +249,17 @@ def test_two_processes_match_one_process(two_ranks, name):
     for k in ref:
         assert torch.equal(s0[k], s1[k]), k  # DDP keeps the ranks bit-identical
         torch.testing.assert_close(s0[k], ref[k], rtol=1e-6, atol=1e-8, msg=lambda m: f"{k}: {m}")
+    # the trainer's evaluations (weight average, validation set) agree too
+    for got, want in ((res[0][name]["trainer_eval"], tr.evaluate()), (res[0][name]["trainer_val"],
+                                                                     tr.evaluate_validation())):
+        assert got.keys() == want.keys()
+        for k in want:
+            assert got[k] == pytest.approx(want[k], rel=1e-7, abs=1e-9), k
+    if name == "mnist-options":
+        assert tr.ema is not None and tr.data.x_val is not None and res[0][name]["trainer_val"]
 
 
-@pytest.mark.parametrize("name", ["toy", "mnist"])
+@pytest.mark.parametrize("name", EQUIVALENCE)
 def test_parameters_identical_across_ranks_after_init(two_ranks, name):
     _, res = two_ranks
     assert all(res[0][name]["identical"]) and all(res[1][name]["identical"])
@@ -228,6 +270,11 @@ def test_nonfinite_loss_on_one_rank_skips_the_step_on_all(two_ranks):
     for r in res:
         assert r["nan_skipped"] == [False, True, False]
         assert r["nan_identical"] is True
+
+
+def test_max_seconds_stops_every_rank_after_the_same_step(two_ranks):
+    _, res = two_ranks
+    assert res[0]["max_seconds_step"] == res[1]["max_seconds_step"] < 200
 
 
 def test_broadcast_module_makes_ranks_identical(two_ranks):
@@ -254,13 +301,20 @@ def test_sharded_evaluation_matches_single_process(two_ranks, name):
 
 
 # ------------------------------------------------------------------ single-process pieces
+def _rank(r: int, world: int) -> PG.ProcessGroup:
+    """A stand-in for rank ``r`` of ``world`` processes (sharding and checks only; no collectives)."""
+    g = PG.ProcessGroup()
+    g.rank, g.world = r, world
+    return g
+
+
 def test_shards_have_equal_size_and_share_the_labelled_rows():
     y = np.full(40, -1)
     y[:5] = [0, 1, 0, 1, 0]
     s = MixedBatchSampler(torch.from_numpy(y), 8, 0.25, seed=3)
     for _ in range(10):
         g = s.next()
-        parts = [D.shard(g, r, 2) for r in range(2)]
+        parts = [_rank(r, 2).shard(g) for r in range(2)]
         assert [len(p) for p in parts] == [4, 4]
         assert sorted(np.concatenate(parts)) == sorted(g)
         assert [int((y[p] >= 0).sum()) for p in parts] == [1, 1]
@@ -274,30 +328,28 @@ def test_unlabelled_rows_once_per_epoch_across_ranks():
     for _ in range(6):
         g = s.next()
         for r in range(2):
-            rows[r] += list(D.shard(g, r, 2))
+            rows[r] += list(_rank(r, 2).shard(g))
     assert not set(rows[0]) & set(rows[1])
     assert sorted(rows[0] + rows[1]) == list(range(1, 37))
 
 
-def test_sharded_objective_single_rank_equals_objective():
-    from scnf.training import objective
-
-    model, data, cfg = _problem("toy")
-    cfg.clf_weight, cfg.optimisation = 0.3, "em-sgd"
-    x, y = data.x[:16], data.y[:16].clone()
-    y[:3] = data.y[data.y >= 0][:3]
-    loss, stats = objective(model, x, y, cfg)
-    loss2, sums = D.sharded_objective(model.log_joint(x), y, cfg, 16, int((y >= 0).sum()), 1)
-    torch.testing.assert_close(loss2, loss)
-    assert float(sums[1]) / 16 == pytest.approx(stats["nll"], rel=1e-6)
-
-
-def test_batch_not_divisible_raises(monkeypatch):
+def test_batch_not_divisible_raises():
     model, data, cfg = _problem("toy")
     cfg.batch_size = 15
-    monkeypatch.setattr(D, "world_size", lambda: 2)
     with pytest.raises(ValueError, match="not divisible"):
-        D.DistributedTrainer(model, data, cfg)
+        Trainer(model, data, cfg, group=_rank(0, 2))
+
+
+def test_view_rows_follow_their_rows_to_the_shard():
+    """Consistency: each rank gets the second views of exactly its own unlabelled rows."""
+    model, data, cfg = _problem("mnist")
+    x = torch.arange(8.0)[:, None]
+    y = torch.tensor([0, 1, -1, -1, 2, -1, -1, -1])
+    view = x[y < 0] + 100
+    for r in range(2):
+        tr = Trainer(model, data, cfg, group=_rank(r, 2))
+        xs, ys, vs = tr._shard(x, y, view)
+        assert torch.equal(vs, xs[ys < 0] + 100)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
@@ -306,36 +358,36 @@ def test_precision_modes_train_and_invert(name, precision):
     model, data, cfg = _problem(name)
     cfg.steps = 2
     cfg.precision = precision
-    tr = D.DistributedTrainer(model, data, cfg, seed=0)
+    tr = Trainer(model, data, cfg, seed=0)
     stats = [tr.train_step() for _ in range(2)]
     assert all(np.isfinite(s["loss"]) and not s["skipped"] for s in stats)
-    if precision == "bf16-mixed":
-        assert any(type(m).__name__.startswith("BF16") for m in model.modules())
-        assert set(model.state_dict()) == set(_problem(name)[0].state_dict())  # checkpoints unchanged
+    flags = {m.autocast for m in model.modules() if hasattr(m, "autocast")}
+    assert flags == ({"cpu"} if precision == "bf16-mixed" else {None})
+    assert set(model.state_dict()) == set(_problem(name)[0].state_dict())  # checkpoints unchanged
     x = data.prepare(data.x[:8], torch.Generator().manual_seed(0))
-    err = D.check_invertibility(model, x)
+    err = check_invertibility(model, x)
     assert err < 1e-3, err
 
 
 def test_unknown_precision_rejected():
     with pytest.raises(ValueError, match="precision"):
-        D.apply_precision(torch.nn.Linear(1, 1), "fp16", "cpu")
+        apply_precision(torch.nn.Linear(1, 1), "fp16", "cpu")
 
 
 def test_timeout_from_env(monkeypatch):
-    monkeypatch.setenv(D.ENV_TIMEOUT, "12.5")
-    assert D.timeout_seconds() == 12.5
-    monkeypatch.delenv(D.ENV_TIMEOUT)
-    assert D.timeout_seconds() == 300
-    monkeypatch.setenv(D.ENV_TIMEOUT, "soon")
-    with pytest.raises(ValueError, match=D.ENV_TIMEOUT):
-        D.timeout_seconds()
+    monkeypatch.setenv(PG.ENV_TIMEOUT, "12.5")
+    assert PG.timeout_seconds() == 12.5
+    monkeypatch.delenv(PG.ENV_TIMEOUT)
+    assert PG.timeout_seconds() == 300
+    monkeypatch.setenv(PG.ENV_TIMEOUT, "soon")
+    with pytest.raises(ValueError, match=PG.ENV_TIMEOUT):
+        PG.timeout_seconds()
 
 
 def test_launch_relaunches_through_torchrun(monkeypatch):
     calls = []
-    monkeypatch.setattr(D.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
-    assert D.launch(2, ["train", "c.toml", "--nproc", "2", "--out", "o", "--nproc=3"]) == 0
+    monkeypatch.setattr(L.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert L.launch(2, ["train", "c.toml", "--nproc", "2", "--out", "o", "--nproc=3"]) == 0
     cmd = calls[0]
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     assert cmd[5] == "2" and cmd[6:] == ["-m", "scnf", "train", "c.toml", "--out", "o"]
@@ -344,8 +396,8 @@ def test_launch_relaunches_through_torchrun(monkeypatch):
 # ------------------------------------------------------------------ faults
 def test_rank_death_stops_the_others_within_the_timeout():
     t0 = time.monotonic()
-    res = D.local_launch(2, "tests.test_distributed:_fault_worker", {}, timeout=60, cwd=ROOT,
-                         env={D.ENV_TIMEOUT: "10"})
+    res = local_launch(2, "tests.test_distributed:_fault_worker", {}, timeout=60, cwd=ROOT,
+                       env={PG.ENV_TIMEOUT: "10"})
     took = time.monotonic() - t0
     (rc0, log0), (rc1, _) = res
     assert rc1 == 3

@@ -144,7 +144,7 @@ def _cmd_train(args) -> int:
         cfg.seed = args.seed
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     if args.nproc > 1:
-        from .distributed import launch
+        from .launch import launch
 
         return launch(args.nproc, list(args.argv))
     from .experiment import run
@@ -281,7 +281,7 @@ def _is_out_of_memory(e: BaseException) -> bool:
 
 def _actionable_failures() -> tuple:
     from .bijectors.ffjord import ODESolverError
-    from .distributed import DistributedError
+    from .process_group import DistributedError
     from .errors import TrainingFailed
 
     return tuple(c for c in (TrainingFailed, ODESolverError, DistributedError, _oom_class()) if c is not None)

@@ -17,7 +17,8 @@ import torch
 from . import architectures
 from .config import ConfigError, RunConfig, dump_config, load_config
 from .data import labelled_split, load_dataset, toy_problem
-from .model import SemiConditionalFlow
+from .model import SemiConditionalFlow, check_invertibility
+from .process_group import joined
 from .training import SemiSupervisedData, Trainer, evaluate
 
 PAPER_TABLE1 = {  # (moons error %, moons NLL, circles error %, circles NLL), paper Table 1
@@ -187,30 +188,44 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = F
 def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
     """Train the config's model into run directory ``out``; returns metrics.json's content.
 
-    Under torchrun (``WORLD_SIZE`` > 1), or with a non-default precision or compile, the
-    run goes through :func:`scnf.distributed.run_distributed`."""
-    from .distributed import is_distributed_env, run_distributed
+    Under torchrun (``WORLD_SIZE`` > 1) every process runs this: it joins the process group
+    (and leaves it at the end unless it was joined before), all processes build the data and
+    model and train (:class:`~scnf.training.Trainer` with the group), and rank 0 alone
+    prepares the run directory and writes the log, checkpoints, metrics, figures and report.
+    Every process returns the same metrics (up to its own clock readings)."""
+    with joined(cfg.train.device) as group:
+        out = Path(out)
+        t0 = time.perf_counter()
+        group.run_on_main_first(lambda: prepare_run_dir(out, cfg, resume, overwrite), "run directory setup")
+        set_seed(cfg.seed)
+        data, raw = group.run_on_main_first(lambda: build_data(cfg), "loading the data")
+        model = build_model(cfg, data)
+        trainer = Trainer(model, data, cfg.train, seed=cfg.seed, run_dir=out,
+                          init_fn=class_aware_init if cfg.model.init_from_labels else None, group=group)
+        if resume:
+            trainer.resume()
+        final = trainer.fit()
+        metrics = base_metrics(cfg, trainer, final, t0)
+        metrics.update(world_size=group.world, precision=cfg.train.precision)
+        lab = data.y >= 0
+        with trainer.eval_weights() as m:
+            metrics["train_labelled_error_pct"] = evaluate(m, data, data.x[lab], data.y[lab], group=group)["error_pct"]
+        metrics.update({f"val_{k}": v for k, v in trainer.last_val.items()})
+        solvers = [m for m in model.modules() if hasattr(m, "num_solves")]
+        if solvers:  # FFJORD parts: mean function evaluations per ODE solve over the run
+            metrics["ffjord_mean_nfe"] = sum(m.total_nfe for m in solvers) / max(sum(m.num_solves for m in solvers), 1)
+        n_check = min(64, data.x.shape[0])
+        metrics["max_reconstruction_error"] = check_invertibility(
+            model, data.prepare(data.x[:n_check], torch.Generator().manual_seed(0)))
+        if group.is_main:
+            write_results(out, cfg, metrics, data, raw, model, trainer.history)
+        group.barrier()
+        return metrics
 
-    if is_distributed_env() or cfg.train.precision != "fp32" or cfg.train.compile:
-        return run_distributed(cfg, out, resume=resume, overwrite=overwrite)
-    out = Path(out)
-    prepare_run_dir(out, cfg, resume, overwrite)
-    t0 = time.perf_counter()
-    set_seed(cfg.seed)
-    data, raw = build_data(cfg)
-    model = build_model(cfg, data)
-    trainer = Trainer(model, data, cfg.train, seed=cfg.seed, run_dir=out,
-                      init_fn=class_aware_init if cfg.model.init_from_labels else None)
-    if resume:
-        trainer.resume()
-    final = trainer.fit()
-    metrics = base_metrics(cfg, trainer, final, t0)
-    with trainer.eval_weights() as m:
-        metrics["train_labelled_error_pct"] = evaluate(m, data, data.x[data.y >= 0], data.y[data.y >= 0])["error_pct"]
-    metrics.update({f"val_{k}": v for k, v in trainer.last_val.items()})
-    solvers = [m for m in model.modules() if hasattr(m, "num_solves")]
-    if solvers:  # FFJORD parts: mean function evaluations per ODE solve over the run
-        metrics["ffjord_mean_nfe"] = sum(m.total_nfe for m in solvers) / max(sum(m.num_solves for m in solvers), 1)
+
+def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervisedData, raw: dict, model,
+                  history: list[dict]) -> None:
+    """Figures (decision boundary of 2-D data, learning curve of images), metrics.json, report.md."""
     figures = []
     if data.dims == 2 and not data.images:
         from .plots import decision_boundary
@@ -219,15 +234,14 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
         decision_boundary(model, raw["x"], raw["y_semi"], out / "decision_boundary.png",
                           title=f"{name}: test error {metrics['error_pct']:.1f} %, NLL {metrics['nll']:.3f}")
         figures.append("decision_boundary.png")
-    if data.images and trainer.history:
+    if data.images and history:
         from .plots import learning_curve
 
-        learning_curve(trainer.history, out / "curve.png",
+        learning_curve(history, out / "curve.png",
                        title=f"{cfg.data.dataset}, {cfg.data.n_labelled} labels, split seed {cfg.data.split_seed}")
         figures.append("curve.png")
     write_json_atomic(out / "metrics.json", metrics)
     write_report(out, cfg, metrics, figures)
-    return metrics
 
 
 def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -> None:

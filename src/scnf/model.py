@@ -183,3 +183,20 @@ class SemiConditionalFlow(nn.Module):
             z_h = self.latent_prior.sample(int(n), temperature=temperature, generator=generator)
         z_aux = self.aux_prior.sample(int(n), temperature=temperature, generator=generator)
         return self.decode(z_aux.to(dev), z_h.to(dev), y), y
+
+
+@torch.no_grad()
+def check_invertibility(model: SemiConditionalFlow, x: torch.Tensor, y=None) -> float:
+    """Max abs error of ``decode(encode(x, y), y)`` against ``x`` (y: predicted labels by
+    default), in eval mode under the model's current precision (reported after training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = x.to(next(model.parameters()).device)
+        if y is None:
+            y = model.predict(x)
+        z_aux, _, z_h = model.encode(x, y)
+        x_rec = model.decode(z_aux, z_h, y)
+        return float((x_rec.float() - x.float()).abs().max())
+    finally:
+        model.train(was_training)

@@ -7,12 +7,13 @@ non-finite loss or gradient reach the weights.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .bijectors.ffjord import ODESolverError
@@ -28,6 +30,8 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save
 from .config import TrainConfig
 from .errors import TrainingDiverged, TrainingFailed, TrainingInterrupted
 from .model import SemiConditionalFlow
+from .precision import apply_precision
+from .process_group import ProcessGroup
 
 LN2 = math.log(2.0)
 
@@ -232,7 +236,8 @@ def has_uninitialised_actnorm(model: torch.nn.Module) -> bool:
 
 
 def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                       view: torch.Tensor | None = None, pseudo: bool = False):
+                       view: torch.Tensor | None = None, pseudo: bool = False, *, group: ProcessGroup | None = None,
+                       n_rows: int | None = None, n_labelled: int | None = None, forward: Callable | None = None):
     """Backpropagate :func:`objective`'s loss of the batch, ``cfg.micro_batch`` rows at a time.
 
     With ``cfg.micro_batch`` in (0, B) the rows go through forward and backward in chunks and
@@ -242,59 +247,82 @@ def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Ten
     initialised on the whole batch first, as without chunks. Stops at the first non-finite
     chunk loss. Returns (loss: float, stats: dict, finite: bool); ``.grad`` is accumulated,
     not zeroed.
+
+    In a process ``group`` of N processes, ``x``, ``y`` and ``view`` are this process's rows
+    of a batch of ``n_rows`` rows of which ``n_labelled`` are labelled (defaults: the rows
+    given), and ``forward`` (default ``model.log_joint``) is the DDP-wrapped log-joint: each
+    process's loss is divided by the global counts and multiplied by N, so the gradient
+    DDP averages is the whole batch's. Loss and statistics are summed over processes, and
+    all processes stop together at a chunk whose loss is non-finite on any of them.
     """
-    n, micro_batch = x.shape[0], cfg.micro_batch
-    if not 0 < micro_batch < n:
-        loss, stats = objective(model, x, y, cfg, view, pseudo)
-        ok = bool(torch.isfinite(loss))
-        if ok:
-            loss.backward()
-        return float(loss.detach()), stats, ok
-    if model.training and has_uninitialised_actnorm(model):
+    group = group if group is not None else ProcessGroup()
+    forward = forward if forward is not None else model.log_joint
+    rows, lab = x.shape[0], y >= 0
+    n = rows if n_rows is None else n_rows
+    n_lab = int(lab.sum()) if n_labelled is None else n_labelled
+    chunk = cfg.micro_batch if 0 < cfg.micro_batch < rows else rows
+    if chunk < rows and model.training and has_uninitialised_actnorm(model):
         with torch.no_grad():
             model.log_joint(x)
-    target = _consistency_target(model, view, cfg)
-    lab = y >= 0
-    n_lab = int(lab.sum())
-    total, lp_sum, clf_sum, kl_sum, correct, unl_seen = 0.0, 0.0, 0.0, 0.0, 0, 0
-    for start in range(0, n, micro_batch):
-        xs, ys = x[start:start + micro_batch], y[start:start + micro_batch]
-        ts = None
-        if target is not None:
-            k = int((ys < 0).sum())
-            ts, unl_seen = target[unl_seen:unl_seen + k], unl_seen + k
-        loss, lp_lab, lp_unl, clf, corr, kl = loss_terms(model.log_joint(xs), ys, cfg, n_rows=n,
-                                                         n_labelled=n_lab, target=ts, pseudo=pseudo)
-        if not torch.isfinite(loss):
-            return float(loss.detach()), _stats(n, n_lab, float("nan"), float("nan"), float("nan"), 0), False
-        loss.backward()
-        total += float(loss.detach())
-        lp_sum += float(lp_lab.detach().sum() + lp_unl.detach().sum())
-        clf_sum, kl_sum, correct = clf_sum + float(clf.detach()), kl_sum + float(kl.detach()), correct + int(corr)
-    return total, _stats(n, n_lab, lp_sum, clf_sum, kl_sum, correct), True
+    target, unl_seen = None, 0
+    totals = torch.zeros(5, dtype=torch.float64)  # loss, sum log p, L_clf sum, KL sum, correct
+    for start in range(0, rows, chunk):
+        xs, ys = x[start:start + chunk], y[start:start + chunk]
+        last = start + chunk >= rows
+        with (nullcontext() if last else group.no_sync(forward)), group.collective("forward and backward pass"):
+            lj = forward(xs)  # first: a not yet initialised ActNorm initialises on x, not on the view
+            if view is not None and target is None:
+                target = _consistency_target(model, view, cfg)
+            ts = None
+            if target is not None:
+                k = int((ys < 0).sum())
+                ts, unl_seen = target[unl_seen:unl_seen + k], unl_seen + k
+            loss, lp_lab, lp_unl, clf, corr, kl = loss_terms(lj, ys, cfg, n_rows=n, n_labelled=n_lab,
+                                                             target=ts, pseudo=pseudo)
+            sums = torch.stack([loss.detach().double(), (lp_lab.detach().sum() + lp_unl.detach().sum()).double(),
+                                clf.detach().double(), kl.detach().double(), corr.double(),
+                                torch.isfinite(loss.detach()).double()])
+            sums = group.all_reduce(sums, "loss all-reduce")
+            if int(sums[5]) < group.world:
+                return float(sums[0]), _stats(n, n_lab, float("nan"), float("nan"), float("nan"), 0), False
+            (loss * group.world if group.world > 1 else loss).backward()
+        totals += sums[:5].cpu()
+    total, lp_sum, clf_sum, kl_sum, correct = totals.tolist()
+    return total, _stats(n, n_lab, lp_sum, clf_sum, kl_sum, int(correct)), True
 
 
 @torch.no_grad()
 def evaluate(model: SemiConditionalFlow, data: SemiSupervisedData, x: torch.Tensor, y: torch.Tensor | None,
-             batch_size: int = 1000, seed: int = 12345) -> dict:
-    """Test error (%), mean NLL (nats) and, for images, bits/dim on (x, y)."""
+             batch_size: int = 1000, seed: int = 12345, group: ProcessGroup | None = None) -> dict:
+    """Test error (%), mean NLL (nats) and, for images, bits/dim on (x, y).
+
+    In a process ``group`` (called on every process) evaluation batch ``i`` runs on process
+    ``i % N``; every process advances the dequantisation noise over all batches, so each
+    image gets the noise it gets in one process, and the float64 sums of log p, errors and
+    rows are added over processes."""
+    group = group if group is not None else ProcessGroup()
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    lps, preds = [], []
-    for i in range(0, x.shape[0], batch_size):
-        xb = data.prepare(x[i:i + batch_size], g).to(dev)
-        lj = model.log_joint(xb)
-        lps.append(torch.logsumexp(lj, 1).double().cpu())
-        preds.append(lj.argmax(1).cpu())
+    tot = torch.zeros(3, dtype=torch.float64)  # sum log p, errors, rows
+    for j, i in enumerate(range(0, x.shape[0], batch_size)):
+        xb = data.prepare(x[i:i + batch_size], g)  # every process advances the noise stream
+        if j % group.world != group.rank:
+            continue
+        lj = model.log_joint(xb.to(dev))
+        tot[0] += torch.logsumexp(lj, 1).double().sum().cpu()
+        if y is not None:
+            tot[1] += (lj.argmax(1).cpu() != torch.as_tensor(y[i:i + batch_size])).sum().double()
+        tot[2] += xb.shape[0]
     model.train(was_training)
-    lp, pred = torch.cat(lps), torch.cat(preds)
-    out = {"nll": float(-lp.mean())}
+    lp_sum, errors, rows = group.all_reduce(tot, "evaluation all-reduce").tolist()
+    mean_lp = lp_sum / rows if rows else float("nan")
+    out = {"nll": -mean_lp}
     if y is not None:
-        out["error_pct"] = float((pred != torch.as_tensor(y)).double().mean() * 100)
+        out["error_pct"] = errors / rows * 100 if rows else float("nan")
     if data.images:
-        out["bits_per_dim"] = float(8.0 - lp.mean() / (data.dims * LN2))
+        out["bits_per_dim"] = 8.0 - mean_lp / (data.dims * LN2)
     return out
 
 
@@ -396,6 +424,17 @@ _RESUME_KEYS = ("model", "optimizer", "scheduler", "sampler", "torch_rng", "nois
                 "nonfinite_total", "seconds")
 
 
+class _LogJoint(nn.Module):
+    """The flow's log p(x, y=k) for every k as a ``forward``, for DDP and torch.compile to wrap."""
+
+    def __init__(self, flow: SemiConditionalFlow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x):
+        return self.flow.log_joint(x)
+
+
 class Trainer:
     """Runs the objective for ``cfg.steps`` steps, with evaluation, logs and checkpoints.
 
@@ -404,11 +443,32 @@ class Trainer:
         seed: seeds the batch sampler, the dequantisation noise and torch's global RNG.
         run_dir: where ``checkpoint.pt`` and ``log.jsonl`` go (None: nothing is written).
         callback: called as ``callback(trainer, step)`` after every completed step.
+        init_fn: called as ``init_fn(model, x, y)`` on the batch of step ``warmup_f_steps``
+            (class-aware initialisation).
+        group: the :class:`~scnf.process_group.ProcessGroup` of this process (default: one
+            process). With N processes ``cfg.batch_size`` is the global batch; see below.
+
+    With N processes every process draws the *global* batch from the same sampler and noise
+    streams (same seed) and keeps rows ``rank::N`` (the unlabelled rows of the consistency
+    view with them), so the global batch is the 1-process batch and sampler and noise states
+    (hence checkpoints) do not depend on N. The data-dependent initialisation runs on the
+    whole first batch, then rank 0's weights are broadcast; the loss is normalised by global
+    counts (:func:`backward_objective`) and gradients are averaged by DDP, so N processes
+    take the steps of one up to float rounding. Evaluation is sharded by batch
+    (:func:`evaluate`); the ``max_seconds`` stop uses the slowest process's clock; only rank 0
+    writes the log and checkpoints, every rank reads the checkpoint on resume. Precision
+    (``cfg.precision``) and ``cfg.compile`` are set up here for any N.
     """
 
     def __init__(self, model: SemiConditionalFlow, data: SemiSupervisedData, cfg: TrainConfig, seed: int = 0,
                  run_dir: str | Path | None = None, callback: Callable | None = None,
-                 init_fn: Callable | None = None):
+                 init_fn: Callable | None = None, group: ProcessGroup | None = None):
+        self.group = group if group is not None else ProcessGroup()
+        if cfg.batch_size % self.group.world:
+            raise ValueError(f"train.batch_size = {cfg.batch_size} is not divisible by the {self.group.world} "
+                             "processes")
+        if not self.group.is_main and cfg.progress:
+            cfg = dataclasses.replace(cfg, progress=False)
         self.model, self.data, self.cfg, self.seed = model, data, cfg, seed
         if cfg.consistency_weight > 0 and not (data.images and cfg.augment_shift > 0):
             raise ValueError("train.consistency_weight needs image data and train.augment_shift > 0 "
@@ -416,11 +476,13 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callback = callback
         self.init_fn = init_fn
-        self.device = resolve_device(cfg.device)
+        self.device = self.group.device_for(resolve_device(cfg.device))
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(seed)
         self.model.to(self.device)
+        apply_precision(self.model, cfg.precision, self.device)
+        self.engine = None  # the log-joint the steps call: DDP-wrapped and/or compiled; built at the first step
         self.optimizer = torch.optim.Adamax(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambdas(cfg))
         self.sampler = MixedBatchSampler(data.y, cfg.batch_size, cfg.labelled_share, seed)
@@ -434,6 +496,13 @@ class Trainer:
         self.last_val: dict = {}
         self.run_loss, self.run_n = 0.0, 0
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self._reseed_rank()
+
+    def _reseed_rank(self):
+        # torch's global RNG is the only randomness that differs by rank (nothing in the
+        # models uses it during training); batches and noise come from global streams
+        if self.group.rank:
+            torch.manual_seed((self.seed * 1_000_003 + self.group.rank * 7919 + self.step) % 2**63)
 
     # ------------------------------------------------------------ state
     @property
@@ -468,7 +537,7 @@ class Trainer:
         self.run_loss, self.run_n = s.get("run_loss", (0.0, 0))
 
     def save(self, extra: dict | None = None) -> None:
-        if self.checkpoint_path is not None:
+        if self.checkpoint_path is not None and self.group.is_main:
             state = self.state_dict()
             state.update(extra or {})
             save_checkpoint(self.checkpoint_path, state)
@@ -487,9 +556,12 @@ class Trainer:
                                   f"{' '.join(str(e).split())[:300]}") from None
         # keep the log consistent with the checkpoint: drop lines written after it
         self._rewrite_log()
+        self._reseed_rank()
         return True
 
     def _rewrite_log(self):
+        if not self.group.is_main:
+            return
         log = self.run_dir / "log.jsonl"
         with open(log, "w") as fh:
             for rec in self.history:
@@ -497,7 +569,7 @@ class Trainer:
 
     def _log(self, rec: dict):
         self.history.append(rec)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.group.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self.run_dir / "log.jsonl", "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -516,13 +588,13 @@ class Trainer:
         if self.data.x_test is None:
             return {}
         with self.eval_weights() as m:
-            return evaluate(m, self.data, self.data.x_test, self.data.y_test)
+            return evaluate(m, self.data, self.data.x_test, self.data.y_test, group=self.group)
 
     def evaluate_validation(self) -> dict:
         if self.data.x_val is None:
             return {}
         with self.eval_weights() as m:
-            return evaluate(m, self.data, self.data.x_val, self.data.y_val)
+            return evaluate(m, self.data, self.data.x_val, self.data.y_val, group=self.group)
 
     def _draw_batch(self, with_view: bool = False):
         """The next mixed batch (labelled image rows shifted when ``augment_shift`` is set),
@@ -540,29 +612,63 @@ class Trainer:
         view = shift_images(unl, torch.ones(unl.shape[0], dtype=torch.bool), self.cfg.augment_shift, self.noise)
         return x, yb, self.data.prepare(view, self.noise)
 
-    def _batch(self):
+    def _global_batch(self):
+        """(x, y, view or None): the whole batch of this step, on the CPU."""
         if self.cfg.consistency_weight > 0:
-            x, y, view = self._draw_batch(with_view=True)
-            return x.to(self.device), y.to(self.device), view.to(self.device)
-        x, y = self._draw_batch()
-        return x.to(self.device), y.to(self.device), None
+            return self._draw_batch(with_view=True)
+        return (*self._draw_batch(), None)
+
+    def _shard(self, x, y, view):
+        """This process's rows of a global batch (and their consistency view), on its device."""
+        if self.group.world > 1:
+            mine = self.group.shard(torch.arange(x.shape[0]))
+            if view is not None:
+                owner = torch.zeros(x.shape[0], dtype=torch.bool)
+                owner[mine] = True
+                view = view[owner[y < 0]]
+            x, y = x[mine], y[mine]
+        return x.to(self.device), y.to(self.device), None if view is None else view.to(self.device)
+
+    def _batch(self):
+        return self._shard(*self._global_batch())
+
+    @torch.no_grad()
+    def _initialise(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Data-dependent initialisation on the whole batch (every process), then rank 0's
+        weights everywhere: ``init_fn`` at step ``warmup_f_steps``; else, at the first step
+        of several processes, the ActNorms not yet initialised (one process initialises them
+        in its first training forward, which sees the whole batch)."""
+        x, y = x.to(self.device), y.to(self.device)
+        if self.init_fn is not None and self.step == self.cfg.warmup_f_steps:
+            self.init_fn(self.model, x, y)  # class-aware, after the warm-up of f alone when there is one
+        elif self.engine is None and self.group.world > 1 and has_uninitialised_actnorm(self.model):
+            self.model.log_joint(x)
+        self.group.broadcast_module_(self.model)
+
+    def _build_engine(self) -> None:
+        engine = self.group.wrap(_LogJoint(self.model), self.device)
+        self.engine = torch.compile(engine) if self.cfg.compile else engine
 
     def _grads_finite(self) -> bool:
         params = [p for p in self.model.parameters() if p.grad is not None]
         if not params:
             return True
         norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-        return bool(torch.isfinite(norm))
+        return bool(torch.isfinite(norm))  # the same on every process: gradients are all-reduced
 
     def train_step(self) -> dict:
         self.model.train()
-        x, y, view = self._batch()
-        if self.step == self.cfg.warmup_f_steps and self.init_fn is not None:
-            # class-aware initialisation, after the warm-up of f alone when there is one
-            self.init_fn(self.model, x, y)
+        xg, yg, view = self._global_batch()
+        if self.engine is None or (self.init_fn is not None and self.step == self.cfg.warmup_f_steps):
+            self._initialise(xg, yg)
+        if self.engine is None:
+            self._build_engine()
+        x, y, view = self._shard(xg, yg, view)
         self.optimizer.zero_grad(set_to_none=True)
         pseudo = self.cfg.pseudo_threshold > 0 and self.step >= self.cfg.pseudo_start
-        loss, stats, ok = backward_objective(self.model, x, y, self.cfg, view=view, pseudo=pseudo)
+        loss, stats, ok = backward_objective(self.model, x, y, self.cfg, view=view, pseudo=pseudo, group=self.group,
+                                             n_rows=xg.shape[0], n_labelled=int((yg >= 0).sum()),
+                                             forward=self.engine)
         ok = ok and self._grads_finite()
         stats.update(loss=loss, skipped=not ok)
         self._finish_step(ok)
@@ -591,6 +697,14 @@ class Trainer:
         p = self.checkpoint_path
         return p if p is not None and p.exists() else None
 
+    def _out_of_time(self) -> bool:
+        """Whether ``max_seconds`` is spent; decided on the slowest process's clock, so every
+        process stops after the same step."""
+        if self.cfg.max_seconds <= 0:
+            return False
+        self.seconds = self.group.max(self.seconds, "max_seconds check")
+        return self.seconds >= self.cfg.max_seconds
+
     def fit(self) -> dict:
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, initial=self.step, disable=None if cfg.progress else True, dynamic_ncols=True,
@@ -598,7 +712,7 @@ class Trainer:
         global _fitting
         _fitting += 1
         try:
-            while self.step < cfg.steps and not (cfg.max_seconds > 0 and self.seconds >= cfg.max_seconds):
+            while self.step < cfg.steps and not self._out_of_time():
                 t0 = time.perf_counter()
                 stats = self.train_step()
                 if not stats["skipped"]:
@@ -610,7 +724,7 @@ class Trainer:
                 if "error_pct" in self.last_eval:
                     post["err%"] = f"{self.last_eval['error_pct']:.1f}"
                 bar.set_postfix(post, refresh=False)
-                out_of_time = cfg.max_seconds > 0 and self.seconds >= cfg.max_seconds
+                out_of_time = self._out_of_time()
                 last = self.step == cfg.steps or out_of_time
                 if self.step % cfg.eval_every == 0 or last:
                     t0 = time.perf_counter()

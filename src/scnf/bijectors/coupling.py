@@ -23,6 +23,16 @@ def _scale_shift(h: torch.Tensor):
     return log_scale, t
 
 
+def _run_net(layer, net, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)``; under bfloat16 autocast, with a float32 result, when ``layer.autocast``
+    names a device type (set by :func:`scnf.precision.apply_precision`)."""
+    if layer.autocast is None:
+        return net(x)
+    with torch.autocast(layer.autocast, dtype=torch.bfloat16):
+        out = net(x)
+    return out.float()
+
+
 def checkerboard_mask(h: int, w: int, parity: int = 0) -> torch.Tensor:
     ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     return ((ii + jj + parity) % 2 == 0).float().view(1, 1, h, w)
@@ -42,6 +52,8 @@ class MaskedCouplingLayer(Bijector):
     Pixels where the mask is 1 condition the transform of the others.
     """
 
+    autocast: str | None = None  # a device type: the net runs under bfloat16 autocast (scnf.precision)
+
     def __init__(self, num_channels: int, parity: int = 0, hidden: int = 64, blocks: int = 4):
         super().__init__()
         self.num_channels = num_channels
@@ -59,7 +71,7 @@ class MaskedCouplingLayer(Bijector):
     def forward(self, x, context=None):
         _check_image(self, x)
         m = self._mask(x)
-        log_scale, t = _scale_shift(self.net(x * m))
+        log_scale, t = _scale_shift(_run_net(self, self.net, x * m))
         log_scale = log_scale * (1 - m)
         z = x * m + (1 - m) * ((x + t) * log_scale.exp())
         return z, log_scale.flatten(1).sum(1)
@@ -67,7 +79,7 @@ class MaskedCouplingLayer(Bijector):
     def inverse(self, z, context=None):
         _check_image(self, z)
         m = self._mask(z)
-        log_scale, t = _scale_shift(self.net(z * m))
+        log_scale, t = _scale_shift(_run_net(self, self.net, z * m))
         log_scale = log_scale * (1 - m)
         x = z * m + (1 - m) * (z * torch.exp(-log_scale) - t)
         return x, -log_scale.flatten(1).sum(1)
@@ -84,6 +96,8 @@ class _TwoPassCoupling(Bijector):
     input (both nets see the label).
     """
 
+    autocast: str | None = None  # a device type: the nets run under bfloat16 autocast (scnf.precision)
+
     def _make_nets(self, dim: int, build):
         """``build(n_in, n_out)`` makes one net; a part of size 0 gets no net."""
         self.n_first = dim // 2
@@ -97,7 +111,7 @@ class _TwoPassCoupling(Bijector):
         embedding = getattr(self, "embedding", None)
         if embedding is not None:
             cond = torch.cat([cond, embedding(context).to(cond.dtype)], 1)
-        log_scale, t = _scale_shift(net(cond))
+        log_scale, t = _scale_shift(_run_net(self, net, cond))
         ld = log_scale.flatten(1).sum(1)
         if inverse:
             return x * torch.exp(-log_scale) - t, -ld
