@@ -140,7 +140,7 @@ def test_errors(blobs, fitted):
         SCNFClassifier(**FAST).fit(bad, y_semi)
     with pytest.raises(ValueError, match="NaN or inf"):
         fitted.predict(bad)
-    with pytest.raises(ValueError, match="2 features, but SCNFClassifier was fitted with 3"):
+    with pytest.raises(ValueError, match="X has 2 features, but SCNFClassifier is expecting 3 features as input"):
         fitted.predict(X[:, :2])
     with pytest.raises(ValueError, match="y must be 1-D"):
         SCNFClassifier(**FAST).fit(X, y_semi[:10])
