@@ -1,18 +1,17 @@
 """Training options for short budgets: pseudo-labels, a weight average, a validation split
 carved from the training images, a wall-time limit, and the learning curve."""
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 import scnf
 from scnf.config import ConfigError, TrainConfig, from_dict
 from scnf.experiment import build_data, load_run, run
-from scnf.training import SemiSupervisedData, Trainer, WeightAverage, loss_terms
+from scnf.training import Trainer, WeightAverage, loss_terms
 from tests.data.test_images import known_sums, make_split, write_idx
+from tests.test_training import _data
 from scnf.data import images as im
 
 
@@ -77,14 +76,6 @@ def test_weight_average_by_hand_and_restores_the_model():
     with ema.applied(lin):
         assert torch.allclose(lin.weight, ema.shadow["weight"])
     assert torch.all(lin.weight == 3.0)
-
-
-def _data(n=64):
-    torch.manual_seed(0)
-    x = torch.randn(n, 2)
-    y = torch.full((n,), -1)
-    y[:6] = torch.tensor([0, 1, 0, 1, 0, 1])
-    return SemiSupervisedData(x, y, x[:16], torch.zeros(16, dtype=torch.long))
 
 
 def test_ema_and_pseudo_labels_resume_exactly(tmp_path):
