@@ -2,6 +2,18 @@
 import torch
 
 
+class StopTraining(Exception):
+    """Raised by :func:`stop_at` to interrupt a training loop from its callback."""
+
+
+def stop_at(step: int):
+    """A ``Trainer`` callback that raises :class:`StopTraining` after ``step``."""
+    def callback(trainer, s):
+        if s == step:
+            raise StopTraining(step)
+    return callback
+
+
 def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> torch.nn.Module:
     """Add noise to every parameter, so zero-initialised layers are no longer identities."""
     g = torch.Generator().manual_seed(seed)

@@ -32,14 +32,8 @@ def test_stopped_reproduction_reuses_finished_runs_and_resumes_the_stopped_one(t
 
     import scnf.experiment as ex
     import scnf.reproduce as rp
+    from tests.helpers import StopTraining, stop_at
     from scnf.experiment import run
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_5(trainer, step):
-        if step == 5:
-            raise Stop
 
     orig_trainer = ex.Trainer
 
@@ -47,11 +41,11 @@ def test_stopped_reproduction_reuses_finished_runs_and_resumes_the_stopped_one(t
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             if self.run_dir.name.endswith("-s1"):
-                self.callback = stop_at_5
+                self.callback = stop_at(5)
 
     kw = dict(seeds=2, rows=[("glow", "gmm")], datasets=["moons"], steps=8)
     monkeypatch.setattr(ex, "Trainer", StopsInSeed1)
-    with pytest.raises(Stop):
+    with pytest.raises(StopTraining):
         table1(tmp_path, **kw)
     monkeypatch.setattr(ex, "Trainer", orig_trainer)
     s0 = tmp_path / "runs" / "glow-gmm-moons-s0" / "metrics.json"

@@ -10,6 +10,7 @@ from scnf.checkpoint import load_checkpoint
 from scnf.config import TrainConfig, from_dict
 from scnf.errors import TrainingFailed
 from scnf.experiment import run
+from tests.helpers import StopTraining, stop_at
 from scnf.training import MixedBatchSampler, SemiSupervisedData, Trainer, TrainingDiverged, objective
 
 
@@ -43,24 +44,17 @@ def test_existing_run_dir_is_not_clobbered(tmp_path):
 def test_resume_gives_identical_metrics(tmp_path):
     full = run(_toy_cfg(), tmp_path / "full")
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_45(trainer, step):
-        if step == 45:
-            raise Crash
-
     import scnf.experiment as ex
     orig = ex.Trainer
 
     class CrashingTrainer(orig):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
-            self.callback = crash_at_45
+            self.callback = stop_at(45)
 
     ex.Trainer = CrashingTrainer
     try:
-        with pytest.raises(Crash):
+        with pytest.raises(StopTraining):
             run(_toy_cfg(), tmp_path / "cut")
     finally:
         ex.Trainer = orig

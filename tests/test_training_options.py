@@ -11,6 +11,7 @@ from scnf.config import ConfigError, TrainConfig, from_dict
 from scnf.experiment import build_data, load_run, run
 from scnf.training import Trainer, WeightAverage, loss_terms
 from tests.data.test_images import known_sums, make_split, write_idx
+from tests.helpers import StopTraining, stop_at
 from tests.test_training import _data
 from scnf.data import images as im
 
@@ -79,13 +80,6 @@ def test_weight_average_by_hand_and_restores_the_model():
 
 
 def test_ema_and_pseudo_labels_resume_exactly(tmp_path):
-    class Stop(Exception):
-        pass
-
-    def stop_at_4(trainer, step):
-        if step == 4:
-            raise Stop
-
     def trainer(run_dir, callback=None):
         torch.manual_seed(0)
         model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
@@ -95,8 +89,8 @@ def test_ema_and_pseudo_labels_resume_exactly(tmp_path):
 
     full = trainer(tmp_path / "a")
     full.fit()
-    with pytest.raises(Stop):
-        trainer(tmp_path / "b", stop_at_4).fit()
+    with pytest.raises(StopTraining):
+        trainer(tmp_path / "b", stop_at(4)).fit()
     resumed = trainer(tmp_path / "b")
     assert resumed.resume()
     resumed.fit()
