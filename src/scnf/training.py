@@ -256,7 +256,8 @@ def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Ten
     all processes stop together at a chunk whose loss is non-finite on any of them.
     """
     group = group if group is not None else ProcessGroup()
-    forward = forward if forward is not None else model.log_joint
+    forward = forward if forward is not None else _training_forward(model)
+    terms = getattr(model, "loss_terms", loss_terms)
     rows, lab = x.shape[0], y >= 0
     n = rows if n_rows is None else n_rows
     n_lab = int(lab.sum()) if n_labelled is None else n_labelled
@@ -277,8 +278,8 @@ def backward_objective(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Ten
             if target is not None:
                 k = int((ys < 0).sum())
                 ts, unl_seen = target[unl_seen:unl_seen + k], unl_seen + k
-            loss, lp_lab, lp_unl, clf, corr, kl = loss_terms(lj, ys, cfg, n_rows=n, n_labelled=n_lab,
-                                                             target=ts, pseudo=pseudo)
+            loss, lp_lab, lp_unl, clf, corr, kl = terms(lj, ys, cfg, n_rows=n, n_labelled=n_lab,
+                                                        target=ts, pseudo=pseudo)
             sums = torch.stack([loss.detach().double(), (lp_lab.detach().sum() + lp_unl.detach().sum()).double(),
                                 clf.detach().double(), kl.detach().double(), corr.double(),
                                 torch.isfinite(loss.detach()).double()])
@@ -313,7 +314,8 @@ def evaluate(model: SemiConditionalFlow, data: SemiSupervisedData, x: torch.Tens
         lj = model.log_joint(xb.to(dev))
         tot[0] += torch.logsumexp(lj, 1).double().sum().cpu()
         if y is not None:
-            tot[1] += (lj.argmax(1).cpu() != torch.as_tensor(y[i:i + batch_size])).sum().double()
+            scores = model.classifier_logits(xb.to(dev)) if hasattr(model, "classifier_logits") else lj
+            tot[1] += (scores.argmax(1).cpu() != torch.as_tensor(y[i:i + batch_size])).sum().double()
         tot[2] += xb.shape[0]
     model.train(was_training)
     lp_sum, errors, rows = group.all_reduce(tot, "evaluation all-reduce").tolist()
@@ -366,6 +368,9 @@ def stop_on_signals(signals=(signal.SIGINT, signal.SIGTERM)):
 
 
 def _param_groups(model: SemiConditionalFlow, cfg: TrainConfig):
+    if hasattr(model, "parameter_groups"):  # the VAE baselines: M1, M2
+        f_params, h_params = model.parameter_groups()
+        return [{"params": f_params, "name": "f"}, {"params": h_params, "name": "h"}]
     h_params = list(model.conditional.parameters()) + list(model.latent_prior.parameters())
     h_ids = {id(p) for p in h_params}
     f_params = [p for p in model.parameters() if id(p) not in h_ids]
@@ -424,6 +429,12 @@ _RESUME_KEYS = ("model", "optimizer", "scheduler", "sampler", "torch_rng", "nois
                 "nonfinite_total", "seconds")
 
 
+def _training_forward(model: nn.Module) -> Callable:
+    """What a training step runs on a batch: a flow's log p(x, y=k) (B, K), or a model's own
+    ``training_forward`` (the VAE baselines), whose output its ``loss_terms`` reads."""
+    return getattr(model, "training_forward", None) or model.log_joint
+
+
 class _LogJoint(nn.Module):
     """The flow's log p(x, y=k) for every k as a ``forward``, for DDP and torch.compile to wrap."""
 
@@ -432,7 +443,7 @@ class _LogJoint(nn.Module):
         self.flow = flow
 
     def forward(self, x):
-        return self.flow.log_joint(x)
+        return _training_forward(self.flow)(x)
 
 
 class Trainer:

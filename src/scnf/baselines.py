@@ -1,0 +1,272 @@
+"""Kingma et al. (2014)'s semi-supervised VAEs, trained by the same harness as SCNF.
+
+* **M2** (``model.kind = "m2"``): the generative semi-supervised model p(y) p(z2) p(x | y, z2)
+  with the inference networks q(z2 | x, y) and the classifier q(y | x). A labelled row
+  contributes the bound L(x, y) and ``clf_weight`` times the cross-entropy of q(y | x) (the
+  paper's alpha term); an unlabelled row the bound U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)).
+  Prediction: argmax q(y | x).
+* **M1+M2** (``model.kind = "m1m2"``): M1, a VAE q(z1 | x) p(x | z1) with p(z1) = N(0, I), gives
+  the features z1 on which an M2 is trained. The original trains M1 first and M2 after; here
+  both train together from step 0, M2 on samples z1 ~ q(z1 | x) with the gradient stopped at
+  z1 (M1 learns from its own bound only, as when trained first). Prediction: argmax q(y | mean
+  of q(z1 | x)).
+
+Likelihood of the pixels (M1, and M2 alone): a Gaussian on the logits of the dequantised
+pixels, logit(alpha/2 + (1 - alpha) x) with alpha = 0.05 as in the flows, with a mean and a
+log-scale per pixel from the decoder; the logit map's log-Jacobian brings the density back to
+[0, 1] pixels, so the bound is on the same density as the flows' and ``evaluate`` reports it as
+a bits/dim upper bound. (The original used a Bernoulli likelihood on binarised pixels, which
+has no density on dequantised images.) M2 on z1 uses a Gaussian with a mean and log-variance per
+dimension.
+
+Evaluation uses ``log_joint(x)`` (B, K): a one-sample estimate of a lower bound on
+log p(x, y=k) (for M1+M2 of the stacked model p(x | z1) p(z1 | y, z2) p(z2) p(y)), so
+logsumexp over k bounds log p(x); and ``classifier_logits(x)``: log q(y | x).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .bijectors.logits import ToLogits
+
+LOG2PI = math.log(2 * math.pi)
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with softplus between them (Kingma et al.'s nonlinearity)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Softplus())
+    return nn.Sequential(*layers)
+
+
+def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dimension of log N(x; mu, exp(log_scale)^2)."""
+    return (-0.5 * ((x - mu) * torch.exp(-log_scale)) ** 2 - log_scale - 0.5 * LOG2PI).sum(-1)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_scale)^2) || N(0, I)), summed over the last dimension."""
+    return 0.5 * (mu ** 2 + torch.exp(2 * log_scale) - 1 - 2 * log_scale).sum(-1)
+
+
+class LogitGaussianPixels(nn.Module):
+    """log p(x | params) of dequantised pixels x in [0, 1): a Gaussian on the logits, with the
+    logit map's log-Jacobian. ``params`` (..., 2D): mean and log-scale of each logit."""
+
+    params_per_dim = 2
+
+    def __init__(self, alpha: float = 0.05, min_log_scale: float = -7.0):
+        super().__init__()
+        self.logits = ToLogits(alpha)
+        self.min_log_scale = min_log_scale
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        u, ld = self.logits(x)
+        mu, log_scale = params.chunk(2, -1)
+        log_scale = log_scale.clamp(min=self.min_log_scale)
+        if params.dim() == 3:  # (B, K, 2D): one set of parameters per class
+            return gaussian_log_prob(u[:, None], mu, log_scale) + ld[:, None]
+        return gaussian_log_prob(u, mu, log_scale) + ld
+
+
+def continuous_bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Elementwise log-density on [0, 1] of the continuous Bernoulli (Loaiza-Ganem & Cunningham,
+    2019) with parameter sigmoid(logits): x * l - softplus(l) + log C, where the normaliser
+    C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda) equals l / tanh(l / 2) in terms of the logit l."""
+    small = logits.abs() < 1e-2
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    log_c = torch.where(small, math.log(2.0) + logits ** 2 / 12.0,
+                        torch.log(safe / torch.tanh(safe / 2)))
+    return x * logits - F.softplus(logits) + log_c
+
+
+class ContinuousBernoulliPixels(nn.Module):
+    """log p(x | params) of dequantised pixels x in [0, 1): independent continuous Bernoullis,
+    a normalised density on [0, 1]^D. ``params`` (..., D): the logits."""
+
+    params_per_dim = 1
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return continuous_bernoulli_log_prob(x[:, None] if params.dim() == 3 else x, params).sum(-1)
+
+
+class GaussianFeatures(nn.Module):
+    """log p(z | params) of real vectors (M2 on M1's z1): mean and log-scale per dimension."""
+
+    min_log_scale = -7.0
+    params_per_dim = 2
+
+    def log_prob(self, z: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        mu, log_scale = params.chunk(2, -1)
+        log_scale = log_scale.clamp(min=self.min_log_scale)
+        return gaussian_log_prob(z[:, None] if params.dim() == 3 else z, mu, log_scale)
+
+
+class M2(nn.Module):
+    """Kingma et al.'s M2 on ``dim``-dimensional inputs with ``num_classes`` classes."""
+
+    def __init__(self, dim: int, num_classes: int, likelihood: nn.Module, hidden: int = 500, latent: int = 50,
+                 class_prior: torch.Tensor | None = None):
+        super().__init__()
+        self.dim, self.num_classes, self.latent = dim, num_classes, latent
+        self.classifier = mlp([dim, hidden, num_classes])
+        self.encoder = mlp([dim + num_classes, hidden, 2 * latent])
+        self.decoder = mlp([latent + num_classes, hidden, likelihood.params_per_dim * dim])
+        self.likelihood = likelihood
+        prior = torch.full((num_classes,), 1.0 / num_classes) if class_prior is None else class_prior.float()
+        self.register_buffer("log_class_prior", torch.log(prior / prior.sum()))
+
+    def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.classifier(x), -1)
+
+    def bounds(self, x: torch.Tensor) -> torch.Tensor:
+        """L(x, y=k) for every k (B, K): a one-sample estimate of a lower bound on log p(x, y=k)
+        (the z2 part's KL is exact)."""
+        b, k = x.shape[0], self.num_classes
+        eye = torch.eye(k, dtype=x.dtype, device=x.device)
+        xy = torch.cat([x[:, None].expand(b, k, x.shape[1]), eye.expand(b, k, k)], -1)  # (B, K, D + K)
+        mu, log_scale = self.encoder(xy).chunk(2, -1)
+        z = mu + torch.exp(log_scale) * torch.randn_like(mu)
+        params = self.decoder(torch.cat([z, eye.expand(b, k, k)], -1))  # (B, K, 2D)
+        return self.likelihood.log_prob(x, params) - kl_to_standard_normal(mu, log_scale) + self.log_class_prior
+
+
+class SemiSupervisedVAE(nn.Module):
+    """M2 on pixels (``m1 is None``) or M1+M2, with the interface the :class:`~scnf.training.Trainer`
+    uses: ``training_forward`` / ``loss_terms`` (training), ``log_joint`` /
+    ``classifier_logits`` (evaluation) and ``parameter_groups``."""
+
+    def __init__(self, dim: int, num_classes: int, m1_hidden: int = 600, m1_latent: int = 50,
+                 m2_hidden: int = 500, m2_latent: int = 50, stacked: bool = True,
+                 class_prior: torch.Tensor | None = None, m1_features: str = "sample"):
+        super().__init__()
+        if m1_features not in ("sample", "mean"):
+            raise ValueError(f"m1_features must be 'sample' or 'mean', got {m1_features!r}")
+        self.dim, self.num_classes, self.m1_features = dim, num_classes, m1_features
+        self.pixels = ContinuousBernoulliPixels()
+        if stacked:
+            self.m1_encoder = mlp([dim, m1_hidden, m1_hidden, 2 * m1_latent])
+            self.m1_decoder = mlp([m1_latent, m1_hidden, m1_hidden, self.pixels.params_per_dim * dim])
+            self.m2 = M2(m1_latent, num_classes, GaussianFeatures(), m2_hidden, m2_latent, class_prior)
+        else:
+            self.m1_encoder = self.m1_decoder = None
+            self.m2 = M2(dim, num_classes, self.pixels, m2_hidden, m2_latent, class_prior)
+
+    @property
+    def stacked(self) -> bool:
+        return self.m1_encoder is not None
+
+    def parameter_counts(self) -> dict:
+        m1 = sum(p.numel() for n, p in self.named_parameters() if n.startswith("m1_"))
+        m2 = sum(p.numel() for p in self.m2.parameters())
+        return {"m1": m1, "m2": m2, "total": m1 + m2}
+
+    def parameter_groups(self) -> tuple[list, list]:
+        """(M1's parameters, M2's): the trainer's two learning-rate groups."""
+        m2 = list(self.m2.parameters())
+        ids = {id(p) for p in m2}
+        return [p for p in self.parameters() if id(p) not in ids], m2
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"expected inputs with {self.dim} values per row, got {x.shape[1]}")
+        return x
+
+    def _m1(self, x: torch.Tensor):
+        """M1's encoder output (mean, log-scale), a sample z1 and the bound's terms
+        log p(x | z1) and log q(z1 | x) at the sample."""
+        mu, log_scale = self.m1_encoder(x).chunk(2, -1)
+        eps = torch.randn_like(mu)
+        z1 = mu + torch.exp(log_scale) * eps
+        log_q = (-0.5 * eps ** 2 - log_scale - 0.5 * LOG2PI).sum(-1)
+        rec = self.pixels.log_prob(x, self.m1_decoder(z1))
+        return mu, log_scale, z1, rec, log_q
+
+    # ------------------------------------------------------------ training
+    def training_forward(self, x: torch.Tensor) -> dict:
+        """What :meth:`loss_terms` needs, for the trainer's (possibly DDP-wrapped) forward."""
+        x = self._flat(x)
+        if not self.stacked:
+            return {"bounds": self.m2.bounds(x), "log_q": self.m2.classifier_logits(x)}
+        mu, log_scale, z1, rec, _ = self._m1(x)
+        m1_bound = rec - kl_to_standard_normal(mu, log_scale)
+        feats = (z1 if self.m1_features == "sample" else mu).detach()
+        return {"bounds": self.m2.bounds(feats), "log_q": self.m2.classifier_logits(feats), "m1_bound": m1_bound}
+
+    @staticmethod
+    def loss_terms(out: dict, y: torch.Tensor, cfg, n_rows: int | None = None, n_labelled: int | None = None,
+                   target=None, pseudo: bool = False):
+        """The semi-supervised VAE objective of a batch, in the form of
+        :func:`scnf.training.loss_terms`'s return value: (loss, bound of labelled rows, bound of
+        unlabelled rows, cross-entropy sum, labelled rows classified right, 0).
+
+        Labelled rows: -L(x, y) (times ``labelled_weight``) + ``clf_weight`` * CE(q(y|x), y)
+        (summed and divided by ``n_labelled``); unlabelled rows: -U(x); M1+M2 adds -M1's bound
+        of every row. Pseudo-labels (``pseudo_threshold``) add the cross-entropy of q(y|x)
+        against its own confident argmax. ``target`` (consistency) is not supported."""
+        if target is not None:
+            raise ValueError("the consistency term is not supported by the VAE baselines")
+        bounds, log_q = out["bounds"], out["log_q"]
+        lab = y >= 0
+        b_lab = bounds[lab].gather(1, y[lab][:, None]).squeeze(1)
+        q = log_q[~lab].exp()
+        u = (q * (bounds[~lab] - log_q[~lab])).sum(1)  # U(x) = sum_y q (L(x, y) - log q)
+        n_rows = bounds.shape[0] if n_rows is None else n_rows
+        n_labelled = int(lab.sum()) if n_labelled is None else n_labelled
+        lp_lab, lp_unl = b_lab, u
+        if "m1_bound" in out:
+            lp_lab, lp_unl = lp_lab + out["m1_bound"][lab], lp_unl + out["m1_bound"][~lab]
+        loss = -(cfg.labelled_weight * lp_lab.sum() + lp_unl.sum()) / n_rows
+        clf_sum = bounds.new_zeros(())
+        if cfg.clf_weight > 0 and n_labelled > 0 and lab.any():
+            clf_sum = F.nll_loss(log_q[lab], y[lab], reduction="sum")
+            loss = loss + cfg.clf_weight * clf_sum / n_labelled
+        if pseudo and cfg.pseudo_threshold > 0 and (~lab).any():
+            conf, y_hat = q.detach().max(1)
+            sure = conf >= cfg.pseudo_threshold
+            if sure.any():
+                pl = F.nll_loss(log_q[~lab][sure], y_hat[sure], reduction="sum")
+                loss = loss + cfg.pseudo_weight * pl / max(n_rows - n_labelled, 1)
+        with torch.no_grad():
+            correct = (log_q[lab].argmax(1) == y[lab]).sum()
+        return loss, lp_lab, lp_unl, clf_sum, correct, bounds.new_zeros(())
+
+    # ------------------------------------------------------------ evaluation
+    def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """log q(y | x) (B, K); M1+M2 classifies the mean of q(z1 | x)."""
+        x = self._flat(x)
+        if self.stacked:
+            x = self.m1_encoder(x).chunk(2, -1)[0]
+        return self.m2.classifier_logits(x)
+
+    def log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K): a one-sample estimate of a lower bound on log p(x, y=k); logsumexp over k
+        bounds log p(x). M1+M2: log p(x | z1) - log q(z1 | x) + L_M2(z1, k) at z1 ~ q(z1 | x),
+        a bound for the stacked model whose prior on z1 is M2."""
+        x = self._flat(x)
+        if not self.stacked:
+            return self.m2.bounds(x)
+        _, _, z1, rec, log_q = self._m1(x)
+        return (rec - log_q)[:, None] + self.m2.bounds(z1)
+
+    def posterior(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier_logits(x).exp()
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier_logits(x).argmax(1)
+
+
+def build(kind: str, dim: int, num_classes: int, m1_hidden: int = 600, m1_latent: int = 50, m2_hidden: int = 500,
+          m2_latent: int = 50, class_prior: torch.Tensor | None = None, m1_features: str = "sample") -> SemiSupervisedVAE:
+    if kind not in ("m2", "m1m2"):
+        raise ValueError(f"unknown baseline {kind!r}; expected 'm2' or 'm1m2'")
+    return SemiSupervisedVAE(dim, num_classes, m1_hidden, m1_latent, m2_hidden, m2_latent,
+                             stacked=(kind == "m1m2"), class_prior=class_prior, m1_features=m1_features)
