@@ -150,3 +150,16 @@ def test_vae_run_trains_resumes_and_writes_the_run_directory(tiny_images, tmp_pa
     assert abs(resumed["nll"] - whole["nll"]) < 1e-6 * abs(whole["nll"])
     _, model, _, _ = load_run(tmp_path / "whole")
     assert isinstance(model, bl.SemiSupervisedVAE)
+
+
+def test_analyses_refuse_a_vae_run_with_one_line(tmp_path, capsys):
+    from scnf.cli import main
+    from scnf.config import dump_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(dump_config(from_dict(_cfg(kind="m1m2"))))
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(["analyse", str(run), "obfuscation"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "m1m2 baseline" in err and len(err.splitlines()) == 1

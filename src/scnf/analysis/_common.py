@@ -51,8 +51,13 @@ def open_run(run, device: str = "cpu") -> LoadedRun:
     """A :class:`LoadedRun` from a run directory (or an already loaded run, returned as is)."""
     if isinstance(run, LoadedRun):
         return run
+    from ..config import load_config
     from ..experiment import load_run
 
+    if (Path(run) / "config.toml").is_file():
+        kind = load_config(Path(run) / "config.toml").model.kind
+        if kind != "scnf":
+            raise ValueError(f"{run} is a run of the {kind} baseline; the analyses need an SCNF run (a flow)")
     cfg, model, data, state = load_run(run)
     dev = resolve_device(device)
     model.to(dev).eval()
