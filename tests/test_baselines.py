@@ -163,3 +163,18 @@ def test_analyses_refuse_a_vae_run_with_one_line(tmp_path, capsys):
     assert main(["analyse", str(run), "obfuscation"]) == 2
     err = capsys.readouterr().err.strip()
     assert "m1m2 baseline" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("features", ["sample", "mean"])
+def test_m2_of_m1m2_trains_on_the_chosen_features_with_the_gradient_stopped(features):
+    torch.manual_seed(0)
+    m = bl.build("m1m2", 12, 3, m1_hidden=8, m1_latent=2, m2_hidden=8, m2_latent=2, m1_features=features)
+    x = torch.rand(5, 12)
+    seen = {}
+    orig = m.m2.bounds
+    m.m2.bounds = lambda z: seen.setdefault("z", z) is not None and orig(z)
+    out = m.training_forward(x)
+    mean = m.m1_encoder(x).chunk(2, -1)[0]
+    assert not seen["z"].requires_grad  # M2's loss does not train M1
+    assert torch.equal(seen["z"], mean.detach()) == (features == "mean")
+    assert out["m1_bound"].requires_grad
