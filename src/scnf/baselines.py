@@ -11,13 +11,13 @@
   z1 (M1 learns from its own bound only, as when trained first). Prediction: argmax q(y | mean
   of q(z1 | x)).
 
-Likelihood of the pixels (M1, and M2 alone): a Gaussian on the logits of the dequantised
-pixels, logit(alpha/2 + (1 - alpha) x) with alpha = 0.05 as in the flows, with a mean and a
-log-scale per pixel from the decoder; the logit map's log-Jacobian brings the density back to
-[0, 1] pixels, so the bound is on the same density as the flows' and ``evaluate`` reports it as
-a bits/dim upper bound. (The original used a Bernoulli likelihood on binarised pixels, which
-has no density on dequantised images.) M2 on z1 uses a Gaussian with a mean and log-variance per
-dimension.
+Likelihood of the pixels (M1, and M2 alone): independent continuous Bernoullis (Loaiza-Ganem &
+Cunningham, 2019) of the dequantised intensities x in [0, 1), one logit per pixel from the
+decoder: a normalised density on [0, 1]^D, the same density the flows model, so ``evaluate``
+reports the bound as a bits/dim upper bound. (The original used a Bernoulli likelihood of
+binarised pixels, which has no density on dequantised images; a Gaussian on the pixel logits,
+tried first, learned much slower and was dropped.) M2 on z1 uses a Gaussian with a mean and a
+log-scale per dimension.
 
 Evaluation uses ``log_joint(x)`` (B, K): a one-sample estimate of a lower bound on
 log p(x, y=k) (for M1+M2 of the stacked model p(x | z1) p(z1 | y, z2) p(z2) p(y)), so
@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bijectors.logits import ToLogits
 
 LOG2PI = math.log(2 * math.pi)
 
@@ -54,26 +53,6 @@ def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor
 def kl_to_standard_normal(mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(log_scale)^2) || N(0, I)), summed over the last dimension."""
     return 0.5 * (mu ** 2 + torch.exp(2 * log_scale) - 1 - 2 * log_scale).sum(-1)
-
-
-class LogitGaussianPixels(nn.Module):
-    """log p(x | params) of dequantised pixels x in [0, 1): a Gaussian on the logits, with the
-    logit map's log-Jacobian. ``params`` (..., 2D): mean and log-scale of each logit."""
-
-    params_per_dim = 2
-
-    def __init__(self, alpha: float = 0.05, min_log_scale: float = -7.0):
-        super().__init__()
-        self.logits = ToLogits(alpha)
-        self.min_log_scale = min_log_scale
-
-    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        u, ld = self.logits(x)
-        mu, log_scale = params.chunk(2, -1)
-        log_scale = log_scale.clamp(min=self.min_log_scale)
-        if params.dim() == 3:  # (B, K, 2D): one set of parameters per class
-            return gaussian_log_prob(u[:, None], mu, log_scale) + ld[:, None]
-        return gaussian_log_prob(u, mu, log_scale) + ld
 
 
 def continuous_bernoulli_log_prob(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
