@@ -74,7 +74,7 @@ def tiny_mnist(tmp_path, monkeypatch):
 
 
 def _quick(data_dir):
-    return [f"data.data_dir={str(data_dir)!r}", "data.n_labelled=10", "train.steps=1", "train.batch_size=6",
+    return [f"data.data_dir={str(data_dir)!r}", "data.n_labelled=10", "train.steps=2", "train.batch_size=6",
             "train.eval_every=1", "train.checkpoint_every=1", "train.progress=false", "train.device='cpu'",
             "train.threads=1", "train.max_seconds=0"]
 
@@ -82,7 +82,7 @@ def _quick(data_dir):
 def _check_table2(text, saved, rows):
     assert set(saved["rows"]) == set(rows) and saved["std_ddof"] == 0
     for row, res in saved["rows"].items():
-        assert res["steps"] == [1] and 0 <= res["error_pct"][0] <= 100, row
+        assert res["steps"] == [2] and 0 <= res["error_pct"][0] <= 100, row
         assert res["bits_per_dim"][0] > 0, row
 
 
@@ -98,15 +98,19 @@ def test_table2_paper_profile_trains_a_flow_row_and_m1m2_for_a_step(tiny_mnist, 
     counts = {r: sum(p.numel() for p in build_model(c, data).parameters()) for (r, _), c in cfgs.items()}
     assert counts["glow-sgd"] > 15e6 and counts["m1m2"] > 1e6  # the paper-size models
     rows = ["gmm-emsgd-clf", "m1m2"]
+    lines = []
     text = table2(tmp_path / "t2", profile="paper", rows=rows, splits=[0],
-                  overrides=_quick(tiny_mnist) + ["data.n_test_eval=4"])
+                  overrides=_quick(tiny_mnist) + ["data.n_test_eval=4"], log=lines.append)
+    assert lines == ["table2 row gmm-emsgd-clf (SCNF-GMM, EM-SGD): gmm-emsgd-clf-split0: training",
+                     "table2 row m1m2 (M1+M2 (Kingma et al.), VI): m1m2-split0: training"]
     saved = json.loads((tmp_path / "t2" / "table2.json").read_text())
     _check_table2(text, saved, rows)
     assert "| M1+M2 (Kingma et al.) | VI | ✓ |" in text and "3.33 ± 0.14" in text and "16.9 ± 5.3" in text
     assert saved["rows"]["gmm-emsgd-clf"]["config"]["0"]["train"]["optimisation"] == "em-sgd"
     mtime = (tmp_path / "t2" / "runs" / "m1m2-split0" / "metrics.json").stat().st_mtime
     again = table2(tmp_path / "t2", profile="paper", rows=["m1m2"], splits=[0],
-                   overrides=_quick(tiny_mnist) + ["data.n_test_eval=4"])
+                   overrides=_quick(tiny_mnist) + ["data.n_test_eval=4"], log=lines.append)
+    assert lines[-1].endswith("m1m2-split0: finished, reused")
     assert (tmp_path / "t2" / "runs" / "m1m2-split0" / "metrics.json").stat().st_mtime == mtime  # reused
     assert again.splitlines()[4].split("|")[:6] == text.splitlines()[5].split("|")[:6]
 

@@ -186,7 +186,8 @@ def _cmd_reproduce(args) -> int:
             raise ValueError(f"--splits must be comma-separated integers, got {args.splits!r}") from None
         rows = None if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
         text = table2(args.out or f"runs/table2-{args.profile}", profile=args.profile, rows=rows, splits=splits,
-                      jobs=args.jobs, overrides=args.set, configs_dir=args.configs)
+                      jobs=args.jobs, overrides=args.set, configs_dir=args.configs,
+                      log=lambda line: print(line, file=sys.stderr, flush=True))
         print(text)
         return 0
     rows = [tuple(r.split("-")) for r in (args.rows or "glow-glow,glow-gmm").split(",") if r]

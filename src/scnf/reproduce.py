@@ -259,11 +259,12 @@ def table2_configs(profile: str, rows=None, splits=(0, 1, 2), overrides=(), conf
 
 
 def table2(out: str | Path, profile: str = "cpu", rows=None, splits=(0, 1, 2), jobs: int = 1, overrides=(),
-           configs_dir=None) -> str:
+           configs_dir=None, log=None) -> str:
     """Run Table 2's rows on the given split seeds; write ``table2.md`` / ``table2.json``.
 
     Runs live in ``out/runs/<row>-split<S>``; a finished run of the same config is reused and a
-    stopped one continues from its checkpoint. ``jobs`` runs that many trainings at once."""
+    stopped one continues from its checkpoint. ``jobs`` runs that many trainings at once.
+    ``log`` (e.g. ``print``) is called with one line as each row starts."""
     cfgs = table2_configs(profile, rows, splits, overrides, configs_dir)
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -272,6 +273,10 @@ def table2(out: str | Path, profile: str = "cpu", rows=None, splits=(0, 1, 2), j
     for r in rows:
         t0 = time.perf_counter()
         work = [(cfg, out / "runs" / f"{r}-split{s}") for (rr, s), cfg in cfgs.items() if rr == r]
+        if log is not None:
+            state = ", ".join(f"{d.name}: {'finished, reused' if _finished(d, c) is not None else 'training'}"
+                              for c, d in work)
+            log(f"table2 row {r} ({TABLE2_ROWS[r][0]}, {TABLE2_ROWS[r][1]}): {state}")
         if jobs > 1 and len(work) > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
