@@ -208,17 +208,14 @@ def test_steps_follow_the_number_of_rows(count_steps):
 
 
 def test_resolved_params_defaults():
-    """The data-dependent defaults: all features form z_f up to 8, a quarter above (at
-    least 8); f's width 2 per feature, at least 64; about `epochs` passes over the rows."""
+    """The data-dependent defaults: z_f is all features; Glow h up to 8 features, SCNF-GMM
+    above; f's width 2 per feature, at least 64; about `epochs` passes over the rows."""
     est = SCNFClassifier()
     assert est.resolved_params(1000, 2) == {"steps": max(est.min_steps, math.ceil(est.epochs * 1000 / 256)),
                                             "conditional": "glow", "deep_dim": 2, "hidden": 64}
     assert est.resolved_params(100, 8)["conditional"] == "glow"
     assert est.resolved_params(100, 9)["conditional"] == "gmm"
-    assert est.resolved_params(100, 8)["deep_dim"] == 8
-    assert est.resolved_params(100, 20)["deep_dim"] == 8
-    assert est.resolved_params(100, 64)["deep_dim"] == 16
-    assert est.resolved_params(100, 784)["deep_dim"] == 196
+    assert est.resolved_params(100, 64)["deep_dim"] == 64
     assert est.resolved_params(100, 64)["hidden"] == 128
     assert est.resolved_params(10 ** 5, 64)["steps"] == math.ceil(est.epochs * 10 ** 5 / 256)
     assert est.resolved_params(10, 64)["steps"] == est.min_steps
@@ -227,16 +224,16 @@ def test_resolved_params_defaults():
 
 
 def test_model_size_follows_the_number_of_features():
-    """The fitted model has z_f of the resolved size, f's coupling nets the resolved width and,
-    on 40 features, a class-conditional Gaussian as its conditional part."""
+    """The fitted model has f's coupling nets of the resolved width and, on 40 features, a
+    class-conditional Gaussian on z_f = all features as its conditional part."""
     X, y = make_blobs(60, n_features=40, centers=2, random_state=0)
     y_semi = np.full(60, -1)
     y_semi[:6] = y[:6]
     m = SCNFClassifier(steps=1, batch_size=20, blocks=1, h_blocks=1, h_hidden=8, random_state=0).fit(X, y_semi)
-    assert m.model_.deep_dim == 10 and m.model_.aux_dim == 30
+    assert m.model_.deep_dim == 40 and m.model_.aux_dim == 0
     first_linear = next(mod for mod in m.model_.unconditional.modules() if isinstance(mod, torch.nn.Linear))
     assert first_linear.out_features == 80
-    assert m.transform(X[:4]).shape == (4, 10)
+    assert m.transform(X[:4]).shape == (4, 40)
     from scnf.priors import ClassConditionalGaussian
     assert isinstance(m.model_.latent_prior, ClassConditionalGaussian)
 

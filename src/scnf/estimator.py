@@ -57,11 +57,10 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     * ``steps=None``: ``max(min_steps, ceil(epochs * n / batch_size))``, so training passes
       over the data ``epochs`` times however many rows there are, and never takes fewer than
       ``min_steps`` steps on small data sets;
-    * ``conditional=None``: a conditional Glow h when z_f is all the features (d <= 8),
-      a class-conditional Gaussian on z_f (SCNF-GMM) above;
-    * ``deep_dim=None``: z_f, the components the conditional flow h sees, is all d features
-      up to 8 and ``max(8, ceil(d / 4))`` above (a quarter, as 196 of 784 in the paper's
-      MNIST model): z_f small, f alone models the rest;
+    * ``conditional=None``: a conditional Glow h up to 8 features, a class-conditional
+      Gaussian on z_f (SCNF-GMM) above;
+    * ``deep_dim=None``: z_f, the components the conditional part sees, is all d features
+      (a smaller z_f, a quarter of the features, was less accurate on the suite);
     * ``hidden=None``: the width of f's coupling nets, ``max(64, 2 * d)``.
 
     The measured reasons for the defaults are in RESULTS.md ("Estimator defaults").
@@ -111,9 +110,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             steps = max(int(self.min_steps), math.ceil(float(self.epochs) * n / int(self.batch_size)))
         else:
             steps = self.steps
-        deep_dim = self.deep_dim
-        if deep_dim is None:
-            deep_dim = d if d <= 8 else max(8, math.ceil(d / 4))
+        deep_dim = d if self.deep_dim is None else self.deep_dim
         hidden = max(64, 2 * d) if self.hidden is None else self.hidden
         conditional = self.conditional
         if conditional is None:
