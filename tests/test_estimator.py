@@ -1,7 +1,9 @@
+import math
 import pickle
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
@@ -105,7 +107,7 @@ def test_sample_in_callers_units():
 def test_sklearn_params_clone_and_pickle(fitted, blobs):
     X, _, _ = blobs
     p = fitted.get_params()
-    assert p["steps"] == 200 and p["conditional"] == "glow"
+    assert p["steps"] == 200 and p["conditional"] is None
     c = clone(fitted)
     assert not hasattr(c, "model_") and c.get_params() == p
     c.set_params(conditional="gmm")
@@ -158,3 +160,103 @@ def test_ffjord_parts_fit(unconditional, conditional):
     m = SCNFClassifier(unconditional=unconditional, conditional=conditional, steps=3, batch_size=32, hidden=8,
                        h_hidden=8, h_blocks=1, blocks=1, random_state=0).fit(X, y_semi)
     assert m.predict_proba(X).shape == (120, 2) and np.isfinite(m.score_samples(X)).all()
+
+
+class _CountingTrainer:
+    """Wraps the estimator's Trainer, recording how many steps each fit actually took."""
+    taken: list[int] = []
+
+    def __init__(self, real):
+        self.real = real
+
+    def __call__(self, *args, **kwargs):
+        trainer = self.real(*args, **kwargs)
+        fit = trainer.fit
+
+        def counted_fit():
+            out = fit()
+            _CountingTrainer.taken.append(trainer.step)
+            return out
+
+        trainer.fit = counted_fit
+        return trainer
+
+
+@pytest.fixture
+def count_steps(monkeypatch):
+    import scnf.estimator as est
+    _CountingTrainer.taken = []
+    monkeypatch.setattr(est, "Trainer", _CountingTrainer(est.Trainer))
+    return _CountingTrainer.taken
+
+
+TINY = dict(batch_size=20, blocks=1, hidden=8, h_blocks=1, h_hidden=8, random_state=0)
+
+
+def test_steps_follow_the_number_of_rows(count_steps):
+    """steps=None: ceil(epochs * n / batch_size) steps, at least min_steps; an explicit
+    steps wins. A fixed step count (the old default) fails the first two fits."""
+    X, y = make_blobs(200, n_features=2, centers=[[0, 0], [4, 4]], random_state=0)
+    y_semi = np.full(200, -1)
+    y_semi[:6] = y[:6]
+    SCNFClassifier(epochs=0.5, min_steps=1, **TINY).fit(X, y_semi)            # 0.5 * 200 / 20 = 5
+    SCNFClassifier(epochs=0.5, min_steps=1, **TINY).fit(X[:80], y_semi[:80])  # 0.5 * 80 / 20 = 2
+    SCNFClassifier(epochs=0.5, min_steps=4, **TINY).fit(X[:80], y_semi[:80])  # floor: 4
+    m = SCNFClassifier(steps=3, epochs=0.5, min_steps=1, **TINY).fit(X, y_semi)
+    assert count_steps == [5, 2, 4, 3]
+    assert m.n_steps_ == 3
+
+
+def test_resolved_params_defaults():
+    """The data-dependent defaults: z_f is all features; Glow h up to 8 features, SCNF-GMM
+    above; f's width 2 per feature, at least 64; about `epochs` passes over the rows."""
+    est = SCNFClassifier()
+    assert est.resolved_params(1000, 2) == {"steps": max(est.min_steps, math.ceil(est.epochs * 1000 / 256)),
+                                            "conditional": "glow", "deep_dim": 2, "hidden": 64}
+    assert est.resolved_params(100, 8)["conditional"] == "glow"
+    assert est.resolved_params(100, 9)["conditional"] == "gmm"
+    assert est.resolved_params(100, 64)["deep_dim"] == 64
+    assert est.resolved_params(100, 64)["hidden"] == 128
+    assert est.resolved_params(10 ** 5, 64)["steps"] == math.ceil(est.epochs * 10 ** 5 / 256)
+    assert est.resolved_params(10, 64)["steps"] == est.min_steps
+    explicit = SCNFClassifier(steps=7, conditional="glow", deep_dim=3, hidden=5).resolved_params(10 ** 5, 64)
+    assert explicit == {"steps": 7, "conditional": "glow", "deep_dim": 3, "hidden": 5}
+
+
+def test_model_size_follows_the_number_of_features():
+    """The fitted model has f's coupling nets of the resolved width and, on 40 features, a
+    class-conditional Gaussian on z_f = all features as its conditional part."""
+    X, y = make_blobs(60, n_features=40, centers=2, random_state=0)
+    y_semi = np.full(60, -1)
+    y_semi[:6] = y[:6]
+    m = SCNFClassifier(steps=1, batch_size=20, blocks=1, h_blocks=1, h_hidden=8, random_state=0).fit(X, y_semi)
+    assert m.model_.deep_dim == 40 and m.model_.aux_dim == 0
+    first_linear = next(mod for mod in m.model_.unconditional.modules() if isinstance(mod, torch.nn.Linear))
+    assert first_linear.out_features == 80
+    assert m.transform(X[:4]).shape == (4, 40)
+    from scnf.priors import ClassConditionalGaussian
+    assert isinstance(m.model_.latent_prior, ClassConditionalGaussian)
+
+
+def test_verbose_shows_a_progress_bar(capsys):
+    X, y = make_blobs(60, n_features=2, centers=2, random_state=0)
+    y_semi = np.full(60, -1)
+    y_semi[:6] = y[:6]
+    SCNFClassifier(steps=4, verbose=True, **TINY).fit(X, y_semi)
+    err = capsys.readouterr().err
+    assert "SCNFClassifier.fit" in err and "4/4" in err
+    SCNFClassifier(steps=4, **TINY).fit(X, y_semi)
+    assert "SCNFClassifier.fit" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("params,message", [
+    (dict(epochs=0), "parameter 'epochs' must be positive"),
+    (dict(min_steps=-1), "parameter 'min_steps' must be positive"),
+    (dict(steps=2.5), "parameter 'steps' must be a positive integer or None"),
+])
+def test_bad_schedule_parameters(params, message):
+    X, y = make_blobs(40, n_features=2, centers=2, random_state=0)
+    y_semi = np.full(40, -1)
+    y_semi[:6] = y[:6]
+    with pytest.raises(ValueError, match=message):
+        SCNFClassifier(**{**TINY, **params}).fit(X, y_semi)

@@ -6,12 +6,15 @@ units (the standardisation's log-Jacobian is accounted for).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import TransformerTags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from tqdm.auto import tqdm
 
 from . import architectures
 from .config import TrainConfig
@@ -31,29 +34,51 @@ SKLEARN_EXPECTED_FAILED_CHECKS: dict[str, str] = {
 }
 
 
+#: Defaults chosen on the benchmark suite (benchmarks/estimator_suite.py; RESULTS.md, "Estimator defaults").
+EPOCHS = 100
+MIN_STEPS = 500
+CLF_WEIGHT = 1.0
+
+
 class SCNFClassifier(ClassifierMixin, BaseEstimator):
     """Semi-Conditional Normalizing Flow classifier.
 
-    Parameters mirror the config keys: ``conditional`` ("glow", "gmm" or "ffjord"),
-    ``unconditional`` ("glow" or "ffjord"), ``deep_dim`` (None: all features), the training
-    schedule (``steps``, ``batch_size``, ``lr``, ``weight_decay``, ``labelled_share``,
-    ``optimisation``, ``clf_weight``), the model size (``blocks``, ``hidden``, ``h_blocks``,
-    ``h_hidden``), ``standardize``, ``random_state`` and ``device``. ``classes`` (optional)
-    lists the expected classes, so that a class without any labelled row is an error.
+    Parameters mirror the config keys: ``conditional`` ("glow", "gmm", "ffjord" or None),
+    ``unconditional`` ("glow" or "ffjord"), ``deep_dim``, the training schedule (``steps`` or
+    ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``labelled_share``, ``optimisation``,
+    ``clf_weight``), the model size (``blocks``, ``hidden``, ``h_blocks``, ``h_hidden``),
+    ``standardize``, ``random_state`` and ``device``. ``classes`` (optional) lists the
+    expected classes, so that a class without any labelled row is an error. ``verbose=True``
+    shows a progress bar of the training steps (on stderr).
 
+    Defaults that depend on the data (``None``), resolved by :meth:`resolved_params` from the
+    number of rows n and features d:
+
+    * ``steps=None``: ``max(min_steps, ceil(epochs * n / batch_size))``, so training passes
+      over the data ``epochs`` times however many rows there are, and never takes fewer than
+      ``min_steps`` steps on small data sets;
+    * ``conditional=None``: a conditional Glow h up to 8 features, a class-conditional
+      Gaussian on z_f (SCNF-GMM) above;
+    * ``deep_dim=None``: z_f, the components the conditional part sees, is all d features
+      (a smaller z_f, a quarter of the features, was less accurate on the suite);
+    * ``hidden=None``: the width of f's coupling nets, ``max(64, 2 * d)``.
+
+    The measured reasons for the defaults are in RESULTS.md ("Estimator defaults").
     It passes scikit-learn's ``check_estimator`` except for the checks listed, with the
     reason, in ``SKLEARN_EXPECTED_FAILED_CHECKS``.
     """
 
-    def __init__(self, conditional="glow", unconditional="glow", deep_dim=None, steps=2000, batch_size=256,
-                 lr=1e-3, weight_decay=1e-5, labelled_share=1 / 3, optimisation="sgd", clf_weight=0.0,
-                 blocks=5, hidden=64, h_blocks=4, h_hidden=64, standardize=True, random_state=None,
-                 device="cpu", verbose=False, classes=None):
+    def __init__(self, conditional=None, unconditional="glow", deep_dim=None, steps=None, epochs=EPOCHS,
+                 min_steps=MIN_STEPS, batch_size=256, lr=1e-3, weight_decay=1e-5, labelled_share=1 / 3,
+                 optimisation="sgd", clf_weight=CLF_WEIGHT, blocks=5, hidden=None, h_blocks=4, h_hidden=64,
+                 standardize=True, random_state=None, device="cpu", verbose=False, classes=None):
         self.classes = classes
         self.conditional = conditional
         self.unconditional = unconditional
         self.deep_dim = deep_dim
         self.steps = steps
+        self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -68,6 +93,29 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+
+    def resolved_params(self, n_rows: int, n_features: int) -> dict:
+        """The values ``fit`` uses on ``n_rows`` x ``n_features`` data for the parameters
+        whose default depends on the data (``steps``, ``conditional``, ``deep_dim``, ``hidden``)."""
+        for name in ("n_rows", "n_features"):
+            v = locals()[name]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        n, d = int(n_rows), int(n_features)
+        if self.steps is None:
+            for name in ("epochs", "min_steps", "batch_size"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not v > 0:
+                    raise ValueError(f"parameter '{name}' must be positive, got {v!r}")
+            steps = max(int(self.min_steps), math.ceil(float(self.epochs) * n / int(self.batch_size)))
+        else:
+            steps = self.steps
+        deep_dim = d if self.deep_dim is None else self.deep_dim
+        hidden = max(64, 2 * d) if self.hidden is None else self.hidden
+        conditional = self.conditional
+        if conditional is None:
+            conditional = "glow" if d <= 8 else "gmm"
+        return {"steps": steps, "conditional": conditional, "deep_dim": deep_dim, "hidden": hidden}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -135,22 +183,33 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         k = len(self.classes_)
         counts = torch.bincount(y_int[y_int >= 0], minlength=k).float()
         seed = 0 if self.random_state is None else int(self.random_state)
-        torch.manual_seed(seed)
-        self.model_ = architectures.vector_scnf(
-            X.shape[1], k, self.conditional, self.deep_dim, unconditional=self.unconditional, blocks=self.blocks,
-            hidden=self.hidden, h_blocks=self.h_blocks, h_hidden=self.h_hidden, class_prior=counts / counts.sum())
+        auto = self.resolved_params(X.shape[0], X.shape[1])
+        steps = auto["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+            raise ValueError(f"parameter 'steps' must be a positive integer or None, got {steps!r}")
         cfg = TrainConfig(optimisation=self.optimisation, clf_weight=float(self.clf_weight),
                           labelled_share=float(self.labelled_share), batch_size=int(self.batch_size),
-                          steps=int(self.steps), lr=float(self.lr), weight_decay=float(self.weight_decay),
-                          eval_every=int(self.steps), checkpoint_every=int(self.steps), device=self.device,
-                          progress=bool(self.verbose))
+                          steps=int(steps), lr=float(self.lr), weight_decay=float(self.weight_decay),
+                          eval_every=max(int(steps), 1), checkpoint_every=max(int(steps), 1), device=self.device,
+                          progress=False)
         from .config import ConfigError, RunConfig, validate
         try:
             validate(RunConfig(train=cfg))
         except ConfigError as e:
             raise ValueError(str(e).replace("config key 'train.", "parameter '")) from None
+        torch.manual_seed(seed)
+        self.model_ = architectures.vector_scnf(
+            X.shape[1], k, auto["conditional"], auto["deep_dim"], unconditional=self.unconditional,
+            blocks=self.blocks, hidden=auto["hidden"], h_blocks=self.h_blocks, h_hidden=self.h_hidden,
+            class_prior=counts / counts.sum())
+        self.n_steps_ = int(steps)
         data = SemiSupervisedData(self._to_model(X, torch.float32), y_int)
-        Trainer(self.model_, data, cfg, seed=seed).fit()
+        bar = tqdm(total=int(steps), desc="SCNFClassifier.fit", disable=not self.verbose, dynamic_ncols=True,
+                   leave=True)
+        try:
+            Trainer(self.model_, data, cfg, seed=seed, callback=lambda trainer, step: bar.update(1)).fit()
+        finally:
+            bar.close()
         # Trained in float32; predicts in float64, so that a row's outputs do not depend on
         # which other rows share its batch (float32 matrix products differ in the last bit
         # with a row's position, which scikit-learn's invariance checks catch).

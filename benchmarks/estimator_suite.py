@@ -1,0 +1,235 @@
+"""Semi-supervised benchmark suite for ``SCNFClassifier`` against scikit-learn's baselines.
+
+Each task is a data set, a number of labels per class and a held-out test share. For every
+draw (seed) the rows are split into train and test (stratified), ``labels`` rows of each
+class of the training rows keep their label and the other training rows are unlabelled
+(y = -1). Every method is fitted on the training rows and scored on the test rows.
+
+Methods (all settings fixed here, none tuned on test labels):
+
+* ``scnf``        SCNFClassifier with its default parameters (``--scnf-params`` overrides some)
+* ``ls-rbf``      LabelSpreading(kernel="rbf", gamma=1/n_features) on standardised inputs
+                  (scikit-learn's default gamma=20 is meant for unit-range 2-D data; 1/n_features
+                  is SVC's "scale" rule for standardised inputs); other parameters default
+* ``ls-knn``      LabelSpreading(kernel="knn") on standardised inputs, scikit-learn defaults
+                  (n_neighbors=7, alpha=0.2) except max_iter=1000 (so that it converges)
+* ``self-svc``    SelfTrainingClassifier(SVC(probability=True)) on standardised inputs,
+                  scikit-learn defaults (threshold 0.75, SVC C=1, gamma="scale")
+* ``logreg``      LogisticRegression(max_iter=1000) on the labelled rows only (standardised)
+
+Standardisation (StandardScaler) is fitted on all training rows, labelled or not (no labels
+used). ``--split val`` never touches the test rows: it carves a validation share out of each
+draw's training rows and scores there, for comparing settings.
+
+Example::
+
+    python benchmarks/estimator_suite.py --draws 5 --out runs/estimator-suite/after
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+TASKS = {
+    # name: (loader, labels per class, test share)
+    "moons": ("moons", 5, 0.3),
+    "iris": ("iris", 5, 0.3),
+    "wine": ("wine", 5, 0.3),
+    "breast-cancer": ("breast_cancer", 10, 0.3),
+    "digits": ("digits", 10, 0.3),
+    "classif-50": ("classification", 20, 0.3),
+    "mnist-pca40": ("mnist_pca", 10, None),
+}
+METHODS = ("scnf", "ls-rbf", "ls-knn", "self-svc", "logreg")
+
+
+def load(name: str, seed: int):
+    """(X, y, X_test or None, y_test or None) as float64 / int arrays."""
+    from sklearn import datasets
+    if name == "moons":
+        return (*datasets.make_moons(1000, noise=0.1, random_state=seed), None, None)
+    if name == "classification":
+        X, y = datasets.make_classification(2000, n_features=50, n_informative=20, n_redundant=10,
+                                            n_classes=5, n_clusters_per_class=2, class_sep=1.5,
+                                            random_state=seed)
+        return X, y, None, None
+    if name == "mnist_pca":
+        return _mnist_pca(seed)
+    X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    return X.astype(np.float64), y, None, None
+
+
+def _mnist_pca(seed: int, n_train: int = 3000, n_test: int = 2000, components: int = 40):
+    """MNIST pixels / 255 reduced by PCA to ``components`` features. PCA is fitted on the
+    drawn training rows without their labels; the test rows are drawn from MNIST's test set."""
+    from sklearn.decomposition import PCA
+
+    from scnf.data.images import load_dataset
+    rng = np.random.default_rng(seed)
+    xtr, ytr = load_dataset("mnist", "train")
+    xte, yte = load_dataset("mnist", "test")
+    i = rng.choice(len(ytr), n_train, replace=False)
+    j = rng.choice(len(yte), n_test, replace=False)
+    a = xtr[i].reshape(n_train, -1) / 255.0
+    b = xte[j].reshape(n_test, -1) / 255.0
+    pca = PCA(components, random_state=0).fit(a)
+    return pca.transform(a), ytr[i], pca.transform(b), yte[j]
+
+
+def split(task: str, draw: int, mode: str):
+    """Training rows with y = -1 for unlabelled rows, and the evaluation rows."""
+    from sklearn.model_selection import train_test_split
+    loader, labels, test_share = TASKS[task]
+    X, y, X_te, y_te = load(loader, draw if loader in ("moons", "classification", "mnist_pca") else 0)
+    if X_te is None:
+        X, X_te, y, y_te = train_test_split(X, y, test_size=test_share, stratify=y, random_state=draw)
+    if mode == "val":  # the test rows are never used: validation rows come out of the training rows
+        X, X_te, y, y_te = train_test_split(X, y, test_size=0.25, stratify=y, random_state=1000 + draw)
+    rng = np.random.default_rng(draw)
+    y_semi = np.full(len(y), -1)
+    for c in np.unique(y):
+        idx = rng.choice(np.flatnonzero(y == c), labels, replace=False)
+        y_semi[idx] = y[idx]
+    return X, y_semi, X_te, y_te
+
+
+def make(method: str, n_features: int, scnf_params: dict, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
+    from sklearn.svm import SVC
+
+    from scnf import SCNFClassifier
+    if method == "scnf":
+        return SCNFClassifier(random_state=seed, **scnf_params)
+    if method == "ls-rbf":
+        return make_pipeline(StandardScaler(), LabelSpreading(kernel="rbf", gamma=1.0 / n_features))
+    if method == "ls-knn":
+        return make_pipeline(StandardScaler(), LabelSpreading(kernel="knn", max_iter=1000))
+    if method == "self-svc":
+        return make_pipeline(StandardScaler(), SelfTrainingClassifier(SVC(probability=True, random_state=seed)))
+    if method == "logreg":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+
+
+def run_one(task, method, draw, mode, scnf_params):
+    X, y_semi, X_te, y_te = split(task, draw, mode)
+    model = make(method, X.shape[1], scnf_params, draw)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "logreg":
+            lab = y_semi != -1
+            model.fit(X[lab], y_semi[lab])
+        elif method == "scnf":
+            model.fit(X, y_semi)
+        else:  # the scaler sees every training row; the semi-supervised step sees y = -1
+            model.fit(X, y_semi)
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    acc = float((model.predict(X_te) == y_te).mean())
+    return {"task": task, "method": method, "draw": draw, "acc": acc, "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu_seconds, 2),
+            "n_features": X.shape[1], "n_classes": int(len(np.unique(y_te))),
+            "n_labelled": int((y_semi != -1).sum()), "n_unlabelled": int((y_semi == -1).sum()),
+            "n_eval": len(y_te)}
+
+
+def summarise(records, tasks, methods):
+    rows = []
+    for t in tasks:
+        for m in methods:
+            rs = [r for r in records if r["task"] == t and r["method"] == m]
+            if not rs:
+                continue
+            a = np.array([r["acc"] for r in rs])
+            rows.append({"task": t, "method": m, "draws": len(rs), "acc_mean": float(a.mean()),
+                         "acc_std": float(a.std(ddof=1)) if len(a) > 1 else float("nan"),
+                         "seconds_mean": float(np.mean([r["seconds"] for r in rs])),
+                         "cpu_seconds_mean": float(np.mean([r.get("cpu_seconds", np.nan) for r in rs])), **{
+                             k: rs[0][k] for k in ("n_features", "n_classes", "n_labelled", "n_unlabelled",
+                                                   "n_eval")}})
+    return rows
+
+
+def markdown(rows, tasks, methods):
+    """Accuracy mean ± std (ddof=1) over draws, with mean wall and CPU seconds of a fit."""
+    head = "| task (features, classes, labelled / unlabelled / eval rows) | " + " | ".join(methods) + " |"
+    lines = [head, "|---" * (len(methods) + 1) + "|"]
+    for t in tasks:
+        rs = {r["method"]: r for r in rows if r["task"] == t}
+        if not rs:
+            continue
+        r0 = next(iter(rs.values()))
+        best_base = max((rs[m]["acc_mean"] for m in ("ls-rbf", "ls-knn", "self-svc") if m in rs), default=None)
+        cells = []
+        for m in methods:
+            if m not in rs:
+                cells.append("")
+                continue
+            r = rs[m]
+            cpu = "" if np.isnan(r["cpu_seconds_mean"]) else f", {r['cpu_seconds_mean']:.1f} s CPU"
+            s = f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f} ({r['seconds_mean']:.1f} s{cpu})"
+            if m == "scnf" and best_base is not None and r["acc_mean"] >= best_base:
+                s = f"**{s}**"
+            cells.append(s)
+        lines.append(f"| {t} ({r0['n_features']}, {r0['n_classes']}, {r0['n_labelled']} / {r0['n_unlabelled']} / "
+                     f"{r0['n_eval']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--draws", type=int, default=5, help="label draws (seeds 0..draws-1)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="score on the held-out test rows, or on validation rows carved from the training rows")
+    p.add_argument("--scnf-params", default="{}", help="JSON object of SCNFClassifier parameters to override")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", default=None, help="directory for results.json and table.md")
+    a = p.parse_args(argv)
+    tasks = [t for t in a.tasks.split(",") if t]
+    methods = [m for m in a.methods.split(",") if m]
+    for t in tasks:
+        if t not in TASKS:
+            p.error(f"unknown task {t!r}; known: {', '.join(TASKS)}")
+    for m in methods:
+        if m not in METHODS:
+            p.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+    scnf_params = json.loads(a.scnf_params)
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(a.threads)
+    threadpool_limits(a.threads)
+    records = []
+    out = Path(a.out) if a.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    for t in tasks:
+        for m in methods:
+            for d in range(a.draws):
+                r = run_one(t, m, d, a.split, scnf_params)
+                records.append(r)
+                print(f"{t:14s} {m:9s} draw {d}: acc {r['acc']:.3f}  {r['seconds']:.1f} s", flush=True)
+                if out:
+                    (out / "records.json").write_text(json.dumps(records, indent=1))
+    rows = summarise(records, tasks, methods)
+    table = markdown(rows, tasks, methods)
+    print(table)
+    if out:
+        meta = {"argv": sys.argv[1:], "split": a.split, "scnf_params": scnf_params, "draws": a.draws,
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        (out / "results.json").write_text(json.dumps({"meta": meta, "summary": rows, "records": records}, indent=1))
+        (out / "table.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
