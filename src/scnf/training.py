@@ -462,7 +462,12 @@ class Trainer:
     With N processes every process draws the *global* batch from the same sampler and noise
     streams (same seed) and keeps rows ``rank::N`` (the unlabelled rows of the consistency
     view with them), so the global batch is the 1-process batch and sampler and noise states
-    (hence checkpoints) do not depend on N. The data-dependent initialisation runs on the
+    (hence checkpoints) do not depend on N.
+
+    Models: a :class:`SemiConditionalFlow` (the step runs ``log_joint`` and :func:`loss_terms`), or
+    any module with ``training_forward`` / ``loss_terms`` (same return value) / ``log_joint`` /
+    ``classifier_logits`` / ``parameter_groups``, as the VAE baselines of :mod:`scnf.baselines`
+    (prediction then comes from ``classifier_logits``). The data-dependent initialisation runs on the
     whole first batch, then rank 0's weights are broadcast; the loss is normalised by global
     counts (:func:`backward_objective`) and gradients are averaged by DDP, so N processes
     take the steps of one up to float rounding. Evaluation is sharded by batch
