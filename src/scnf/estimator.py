@@ -14,7 +14,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import TransformerTags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
-from tqdm.auto import tqdm
 
 from . import architectures
 from .config import TrainConfig
@@ -204,12 +203,9 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             class_prior=counts / counts.sum())
         self.n_steps_ = int(steps)
         data = SemiSupervisedData(self._to_model(X, torch.float32), y_int)
-        bar = tqdm(total=int(steps), desc="SCNFClassifier.fit", disable=not self.verbose, dynamic_ncols=True,
-                   leave=True)
-        try:
-            Trainer(self.model_, data, cfg, seed=seed, callback=lambda trainer, step: bar.update(1)).fit()
-        finally:
-            bar.close()
+        # verbose: the trainer's bar, shown whether or not stderr is a terminal
+        Trainer(self.model_, data, cfg, seed=seed,
+                progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True)).fit()
         # Trained in float32; predicts in float64, so that a row's outputs do not depend on
         # which other rows share its batch (float32 matrix products differ in the last bit
         # with a row's position, which scikit-learn's invariance checks catch).

@@ -456,6 +456,9 @@ class Trainer:
         callback: called as ``callback(trainer, step)`` after every completed step.
         init_fn: called as ``init_fn(model, x, y)`` on the batch of step ``warmup_f_steps``
             (class-aware initialisation).
+        progress_bar: tqdm keyword arguments overriding the progress bar's (shown with
+            ``cfg.progress`` on a terminal), e.g. ``dict(desc=..., disable=False)`` to show it
+            whatever the output is.
         group: the :class:`~scnf.process_group.ProcessGroup` of this process (default: one
             process). With N processes ``cfg.batch_size`` is the global batch; see below.
 
@@ -478,8 +481,10 @@ class Trainer:
 
     def __init__(self, model: SemiConditionalFlow, data: SemiSupervisedData, cfg: TrainConfig, seed: int = 0,
                  run_dir: str | Path | None = None, callback: Callable | None = None,
-                 init_fn: Callable | None = None, group: ProcessGroup | None = None):
+                 init_fn: Callable | None = None, group: ProcessGroup | None = None,
+                 progress_bar: dict | None = None):
         self.group = group if group is not None else ProcessGroup()
+        self.progress_bar = dict(progress_bar or {})
         if cfg.batch_size % self.group.world:
             raise ValueError(f"train.batch_size = {cfg.batch_size} is not divisible by the {self.group.world} "
                              "processes")
@@ -723,8 +728,8 @@ class Trainer:
 
     def fit(self) -> dict:
         cfg = self.cfg
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=None if cfg.progress else True, dynamic_ncols=True,
-                   desc="train", leave=False)
+        bar = tqdm(**{"total": cfg.steps, "initial": self.step, "disable": None if cfg.progress else True,
+                      "dynamic_ncols": True, "desc": "train", "leave": False, **self.progress_bar})
         global _fitting
         _fitting += 1
         try:
