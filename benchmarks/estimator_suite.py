@@ -129,9 +129,7 @@ def run_one(task, method, draw, mode, scnf_params):
         if method == "logreg":
             lab = y_semi != -1
             model.fit(X[lab], y_semi[lab])
-        elif method == "scnf":
-            model.fit(X, y_semi)
-        else:  # the scaler sees every training row; the semi-supervised step sees y = -1
+        else:  # every training row; y = -1 marks the unlabelled ones (the scalers use no labels)
             model.fit(X, y_semi)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     acc = float((model.predict(X_te) == y_te).mean())

@@ -70,6 +70,17 @@ def _run_one(args):
     return run(cfg, rdir, resume=resume, overwrite=not resume)
 
 
+def _run_all(work: list, jobs: int) -> list[dict]:
+    """:func:`_run_one` over ``work``, ``jobs`` at a time (spawned processes) when ``jobs`` > 1."""
+    if jobs > 1 and len(work) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, len(work)), mp_context=mp.get_context("spawn")) as pool:
+            return list(pool.map(_run_one, work))
+    return [_run_one(w) for w in work]
+
+
 def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gmm")),
            datasets=("moons", "circles"), steps: int | None = None, jobs: int = 1,
            clf_weight: float | None = None, ffjord_train_tol: float | None = None) -> str:
@@ -88,14 +99,7 @@ def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gm
             t0 = time.perf_counter()
             work = [(toy_config(ds, f, h, s, steps, clf_weight, ffjord_train_tol),
                      out / "runs" / f"{f}-{h}-{ds}-s{s}") for s in range(seeds)]
-            if jobs > 1:
-                import multiprocessing as mp
-                from concurrent.futures import ProcessPoolExecutor
-
-                with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                    ms = list(pool.map(_run_one, work))
-            else:
-                ms = [_run_one(w) for w in work]
+            ms = _run_all(work, jobs)
             src = out / "runs" / f"{f}-{h}-{ds}-s0" / "decision_boundary.png"
             if src.exists():
                 shutil.copyfile(src, out / f"{f}-{h}-{ds}.png")
@@ -277,14 +281,7 @@ def table2(out: str | Path, profile: str = "cpu", rows=None, splits=(0, 1, 2), j
             state = ", ".join(f"{d.name}: {'finished, reused' if _finished(d, c) is not None else 'training'}"
                               for c, d in work)
             log(f"table2 row {r} ({TABLE2_ROWS[r][0]}, {TABLE2_ROWS[r][1]}): {state}")
-        if jobs > 1 and len(work) > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(min(jobs, len(work)), mp_context=mp.get_context("spawn")) as pool:
-                ms = list(pool.map(_run_one, work))
-        else:
-            ms = [_run_one(w) for w in work]
+        ms = _run_all(work, jobs)
         results[r] = {"splits": [c.data.split_seed for c, _ in work],
                       "error_pct": [m["error_pct"] for m in ms],
                       "bits_per_dim": [m.get("bits_per_dim") for m in ms],
