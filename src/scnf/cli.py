@@ -198,8 +198,8 @@ def _cmd_reproduce(args) -> int:
     for d in datasets:
         if d not in ("moons", "circles"):
             raise ValueError(f"bad dataset {d!r}: expected moons or circles")
-    text = table1(args.out or "runs/table1", seeds=args.seeds or 5, rows=rows, datasets=datasets, steps=args.steps, jobs=args.jobs,
-                  clf_weight=args.clf_weight, ffjord_train_tol=args.ffjord_train_tol)
+    text = table1(args.out or "runs/table1", seeds=args.seeds or 5, rows=rows, datasets=datasets, steps=args.steps,
+                  jobs=args.jobs, clf_weight=args.clf_weight, ffjord_train_tol=args.ffjord_train_tol)
     print(text)
     return 0
 

@@ -237,7 +237,7 @@ def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervised
     if data.dims == 2 and not data.images:
         from .plots import decision_boundary
 
-        name = f"{cfg.model.unconditional.upper()} ∘ {cfg.model.conditional.upper()} on {cfg.data.dataset}"
+        name = f"{model_name(cfg)} on {cfg.data.dataset}"
         decision_boundary(model, raw["x"], raw["y_semi"], out / "decision_boundary.png",
                           title=f"{name}: test error {metrics['error_pct']:.1f} %, NLL {metrics['nll']:.3f}")
         figures.append("decision_boundary.png")
