@@ -125,6 +125,22 @@ def test_single_non_finite_step_is_skipped_and_counted():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_callback_returning_true_ends_the_run():
+    """Early stopping: a callback's true return ends fit after that step (a false one does not)."""
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
+    seen = []
+
+    def stop_after_three(trainer, step):
+        seen.append(step)
+        return step == 3
+
+    trainer = Trainer(model, _data(), TrainConfig(steps=10, batch_size=16, eval_every=10, progress=False),
+                      callback=stop_after_three)
+    trainer.fit()
+    assert trainer.step == 3 and seen == [1, 2, 3]
+
+
 def test_sampler_mixes_labelled_share_and_covers_unlabelled_once_per_epoch():
     y = torch.full((100,), -1)
     y[:10] = torch.arange(10) % 2

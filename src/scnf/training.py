@@ -453,7 +453,9 @@ class Trainer:
         model, data, cfg: what to train, on what, how.
         seed: seeds the batch sampler, the dequantisation noise and torch's global RNG.
         run_dir: where ``checkpoint.pt`` and ``log.jsonl`` go (None: nothing is written).
-        callback: called as ``callback(trainer, step)`` after every completed step.
+        callback: called as ``callback(trainer, step)`` after every completed step; a true
+            return value ends the run there (early stopping; with several processes it must
+            return the same on every one).
         init_fn: called as ``init_fn(model, x, y)`` on the batch of step ``warmup_f_steps``
             (class-aware initialisation).
         progress_bar: tqdm keyword arguments overriding the progress bar's (shown with
@@ -767,9 +769,8 @@ class Trainer:
                 saved = (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0
                 if saved:
                     self.save()  # never during a run of skipped steps: keep the last good one
-                if self.callback is not None:
-                    self.callback(self, self.step)
-                if out_of_time:
+                stop = self.callback is not None and bool(self.callback(self, self.step))
+                if out_of_time or stop:
                     break
                 if _stop_signal is not None and not last:
                     if not saved and self.nonfinite_run == 0:
