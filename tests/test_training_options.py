@@ -153,3 +153,34 @@ def test_validation_larger_than_the_pool_is_refused(tiny_images):
     cfg.data.n_validation = 51  # 60 training images, 10 labelled: 50 can be held out
     with pytest.raises(ValueError, match="n_validation = 51 exceeds the 50"):
         build_data(cfg)
+
+
+def test_input_noise_perturbs_vector_training_rows_only():
+    """train.input_noise: training batches of vectors get N(0, input_noise^2) noise (rows drawn
+    by the sampler, then perturbed); 0 leaves them as they are; image batches are unchanged."""
+    from scnf.training import MixedBatchSampler, SemiSupervisedData
+    torch.manual_seed(0)
+    x = torch.randn(600, 4)
+    y = torch.full((600,), -1)
+    y[:20] = torch.arange(20) % 2
+    data = SemiSupervisedData(x, y)
+    model = scnf.vector_scnf(4, 2, blocks=1, hidden=8, h_blocks=1, h_hidden=8)
+    for std in (0.0, 0.5):
+        cfg = TrainConfig(steps=1, batch_size=512, input_noise=std, progress=False)
+        idx = torch.from_numpy(MixedBatchSampler(data.y, 512, cfg.labelled_share, 0).next())
+        xb, yb = Trainer(model, data, cfg, seed=0)._draw_batch()
+        assert torch.equal(yb, y[idx])
+        diff = xb - x[idx]
+        if std == 0:
+            assert torch.equal(diff, torch.zeros_like(diff))
+        else:
+            assert float(diff.std()) == pytest.approx(std, rel=0.05) and abs(float(diff.mean())) < 0.02
+    imgs = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8)
+    img_data = SemiSupervisedData(imgs, y[:40], images=True)
+    cfg = TrainConfig(steps=1, batch_size=16, input_noise=0.5, progress=False)
+    img_model = scnf.vector_scnf(16, 2, blocks=1, hidden=8, h_blocks=1, h_hidden=8)
+    idx = torch.from_numpy(MixedBatchSampler(img_data.y, 16, cfg.labelled_share, 0).next())
+    xb, _ = Trainer(img_model, img_data, cfg, seed=0)._draw_batch()
+    assert float((xb - imgs[idx].float() / 255.0).abs().amax()) < 1 / 255  # dequantisation only
+    with pytest.raises(ConfigError, match="input_noise"):
+        from_dict({"train": {"input_noise": -0.1}})

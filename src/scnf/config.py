@@ -73,6 +73,7 @@ class TrainConfig:
     pseudo_threshold: float = 0.0   # unlabelled rows whose max p(y|x) reaches this get a pseudo-label (0 = off)
     pseudo_weight: float = 0.0      # weight of the pseudo-labelled rows' cross-entropy (per unlabelled row)
     pseudo_start: int = 0           # step from which pseudo-labels are used
+    input_noise: float = 0.0        # vectors: std of Gaussian noise added to training rows each step (0 = off)
     ema_decay: float = 0.0          # evaluate (and save for evaluation) an exponential moving average of the weights (0 = off)
     max_seconds: float = 0.0        # stop after this many training seconds (0 = no limit; the schedule still counts steps)
     eval_every: int = 500
@@ -111,7 +112,7 @@ _POSITIVE = {"data.n_train", "data.n_test", "data.n_labelled", "train.batch_size
              "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden",
              "model.ffjord_tol", "train.consistency_temperature", "model.m1_hidden", "model.m1_latent",
              "model.m2_hidden", "model.m2_latent"}
-_NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps",
+_NON_NEGATIVE = {"data.noise", "train.input_noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps",
                  "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
                  "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
                  "train.augment_shift", "model.ffjord_train_tol",

@@ -629,6 +629,8 @@ class Trainer:
         if self.cfg.augment_shift and self.data.images:
             xb = shift_images(raw, yb >= 0, self.cfg.augment_shift, self.noise)
         x = self.data.prepare(xb, self.noise)
+        if self.cfg.input_noise > 0 and not self.data.images:  # smooths the rows' distribution
+            x = x + self.cfg.input_noise * torch.randn(x.shape, generator=self.noise, dtype=x.dtype)
         if not with_view:
             return x, yb
         unl = raw[yb < 0]
