@@ -32,6 +32,8 @@ import json
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +185,13 @@ def markdown(rows, tasks, methods):
     return "\n".join(lines)
 
 
+def _limit_threads(threads: int) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
@@ -191,7 +200,9 @@ def main(argv=None):
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="score on the held-out test rows, or on validation rows carved from the training rows")
     p.add_argument("--scnf-params", default="{}", help="JSON object of SCNFClassifier parameters to override")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (of each process)")
+    p.add_argument("--jobs", type=int, default=1, help="fits run at once, in separate processes (seconds then "
+                                                       "include the other fits' competition for the cores)")
     p.add_argument("--out", default=None, help="directory for results.json and table.md")
     a = p.parse_args(argv)
     tasks = [t for t in a.tasks.split(",") if t]
@@ -202,23 +213,23 @@ def main(argv=None):
     for m in methods:
         if m not in METHODS:
             p.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+    if a.jobs < 1 or a.threads < 1:
+        p.error("--jobs and --threads must be at least 1")
     scnf_params = json.loads(a.scnf_params)
-    import torch
-    from threadpoolctl import threadpool_limits
-    torch.set_num_threads(a.threads)
-    threadpool_limits(a.threads)
-    records = []
+    _limit_threads(a.threads)
     out = Path(a.out) if a.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    for t in tasks:
-        for m in methods:
-            for d in range(a.draws):
-                r = run_one(t, m, d, a.split, scnf_params)
-                records.append(r)
-                print(f"{t:14s} {m:9s} draw {d}: acc {r['acc']:.3f}  {r['seconds']:.1f} s", flush=True)
-                if out:
-                    (out / "records.json").write_text(json.dumps(records, indent=1))
+    work = [(t, m, d, a.split, scnf_params) for t in tasks for m in methods for d in range(a.draws)]
+    records = []
+    with ProcessPoolExecutor(a.jobs, initializer=_limit_threads, initargs=(a.threads,)) if a.jobs > 1 \
+            else nullcontext() as pool:
+        for r in (pool.map(run_one, *zip(*work)) if pool else (run_one(*w) for w in work)):
+            records.append(r)
+            print(f"{r['task']:14s} {r['method']:9s} draw {r['draw']}: acc {r['acc']:.3f}  {r['seconds']:.1f} s",
+                  flush=True)
+            if out:
+                (out / "records.json").write_text(json.dumps(records, indent=1))
     rows = summarise(records, tasks, methods)
     table = markdown(rows, tasks, methods)
     print(table)

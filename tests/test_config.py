@@ -79,7 +79,7 @@ def test_init_from_labels_with_plain_glow_h_would_change_nothing():
     import torch
 
     import scnf
-    from scnf.experiment import class_aware_init
+    from scnf.model import class_aware_init
 
     x = torch.randn(64, 2)
     y = torch.full((64,), -1)

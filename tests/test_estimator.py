@@ -163,14 +163,17 @@ def test_ffjord_parts_fit(unconditional, conditional):
 
 
 class _CountingTrainer:
-    """Wraps the estimator's Trainer, recording how many steps each fit actually took."""
+    """Wraps the estimator's Trainer, recording how many steps each fit actually took and
+    the training config it was given."""
     taken: list[int] = []
+    configs: list = []
 
     def __init__(self, real):
         self.real = real
 
     def __call__(self, *args, **kwargs):
         trainer = self.real(*args, **kwargs)
+        _CountingTrainer.configs.append(trainer.cfg)
         fit = trainer.fit
 
         def counted_fit():
@@ -185,7 +188,7 @@ class _CountingTrainer:
 @pytest.fixture
 def count_steps(monkeypatch):
     import scnf.estimator as est
-    _CountingTrainer.taken = []
+    _CountingTrainer.taken, _CountingTrainer.configs = [], []
     monkeypatch.setattr(est, "Trainer", _CountingTrainer(est.Trainer))
     return _CountingTrainer.taken
 
@@ -260,3 +263,32 @@ def test_bad_schedule_parameters(params, message):
     y_semi[:6] = y[:6]
     with pytest.raises(ValueError, match=message):
         SCNFClassifier(**{**TINY, **params}).fit(X, y_semi)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gmm_class_means_start_at_the_labelled_rows(seed):
+    """init_from_labels (default): SCNF-GMM's class means start at the labelled rows' means in
+    z_f, so a model that has not moved (lr ~ 0) already separates well-separated blobs; with
+    random means it does not."""
+    X, y = make_blobs(300, n_features=10, centers=3, cluster_std=1.0, random_state=1)
+    X = X * 50 - 7
+    y_semi = np.full(300, -1)
+    for c in range(3):
+        y_semi[np.flatnonzero(y == c)[:3]] = c
+    still = dict(steps=1, lr=1e-9, batch_size=64, blocks=1, hidden=8, input_noise=0.0, random_state=seed)
+    assert SCNFClassifier(**still).fit(X, y_semi).score(X, y) == 1.0
+    assert SCNFClassifier(init_from_labels=False, **still).fit(X, y_semi).score(X, y) < 0.9
+
+
+def test_input_noise_reaches_the_trainer(count_steps):
+    """input_noise (default 0.3 in standardised units) is the trainer's train.input_noise;
+    a negative value is refused by name."""
+    import scnf.estimator as est
+    X, y = make_blobs(60, n_features=2, centers=2, random_state=0)
+    y_semi = np.full(60, -1)
+    y_semi[:6] = y[:6]
+    SCNFClassifier(steps=2, **TINY).fit(X, y_semi)
+    SCNFClassifier(steps=2, input_noise=0.0, **TINY).fit(X, y_semi)
+    assert [cfg.input_noise for cfg in _CountingTrainer.configs] == [est.INPUT_NOISE, 0.0]
+    with pytest.raises(ValueError, match="parameter 'input_noise'"):
+        SCNFClassifier(steps=2, input_noise=-1.0, **TINY).fit(X, y_semi)

@@ -184,7 +184,8 @@ def test_gmm_with_class_aware_init_trains():
     cfg = _toy_cfg(steps=20, eval_every=20)
     cfg.model.conditional = "gmm"
     cfg.model.init_from_labels = True
-    from scnf.experiment import build_data, build_model, class_aware_init
+    from scnf.experiment import build_data, build_model
+    from scnf.model import class_aware_init
 
     data, _ = build_data(cfg)
     model = build_model(cfg, data)
@@ -198,7 +199,7 @@ def test_gmm_with_class_aware_init_trains():
 
 def test_class_affine_h_is_initialised_from_labelled_means():
     from scnf.bijectors import ConditionalActNorm
-    from scnf.experiment import class_aware_init
+    from scnf.model import class_aware_init
 
     torch.manual_seed(0)
     model = scnf.vector_scnf(2, 2, blocks=2, hidden=16, h_blocks=2, h_hidden=16, h_class_affine=True)

@@ -16,8 +16,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .bijectors.actnorm import ActNorm, ConditionalActNorm
 from .bijectors.base import Bijector, Identity
-from .priors import DiagonalGaussian
+from .priors import ClassConditionalGaussian, DiagonalGaussian
 
 
 class SemiConditionalFlow(nn.Module):
@@ -200,3 +201,37 @@ def check_invertibility(model: SemiConditionalFlow, x: torch.Tensor, y=None) -> 
         return float((x_rec.float() - x.float()).abs().max())
     finally:
         model.train(was_training)
+
+
+def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Initialise the conditional part from the labelled rows' z_f (``init_from_labels``).
+
+    Runs the data-dependent initialisation of f's ActNorms on the batch, then sets, from the
+    labelled rows' z_f: for SCNF-GMM each class mean (the authors' code initialises its GMM
+    with k-means); for a flow h that starts with a :class:`ConditionalActNorm`
+    (``h_class_affine``), its per-class shift (class means) and pooled scale. Finally h's
+    own ActNorms are (re-)initialised on the batch. The trainer calls it at the first step
+    after ``warmup_f_steps`` (step 0 without a warm-up), so z_f has settled first.
+    """
+    lab = y >= 0
+    model.train()
+    model.unconditional(x)  # data-dependent initialisation of f
+    if lab.any():
+        z, _ = model.unconditional(x[lab])
+        z_f, y_lab = z[:, model.aux_dim:], y[lab]
+        if isinstance(model.latent_prior, ClassConditionalGaussian):
+            for k in range(model.num_classes):
+                sel = y_lab == k
+                if sel.any():
+                    model.latent_prior.loc.data[k] = z_f[sel].mean(0)
+        first = next(iter(model.conditional.modules()), None)
+        for mod in model.conditional.modules():
+            if isinstance(mod, ConditionalActNorm):
+                first = mod
+                break
+        if isinstance(first, ConditionalActNorm):
+            first.initialize_from_labelled(z_f, y_lab)
+    for mod in model.conditional.modules():  # (re-)initialise h's ActNorms on the new z_f
+        if isinstance(mod, ActNorm):
+            mod.initialized.fill_(False)
+    model.log_joint(x)

@@ -76,7 +76,7 @@ class ConditionalActNorm(Bijector):
     """Class-conditional per-feature affine map ``z = (x + bias[y]) * exp(log_scale[y])``.
 
     Starts as the identity. Placed first in the conditional flow h and initialised from the
-    labelled rows' z_f (``scnf.experiment.class_aware_init``), it makes h a class-mean
+    labelled rows' z_f (``scnf.model.class_aware_init``), it makes h a class-mean
     classifier from the first step (SCNF-GLOW's counterpart of initialising the GMM).
     """
 
