@@ -34,6 +34,7 @@ def test_round_trip_dump_and_load(tmp_path):
     ({"model": {"ffjord_train_tol": 1e-3}}, "'model.ffjord_train_tol' applies to FFJORD parts only"),
     ({"model": {"lu": True}}, "'model.lu' applies to image models only"),
     ({"train": {"augment_shift": 2}}, "'train.augment_shift' applies to image datasets only"),
+    ({"data": {"dataset": "mnist"}, "train": {"input_noise": 0.1}}, "'train.input_noise' applies to vector data"),
 ])
 def test_bad_configs_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):

@@ -228,6 +228,9 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
         raise ConfigError("config key 'model.lu' applies to image models only (mnist, fashion-mnist)")
     if toy and cfg.train.augment_shift > 0:
         raise ConfigError("config key 'train.augment_shift' applies to image datasets only (mnist, fashion-mnist)")
+    if not toy and cfg.train.input_noise > 0:
+        raise ConfigError("config key 'train.input_noise' applies to vector data only (moons, circles); "
+                          "image pixels are dequantised instead")
     if toy and cfg.data.n_validation > 0:
         raise ConfigError("config key 'data.n_validation' applies to image datasets only (mnist, fashion-mnist)")
     t = cfg.train

@@ -35,7 +35,7 @@ SKLEARN_EXPECTED_FAILED_CHECKS: dict[str, str] = {
 
 
 #: Defaults chosen on the benchmark suite (benchmarks/estimator_suite.py; RESULTS.md, "Estimator defaults").
-EPOCHS = 100
+EPOCHS = 300
 MIN_STEPS = 500
 CLF_WEIGHT = 1.0
 INPUT_NOISE = 0.3
