@@ -112,7 +112,7 @@ _POSITIVE = {"data.n_train", "data.n_test", "data.n_labelled", "train.batch_size
              "train.eval_every", "train.checkpoint_every", "train.max_nonfinite", "model.hidden",
              "model.ffjord_tol", "train.consistency_temperature", "model.m1_hidden", "model.m1_latent",
              "model.m2_hidden", "model.m2_latent"}
-_NON_NEGATIVE = {"data.noise", "train.input_noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps",
+_NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.warmup_f_steps", "train.input_noise",
                  "data.n_unlabelled", "data.n_test_eval", "model.deep_dim", "model.blocks", "model.h_hidden",
                  "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
                  "train.augment_shift", "model.ffjord_train_tol",

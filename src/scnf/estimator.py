@@ -221,7 +221,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         self.n_steps_ = int(steps)
         data = SemiSupervisedData(self._to_model(X, torch.float32), y_int)
         # verbose: the trainer's bar, shown whether or not stderr is a terminal
-        Trainer(self.model_, data, cfg, seed=seed, init_fn=class_aware_init if self.init_from_labels and auto["conditional"] == "gmm" else None,
+        init_fn = class_aware_init if self.init_from_labels and auto["conditional"] == "gmm" else None
+        Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn,
                 progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True)).fit()
         # Trained in float32; predicts in float64, so that a row's outputs do not depend on
         # which other rows share its batch (float32 matrix products differ in the last bit

@@ -114,7 +114,6 @@ def build_model(cfg: RunConfig, data: SemiSupervisedData) -> SemiConditionalFlow
                                      h_class_affine=m.h_class_affine, **ode)
 
 
-@torch.no_grad()
 def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
     """The common part of metrics.json."""
     metrics = {

@@ -203,6 +203,7 @@ def check_invertibility(model: SemiConditionalFlow, x: torch.Tensor, y=None) -> 
         model.train(was_training)
 
 
+@torch.no_grad()
 def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tensor) -> None:
     """Initialise the conditional part from the labelled rows' z_f (``init_from_labels``).
 

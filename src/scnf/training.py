@@ -454,8 +454,9 @@ class Trainer:
         seed: seeds the batch sampler, the dequantisation noise and torch's global RNG.
         run_dir: where ``checkpoint.pt`` and ``log.jsonl`` go (None: nothing is written).
         callback: called as ``callback(trainer, step)`` after every completed step; a true
-            return value ends the run there (early stopping; with several processes it must
-            return the same on every one).
+            return value ends the run after that step, with no further evaluation or
+            checkpoint (early stopping; with several processes it must return the same on
+            every one).
         init_fn: called as ``init_fn(model, x, y)`` on the batch of step ``warmup_f_steps``
             (class-aware initialisation).
         progress_bar: tqdm keyword arguments overriding the progress bar's (shown with
