@@ -21,9 +21,9 @@ Standardisation (StandardScaler) is fitted on all training rows, labelled or not
 used). ``--split val`` never touches the test rows: it carves a validation share out of each
 draw's training rows and scores there, for comparing settings.
 
-Example::
+Example (two fits at a time on two cores)::
 
-    python benchmarks/estimator_suite.py --draws 5 --out runs/estimator-suite/after
+    python benchmarks/estimator_suite.py --draws 5 --jobs 2 --out runs/estimator-suite/after
 """
 from __future__ import annotations
 
