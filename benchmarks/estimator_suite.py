@@ -48,6 +48,11 @@ TASKS = {
     "classif-50": ("classification", 20, 0.3),
     "mnist-pca40": ("mnist_pca", 10, None),
 }
+#: Not in the default run: variants that test an explanation of a default task's result.
+DIAGNOSTIC_TASKS = {
+    # classif-50 with one Gaussian cluster per class instead of two
+    "classif-50-1c": ("classification_1c", 20, 0.3),
+}
 METHODS = ("scnf", "ls-rbf", "ls-knn", "self-svc", "logreg")
 
 
@@ -56,10 +61,10 @@ def load(name: str, seed: int):
     from sklearn import datasets
     if name == "moons":
         return (*datasets.make_moons(1000, noise=0.1, random_state=seed), None, None)
-    if name == "classification":
+    if name in ("classification", "classification_1c"):
         X, y = datasets.make_classification(2000, n_features=50, n_informative=20, n_redundant=10,
-                                            n_classes=5, n_clusters_per_class=2, class_sep=1.5,
-                                            random_state=seed)
+                                            n_classes=5, n_clusters_per_class=1 if name.endswith("1c") else 2,
+                                            class_sep=1.5, random_state=seed)
         return X, y, None, None
     if name == "mnist_pca":
         return _mnist_pca(seed)
@@ -87,8 +92,8 @@ def _mnist_pca(seed: int, n_train: int = 3000, n_test: int = 2000, components: i
 def split(task: str, draw: int, mode: str):
     """Training rows with y = -1 for unlabelled rows, and the evaluation rows."""
     from sklearn.model_selection import train_test_split
-    loader, labels, test_share = TASKS[task]
-    X, y, X_te, y_te = load(loader, draw if loader in ("moons", "classification", "mnist_pca") else 0)
+    loader, labels, test_share = {**TASKS, **DIAGNOSTIC_TASKS}[task]
+    X, y, X_te, y_te = load(loader, 0 if loader in ("iris", "wine", "breast_cancer", "digits") else draw)
     if X_te is None:
         X, X_te, y, y_te = train_test_split(X, y, test_size=test_share, stratify=y, random_state=draw)
     if mode == "val":  # the test rows are never used: validation rows come out of the training rows
@@ -194,7 +199,9 @@ def _limit_threads(threads: int) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
+    p.add_argument("--tasks", default=",".join(TASKS),
+                   help=f"comma-separated, from {', '.join(TASKS)} (default: all of these) and the diagnostic "
+                        f"{', '.join(DIAGNOSTIC_TASKS)}")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--draws", type=int, default=5, help="label draws (seeds 0..draws-1)")
     p.add_argument("--split", choices=("test", "val"), default="test",
@@ -208,8 +215,8 @@ def main(argv=None):
     tasks = [t for t in a.tasks.split(",") if t]
     methods = [m for m in a.methods.split(",") if m]
     for t in tasks:
-        if t not in TASKS:
-            p.error(f"unknown task {t!r}; known: {', '.join(TASKS)}")
+        if t not in TASKS and t not in DIAGNOSTIC_TASKS:
+            p.error(f"unknown task {t!r}; known: {', '.join([*TASKS, *DIAGNOSTIC_TASKS])}")
     for m in methods:
         if m not in METHODS:
             p.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
