@@ -280,15 +280,18 @@ def test_gmm_class_means_start_at_the_labelled_rows(seed):
     assert SCNFClassifier(init_from_labels=False, **still).fit(X, y_semi).score(X, y) < 0.9
 
 
-def test_input_noise_reaches_the_trainer(count_steps):
-    """input_noise (default 0.3 in standardised units) is the trainer's train.input_noise;
-    a negative value is refused by name."""
+def test_input_noise_and_schedule_reach_the_trainer(count_steps):
+    """input_noise (default 0.3 in standardised units) and schedule (default linear decay) are
+    the trainer's train.input_noise and train.schedule; bad values are refused by name."""
     import scnf.estimator as est
     X, y = make_blobs(60, n_features=2, centers=2, random_state=0)
     y_semi = np.full(60, -1)
     y_semi[:6] = y[:6]
     SCNFClassifier(steps=2, **TINY).fit(X, y_semi)
-    SCNFClassifier(steps=2, input_noise=0.0, **TINY).fit(X, y_semi)
-    assert [cfg.input_noise for cfg in _CountingTrainer.configs] == [est.INPUT_NOISE, 0.0]
+    SCNFClassifier(steps=2, input_noise=0.0, schedule="constant", **TINY).fit(X, y_semi)
+    assert [(cfg.input_noise, cfg.schedule) for cfg in _CountingTrainer.configs] == [
+        (est.INPUT_NOISE, "linear"), (0.0, "constant")]
     with pytest.raises(ValueError, match="parameter 'input_noise'"):
         SCNFClassifier(steps=2, input_noise=-1.0, **TINY).fit(X, y_semi)
+    with pytest.raises(ValueError, match="parameter 'schedule' must be one of"):
+        SCNFClassifier(steps=2, schedule="cosine", **TINY).fit(X, y_semi)

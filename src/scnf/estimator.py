@@ -46,8 +46,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters mirror the config keys: ``conditional`` ("glow", "gmm", "ffjord" or None),
     ``unconditional`` ("glow" or "ffjord"), ``deep_dim``, the training schedule (``steps`` or
-    ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``labelled_share``, ``optimisation``,
-    ``clf_weight``), the model size (``blocks``, ``hidden``, ``h_blocks``, ``h_hidden``),
+    ``epochs``, ``batch_size``, ``lr``, ``schedule`` ("linear" decay to 0 or "constant"),
+    ``weight_decay``, ``labelled_share``, ``optimisation``, ``clf_weight``), the model size (``blocks``, ``hidden``, ``h_blocks``, ``h_hidden``),
     ``standardize``, ``random_state`` and ``device``. ``classes`` (optional) lists the
     expected classes, so that a class without any labelled row is an error. ``verbose=True``
     shows a progress bar of the training steps (on stderr).
@@ -85,8 +85,9 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                  min_steps=MIN_STEPS, batch_size=256, lr=1e-3, weight_decay=1e-5, labelled_share=1 / 3,
                  optimisation="sgd", clf_weight=CLF_WEIGHT, blocks=5, hidden=None, h_blocks=4, h_hidden=64,
                  standardize=True, random_state=None, device="cpu", verbose=False, classes=None,
-                 init_from_labels=True, input_noise=INPUT_NOISE):
+                 init_from_labels=True, input_noise=INPUT_NOISE, schedule="linear"):
         self.classes = classes
+        self.schedule = schedule
         self.init_from_labels = init_from_labels
         self.input_noise = input_noise
         self.conditional = conditional
@@ -206,6 +207,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         cfg = TrainConfig(optimisation=self.optimisation, clf_weight=float(self.clf_weight),
                           labelled_share=float(self.labelled_share), batch_size=int(self.batch_size),
                           steps=int(steps), lr=float(self.lr), weight_decay=float(self.weight_decay),
+                          schedule=self.schedule,
                           eval_every=max(int(steps), 1), checkpoint_every=max(int(steps), 1), device=self.device,
                           progress=False, input_noise=float(self.input_noise))
         from .config import ConfigError, RunConfig, validate
