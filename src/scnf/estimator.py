@@ -39,6 +39,7 @@ EPOCHS = 300
 MIN_STEPS = 500
 CLF_WEIGHT = 1.0
 INPUT_NOISE = 0.3
+LR = 3e-3
 
 
 class SCNFClassifier(ClassifierMixin, BaseEstimator):
@@ -82,7 +83,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, conditional=None, unconditional="glow", deep_dim=None, steps=None, epochs=EPOCHS,
-                 min_steps=MIN_STEPS, batch_size=256, lr=1e-3, weight_decay=1e-5, labelled_share=1 / 3,
+                 min_steps=MIN_STEPS, batch_size=256, lr=LR, weight_decay=1e-5, labelled_share=1 / 3,
                  optimisation="sgd", clf_weight=CLF_WEIGHT, blocks=5, hidden=None, h_blocks=4, h_hidden=64,
                  standardize=True, random_state=None, device="cpu", verbose=False, classes=None,
                  init_from_labels=True, input_noise=INPUT_NOISE, schedule="linear"):
