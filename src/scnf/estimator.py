@@ -48,8 +48,9 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     Parameters mirror the config keys: ``conditional`` ("glow", "gmm", "ffjord" or None),
     ``unconditional`` ("glow" or "ffjord"), ``deep_dim``, the training schedule (``steps`` or
     ``epochs``, ``batch_size``, ``lr``, ``schedule`` ("linear" decay to 0 or "constant"),
-    ``weight_decay``, ``labelled_share``, ``optimisation``, ``clf_weight``), the model size (``blocks``, ``hidden``, ``h_blocks``, ``h_hidden``),
-    ``standardize``, ``random_state`` and ``device``. ``classes`` (optional) lists the
+    ``weight_decay``, ``labelled_share``, ``optimisation``, ``clf_weight``), the model size
+    (``blocks``, ``hidden``, ``h_blocks``, ``h_hidden``), ``standardize``, ``random_state``
+    and ``device``. ``classes`` (optional) lists the
     expected classes, so that a class without any labelled row is an error. ``verbose=True``
     shows a progress bar of the training steps (on stderr).
 
@@ -224,7 +225,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         self.n_steps_ = int(steps)
         data = SemiSupervisedData(self._to_model(X, torch.float32), y_int)
         # verbose: the trainer's bar, shown whether or not stderr is a terminal
-        init_fn = class_aware_init if self.init_from_labels and auto["conditional"] == "gmm" else None
+        init_fn = class_aware_init if self.init_from_labels else None  # sets nothing for a Glow h
         Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn,
                 progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True)).fit()
         # Trained in float32; predicts in float64, so that a row's outputs do not depend on
