@@ -1,4 +1,6 @@
 """Every layer: round trip, log-dets that cancel, and log-det == autograd slogdet."""
+import copy
+
 import pytest
 import torch
 
@@ -57,6 +59,39 @@ def _build(factory, inputs, dtype):
     return layer.eval(), x
 
 
+def _float32_tolerances(layer, x, z, ld, ctx):
+    """What float32 arithmetic can be asked of a round trip, derived from the layer itself.
+
+    Rounding z to float32 moves each component by up to eps32 * |z|; the inverse then
+    amplifies that by its own sensitivity, which for a perturbed coupling can be large (the
+    cond-coupling case below has |z| up to 46 and scales sigmoid(s+2) near 0). We measure
+    that sensitivity in float64: the largest change of inverse(z) under 8 random
+    perturbations of relative size eps32. The float32 round-trip error measured on AMD
+    (avx2 and default kernels) was at most 1.0x this (sens + eps32 * |x|), whichever
+    layer; the tolerance allows 16x, for the rounding inside the forward and inverse
+    passes and other kernels' summation orders (Intel AVX-512 gave 1e-3 on cond-coupling,
+    whose sensitivity is 3.6e-3). A wrong inverse errs by O(|t|) = O(0.1-10) instead.
+
+    The log-dets are sums of n = x[0].numel() float32 terms on each side: each sum can err
+    by n * eps32 * sum|terms| <= n * eps32 * (|ld| + n) (a term is at most ~1 here); 4x margin.
+    """
+    eps = torch.finfo(torch.float32).eps
+    layer64 = copy.deepcopy(layer).double()
+    z64 = z.double()
+    g = torch.Generator().manual_seed(0)
+    sens = 0.0
+    with torch.no_grad():
+        base = layer64.inverse(z64, ctx)[0]
+        for _ in range(8):
+            sign = torch.randint(0, 2, z.shape, generator=g).double() * 2 - 1
+            moved = layer64.inverse(z64 + eps * z64.abs() * sign, ctx)[0]
+            sens = max(sens, float((moved - base).abs().max()))
+    x_tol = 16 * (sens + eps * float(x.abs().max()))
+    n = x[0].numel()
+    ld_tol = 4 * n * eps * (float(ld.abs().max()) + n)
+    return x_tol, ld_tol
+
+
 @pytest.mark.parametrize("factory,inputs,cond", [c[1:] for c in CASES], ids=IDS)
 def test_round_trip_float32(factory, inputs, cond):
     layer, x = _build(factory, inputs, torch.float32)
@@ -65,9 +100,9 @@ def test_round_trip_float32(factory, inputs, cond):
         z, ld = layer(x, ctx)
         xr, ld_inv = layer.inverse(z, ctx)
     assert ld.shape == (x.shape[0],)
-    # float32: the two passes of a channel coupling compound rounding (float64 is checked below)
-    assert torch.allclose(xr, x, rtol=1e-4, atol=2e-4), (xr - x).abs().max()
-    assert torch.allclose(ld + ld_inv, torch.zeros_like(ld), atol=1e-4)
+    x_tol, ld_tol = _float32_tolerances(layer, x, z, ld, ctx)
+    assert (xr - x).abs().max() <= x_tol, ((xr - x).abs().max(), x_tol)
+    assert (ld + ld_inv).abs().max() <= ld_tol, ((ld + ld_inv).abs().max(), ld_tol)
 
 
 @pytest.mark.parametrize("factory,inputs,cond", [c[1:] for c in CASES], ids=IDS)
