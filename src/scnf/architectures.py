@@ -11,9 +11,10 @@ from .bijectors.actnorm import ActNorm, ConditionalActNorm
 from .bijectors.base import Bijector, Flatten, Identity, Sequential
 from .bijectors.ffjord import FFJORD
 from .bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
-from .bijectors.coupling import AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer
+from .bijectors.coupling import (AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer,
+                                 class_embedding)
 from .bijectors.logits import ToLogits
-from .bijectors.reshape import FactorOut, SpaceToDepth
+from .bijectors.reshape import FactorOut, SpaceToDepth, factor_out_keep
 from .model import SemiConditionalFlow
 from .priors import ClassConditionalGaussian
 
@@ -41,7 +42,10 @@ def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alp
     """Appendix E.1: 1x28x28 pixels in [0, 1] -> flat z of 784 components.
 
     Output layout: [392 factored out at 4x14x14 | 196 factored out at 8x7x7 | 196 deepest
-    (the final 4x7x7 block)], so z_f for ``deep_dim=d`` is the last d columns.
+    (the final 4x7x7 block)], each block flattened channel-major, so z_f for ``deep_dim=d``
+    is the last d columns. As in the released model, each split factors out the first half
+    of the channels and keeps the second, and the checkerboard steps of a group alternate
+    mask parity 0, 1, 0.
     """
     level3 = Sequential(
         *_glow_steps(4, 3, "checkerboard", hidden, blocks, lu),
@@ -52,42 +56,52 @@ def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alp
         *_glow_steps(2, 3, "checkerboard", hidden, blocks, lu),
         SpaceToDepth(2),
         *_glow_steps(8, 2, "channel", hidden, blocks, lu),
-        FactorOut((8, 7, 7), keep=4, inner=level3),
+        FactorOut((8, 7, 7), keep=factor_out_keep(8), inner=level3),
     )
     f = Sequential(
         ToLogits(alpha),
         *_glow_steps(1, 3, "checkerboard", hidden, blocks, lu),
         SpaceToDepth(2),
         *_glow_steps(4, 2, "channel", hidden, blocks, lu),
-        FactorOut((4, 14, 14), keep=2, inner=level2),
+        FactorOut((4, 14, 14), keep=factor_out_keep(4), inner=level2),
     )
     f.input_shape = (1, 28, 28)
     return f
 
 
 def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4, hidden: int = 256,
-                     blocks: int = 4, net: str = "resmlp", lu: bool = False, class_affine: bool = False) -> Bijector:
+                     blocks: int = 4, net: str = "resmlp", lu: bool = False, class_affine: bool = False,
+                     embed_dim: int | None = None) -> Bijector:
     """Appendix E.2: ``levels`` x ``steps`` of ActNorm -> 1x1 conv -> conditional coupling
-    on (B, dim) vectors (1x1 spatial size), halving the dimension between levels.
+    on (B, dim) vectors (1x1 spatial size), with the released model's split between levels
+    (the first half factored out, :func:`factor_out_keep`).
+
+    As in the released model, one class table (``num_classes`` x ``embed_dim``, identity at
+    construction; ``embed_dim`` defaults to ``num_classes``) serves every coupling and both
+    of its nets; it is registered on the returned bijector as ``embedding``.
 
     ``class_affine`` prepends a :class:`ConditionalActNorm` (identity at construction) that
     ``init_from_labels`` sets from the labelled rows' class means (an scnf extension)."""
     if class_affine:
         return Sequential(ConditionalActNorm(dim, num_classes),
-                          conditional_glow(dim, num_classes, levels, steps, hidden, blocks, net, lu))
+                          conditional_glow(dim, num_classes, levels, steps, hidden, blocks, net, lu,
+                                           embed_dim=embed_dim))
+    embedding = class_embedding(num_classes, embed_dim)
 
     def level(d: int, remaining: int) -> Bijector:
         layers = []
         for i in range(steps):
             layers += [ActNorm(d), _conv(d, lu),
-                       ConditionalCouplingLayer(d, num_classes, hidden=hidden,
-                                                blocks=blocks, net=net)]
-        if remaining > 1 and d >= 2:
-            keep = d - d // 2
+                       ConditionalCouplingLayer(d, num_classes, hidden=hidden, blocks=blocks, net=net,
+                                                embedding=embedding)]
+        keep = factor_out_keep(d)
+        if remaining > 1 and keep >= 1:
             return Sequential(*layers, FactorOut((d,), keep=keep, inner=level(keep, remaining - 1)))
         return Sequential(*layers)
 
-    return level(dim, levels)
+    h = level(dim, levels)
+    h.embedding = embedding
+    return h
 
 
 def _scnf(f, dim_f, num_classes, deep_dim, conditional, h_kwargs, class_prior, input_shape):
@@ -104,7 +118,7 @@ def _scnf(f, dim_f, num_classes, deep_dim, conditional, h_kwargs, class_prior, i
 def mnist_scnf(conditional: str = "glow", deep_dim: int = 196, num_classes: int = 10, *,
                hidden: int = 64, blocks: int = 4, h_hidden: int = 256, h_blocks: int = 4,
                h_levels: int = 2, h_steps: int = 4, lu: bool = False, class_prior=None,
-               h_class_affine: bool = False) -> SemiConditionalFlow:
+               h_class_affine: bool = False, embed_dim: int | None = None) -> SemiConditionalFlow:
     """The Appendix E model for 1x28x28 images with pixels in [0, 1].
 
     ``deep_dim`` (49/98/196/392/784 for Table 3) picks how many of the deepest components
@@ -115,7 +129,7 @@ def mnist_scnf(conditional: str = "glow", deep_dim: int = 196, num_classes: int 
         raise ValueError(f"deep_dim must lie in [1, 784], got {deep_dim}")
     f = mnist_unconditional(hidden, blocks, lu)
     h_kwargs = dict(levels=h_levels, steps=h_steps, hidden=h_hidden, blocks=h_blocks, lu=lu,
-                    class_affine=h_class_affine)
+                    class_affine=h_class_affine, embed_dim=embed_dim)
     return _scnf(f, 784, num_classes, deep_dim, conditional, h_kwargs, class_prior, (1, 28, 28))
 
 
@@ -134,9 +148,14 @@ def vector_unconditional(dim: int, blocks: int = 5, hidden: int = 64, layers: in
 def vector_scnf(dim: int, num_classes: int, conditional: str = "glow", deep_dim: int | None = None, *,
                 unconditional: str = "glow", blocks: int = 5, hidden: int = 64, h_blocks: int = 4,
                 h_hidden: int = 64, class_prior=None, h_class_affine: bool = False,
+                h_net: str = "mlp", h_net_blocks: int = 2, embed_dim: int | None = None,
                 **ffjord_kwargs) -> SemiConditionalFlow:
     """SCNF for 2-D toy data and tabular data: z_f is the last ``deep_dim`` components of
-    f's output (all of them by default, as in the paper's toy experiments)."""
+    f's output (all of them by default, as in the paper's toy experiments).
+
+    A Glow h has ``h_blocks`` steps whose coupling nets are ``h_net`` ("mlp": ``h_net_blocks``
+    hidden layers; "resmlp": that many residual blocks) ``h_hidden`` wide, and one class
+    table ``embed_dim`` wide. :func:`scnf.released.released_toy_scnf` is the authors' toy."""
     if int(dim) < 1:
         raise ValueError(f"dim must be at least 1, got {dim}")
     deep_dim = dim if deep_dim is None else int(deep_dim)
@@ -156,5 +175,6 @@ def vector_scnf(dim: int, num_classes: int, conditional: str = "glow", deep_dim:
     if conditional == "ffjord":
         h = FFJORD(deep_dim, hidden=h_hidden, num_classes=num_classes, **ffjord_kwargs)
         return SemiConditionalFlow(f, h, num_classes, deep_dim, class_prior, input_shape=(dim,))
-    h_kwargs = dict(levels=1, steps=h_blocks, hidden=h_hidden, blocks=2, net="mlp", class_affine=h_class_affine)
+    h_kwargs = dict(levels=1, steps=h_blocks, hidden=h_hidden, blocks=h_net_blocks, net=h_net,
+                    class_affine=h_class_affine, embed_dim=embed_dim)
     return _scnf(f, dim, num_classes, deep_dim, conditional, h_kwargs, class_prior, (dim,))

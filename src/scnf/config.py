@@ -44,6 +44,9 @@ class ModelConfig:
     lu: bool = False                # LU-parameterised 1x1 convolutions (images)
     init_from_labels: bool = False  # class-aware init from labelled z_f: gmm means, or glow with h_class_affine
     h_class_affine: bool = False    # glow h: prepend a class-conditional affine layer (set by init_from_labels)
+    h_net: str = ""                 # vectors, glow h: coupling nets "mlp" or "resmlp" ("" = mlp); images use resmlp
+    h_net_blocks: int = 0           # vectors, glow h: layers (mlp) or residual blocks (resmlp) per net (0 = 2)
+    embed_dim: int = 0              # glow h: width of the class table shared by h's couplings (0 = number of classes)
     ffjord_tol: float = 1e-5        # FFJORD parts: solver rtol = atol (evaluation; training too unless below)
     ffjord_train_tol: float = 0.0   # FFJORD parts: rtol = atol while training (0 = ffjord_tol)
     m1_hidden: int = 600            # m1m2: units in each of M1's two hidden layers (encoder and decoder)
@@ -179,7 +182,8 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 _FLOW_KEYS = ("unconditional", "conditional", "deep_dim", "hidden", "blocks", "h_hidden", "h_blocks", "lu",
-              "init_from_labels", "h_class_affine", "ffjord_tol", "ffjord_train_tol")
+              "init_from_labels", "h_class_affine", "ffjord_tol", "ffjord_train_tol", "h_net", "h_net_blocks",
+              "embed_dim")
 _VAE_KEYS = ("m1_hidden", "m1_latent", "m2_hidden", "m2_latent", "m1_features")
 
 
@@ -211,6 +215,17 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
     """Refuse combinations in which a key would silently do nothing."""
     _check_model_kind(cfg)
     m, toy = cfg.model, cfg.data.dataset in ("moons", "circles")
+    if m.h_net not in ("", "mlp", "resmlp"):
+        raise ConfigError(f"config key 'model.h_net' must be 'mlp' or 'resmlp', got {m.h_net!r}")
+    for key in ("h_net", "h_net_blocks"):
+        if getattr(m, key) and not toy:
+            raise ConfigError(f"config key 'model.{key}' applies to vector data only; image models' h nets "
+                              "are residual (model.h_hidden, model.h_blocks)")
+    for key in ("h_net", "h_net_blocks", "embed_dim"):
+        if getattr(m, key) and m.conditional != "glow":
+            raise ConfigError(f"config key 'model.{key}' applies to conditional = 'glow' only")
+    if m.h_net_blocks < 0 or m.embed_dim < 0:
+        raise ConfigError("config keys 'model.h_net_blocks' and 'model.embed_dim' must be non-negative")
     if m.init_from_labels and m.conditional == "ffjord":
         raise ConfigError("config key 'model.init_from_labels' has nothing to initialise with conditional = "
                           "'ffjord'; use conditional = 'gmm', or 'glow' with h_class_affine = true")

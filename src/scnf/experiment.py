@@ -103,7 +103,8 @@ def build_model(cfg: RunConfig, data: SemiSupervisedData) -> SemiConditionalFlow
             raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
         return architectures.mnist_scnf(m.conditional, m.deep_dim or 196, k, hidden=m.hidden,
                                         blocks=m.blocks or 4, h_hidden=m.h_hidden or 256, h_blocks=m.h_blocks,
-                                        lu=m.lu, class_prior=prior, h_class_affine=m.h_class_affine)
+                                        lu=m.lu, class_prior=prior, h_class_affine=m.h_class_affine,
+                                        embed_dim=m.embed_dim or None)
     dim = data.dims
     ode = {}
     if "ffjord" in (m.unconditional, m.conditional):
@@ -111,7 +112,8 @@ def build_model(cfg: RunConfig, data: SemiSupervisedData) -> SemiConditionalFlow
     return architectures.vector_scnf(dim, k, m.conditional, m.deep_dim or None, unconditional=m.unconditional,
                                      blocks=m.blocks or 5, hidden=m.hidden, h_blocks=m.h_blocks,
                                      h_hidden=m.h_hidden or 64, class_prior=prior,
-                                     h_class_affine=m.h_class_affine, **ode)
+                                     h_class_affine=m.h_class_affine, h_net=m.h_net or "mlp",
+                                     h_net_blocks=m.h_net_blocks or 2, embed_dim=m.embed_dim or None, **ode)
 
 
 def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:

@@ -62,13 +62,14 @@ class SemiConditionalFlow(nn.Module):
         self.latent_prior = latent_prior if latent_prior is not None else DiagonalGaussian(self.deep_dim)
         self.aux_prior = aux_prior if aux_prior is not None else DiagonalGaussian(self.aux_dim)
         if class_prior is None:
-            probs = torch.full((self.num_classes,), 1.0 / self.num_classes)
+            probs = torch.full((self.num_classes,), 1.0 / self.num_classes, dtype=torch.float64)
         else:
-            probs = torch.as_tensor(class_prior, dtype=torch.float32).flatten()
+            probs = torch.as_tensor(class_prior, dtype=torch.float64).flatten()
             if probs.numel() != self.num_classes or (probs <= 0).any() or not torch.isfinite(probs).all():
                 raise ValueError(
                     f"class_prior must hold {self.num_classes} positive numbers, got {probs.tolist()}")
             probs = probs / probs.sum()
+        # float64, so a float64 model gets log p(y) exactly; each use casts to the data's dtype
         self.register_buffer("log_class_prior", probs.log())
 
     # ------------------------------------------------------------------ checks
@@ -130,13 +131,13 @@ class SemiConditionalFlow(nn.Module):
     def log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x, y=k) for every k, shape (B, K) (paper Eq. 3 before the sum)."""
         _, z_f, base = self._f(x)
-        return base[:, None] + self.log_conditional_deep(z_f) + self.log_class_prior
+        return base[:, None] + self.log_conditional_deep(z_f) + self.log_class_prior.to(base.dtype)
 
     def log_prob(self, x: torch.Tensor, y) -> torch.Tensor:
         """log p(x, y), shape (B,) (paper Eq. 4)."""
         y = self._check_y(y, x.shape[0] if isinstance(x, torch.Tensor) else 0)
         _, z_f, base = self._f(x)
-        return base + self._log_h(z_f, y) + self.log_class_prior[y]
+        return base + self._log_h(z_f, y) + self.log_class_prior[y].to(base.dtype)
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) = logsumexp_y log p(x, y), shape (B,)."""

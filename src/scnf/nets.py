@@ -1,8 +1,9 @@
-"""The networks inside coupling layers.
+"""The networks inside coupling layers, as the released model builds them.
 
 * :class:`ResidualConvNet` — Appendix E's coupling net for images: reflection pad, 3x3
-  conv to ``hidden``, residual blocks of 3x3 convs, ActNorm, ReLU, zero-initialised 3x3
-  conv.
+  conv to ``hidden``, residual blocks (ReLU, 3x3 conv, ReLU, 3x3 conv; no normalisation
+  inside, as in the released code, which builds an ActNorm there but never uses it),
+  ActNorm, ReLU, zero-initialised 3x3 conv.
 * :class:`ResidualMLP` — the same net at 1x1 spatial size (1x1 convs are linear maps),
   used by the conditional flow h.
 * :class:`MLP` — the toy models' 64-64 LeakyReLU net.
@@ -11,16 +12,13 @@ The last layer of every net is zero-initialised, so every coupling starts as the
 identity up to Glow's constant scale sigmoid(2).
 
 :class:`ResidualConvNet` has a fused forward pass (the default, see :data:`FUSED`) that
-computes the same function with fewer passes over the hidden activations. Since
-``exp(log_scale) > 0``, ``ReLU((x + b) * s) = s * ReLU(x + b)``: the scale ``s`` of every
-ActNorm inside the net is folded into the input channels of the following 3x3 conv (the
-reflection pad commutes with a per-channel scale), and an ActNorm that follows a conv has
-its bias folded into that conv's bias. The residual stream is carried with the bias of
-the ActNorm that reads it already added (the differences go into conv biases), so no
-ActNorm costs a pass over the activations. Activations are kept
-in channels_last, which oneDNN's convolutions prefer on CPU. Parameters, buffers and
-state-dict keys are unchanged; the unfused path still runs whenever an inner ActNorm
-needs its data-dependent initialisation.
+computes the same function with fewer passes over the activations. Since
+``exp(log_scale) > 0``, ``ReLU((u + b) * s) = s * ReLU(u + b)``: the scale ``s`` of the final
+ActNorm is folded into the input channels of the last 3x3 conv (the reflection pad commutes
+with a per-channel scale), and its bias ``b`` into the bias of the conv whose output ends the
+residual stream. Activations are kept in channels_last, which oneDNN's convolutions prefer
+on CPU. Parameters, buffers and state-dict keys are unchanged; the unfused path still runs
+whenever the ActNorm needs its data-dependent initialisation.
 """
 from __future__ import annotations
 
@@ -118,35 +116,32 @@ class ResidualConvNet(nn.Module):
         layers = [_conv3(in_channels, hidden)]
         for _ in range(blocks):
             layers.append(_ResBlock(nn.Sequential(
-                _NormAct(hidden), _conv3(hidden, hidden), _NormAct(hidden), _conv3(hidden, hidden))))
+                nn.ReLU(), _conv3(hidden, hidden), nn.ReLU(), _conv3(hidden, hidden))))
         last = _conv3(hidden, out_channels)
         _zero(last[1])
         layers += [_NormAct(hidden), last]
         self.net = nn.Sequential(*layers)
-        self._actnorms = [m for m in self.modules() if isinstance(m, ActNorm)]
 
     def forward(self, x):
-        if not FUSED or x.dim() != 4 or (self.training and not all(bool(a.initialized) for a in self._actnorms)):
+        norm = self.net[-2][0]
+        if not FUSED or x.dim() != 4 or (self.training and not bool(norm.initialized)):
             return self.net(x)
         return self._fused(x)
 
     def _fused(self, x):
-        # The residual stream is carried as u_k = h_k + b_k, where b_k is the bias of the
-        # ActNorm that reads h_k: ReLU(ActNorm(h_k)) = s_k * ReLU(u_k), s_k goes into the
-        # next conv's weight, and b_{k+1} - b_k into the bias of the conv that ends block k.
+        # The final ActNorm (bias b, scale s): ReLU((u + b) * s) = s * ReLU(u + b). b goes into
+        # the bias of the conv whose output is last added to the stream u, s into the last conv.
         layers = list(self.net)
-        blocks = layers[1:-2]
-        stream_norms = [blk.body[0][0] for blk in blocks] + [layers[-2][0]]
+        blocks, norm = layers[1:-2], layers[-2][0]
         if CHANNELS_LAST:
             x = x.contiguous(memory_format=torch.channels_last)
-        u = _conv3_fused(x, layers[0], extra_bias=stream_norms[0].bias)
+        u = _conv3_fused(x, layers[0], extra_bias=None if blocks else norm.bias)
         for k, blk in enumerate(blocks):
-            an1, c1, an2, c2 = stream_norms[k], blk.body[1], blk.body[2][0], blk.body[3]
-            a = _conv3_fused(torch.relu(u), c1, an1.log_scale.exp(), an2.bias)
-            a = _conv3_fused(torch.relu_(a), c2, an2.log_scale.exp(), stream_norms[k + 1].bias - an1.bias)
+            last_block = k == len(blocks) - 1
+            a = _conv3_fused(torch.relu(u), blk.body[1])
+            a = _conv3_fused(torch.relu_(a), blk.body[3], extra_bias=norm.bias if last_block else None)
             u = a.add_(u)
-        an = stream_norms[-1]
-        return _conv3_fused(torch.relu(u), layers[-1], an.log_scale.exp()).contiguous()
+        return _conv3_fused(torch.relu(u), layers[-1], norm.log_scale.exp()).contiguous()
 
 
 class ResidualMLP(nn.Module):
@@ -155,7 +150,7 @@ class ResidualMLP(nn.Module):
         layers = [nn.Linear(in_features, hidden)]
         for _ in range(blocks):
             layers.append(_ResBlock(nn.Sequential(
-                _NormAct(hidden), nn.Linear(hidden, hidden), _NormAct(hidden), nn.Linear(hidden, hidden))))
+                nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))))
         layers += [_NormAct(hidden), _zero(nn.Linear(hidden, out_features))]
         self.net = nn.Sequential(*layers)
 

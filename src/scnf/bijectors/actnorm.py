@@ -15,7 +15,8 @@ class ActNorm(Bijector):
     Works on images (B, C, H, W) and on vectors (B, C). On the first forward pass in
     training mode (or by an explicit :meth:`initialize`) the bias and scale are set so
     that the output has zero mean and unit variance per channel:
-    ``bias = -mean``, ``log_scale = -log(std + 1e-6)``.
+    ``bias = -mean``, ``log_scale = -log(std + 1e-6)``, with the unbiased (N - 1) standard
+    deviation over batch and positions, as the released model computes it.
 
     The ``initialized`` flag is a registered buffer, so a model loaded from a state dict
     never re-initialises. A channel with zero variance in the initialisation batch raises
@@ -43,7 +44,7 @@ class ActNorm(Bijector):
             )
         flat = x.transpose(0, 1).reshape(self.num_channels, -1)
         mean = flat.mean(1)
-        std = flat.std(1, unbiased=False) if flat.shape[1] > 1 else torch.zeros_like(mean)
+        std = flat.std(1, unbiased=True) if flat.shape[1] > 1 else torch.zeros_like(mean)
         if self.strict and (std <= 1e-12).any():
             bad = torch.nonzero(std <= 1e-12).flatten().tolist()
             raise ValueError(

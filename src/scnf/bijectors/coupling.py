@@ -1,13 +1,19 @@
-"""Affine coupling layers: checkerboard masks for images (one net), and the released
-model's two-pass channel coupling for images, vectors and the paper's conditional
-coupling layer (Sec. 3.3), which transforms both halves with two nets.
+"""Affine coupling layers, as the authors' released model builds them.
 
-All use Glow's scale: ``z2 = (x2 + t) * (sigmoid(s + 2) + 1e-6)`` with ``(s, t)`` from a
-network of the conditioning part, whose last layer is zero-initialised.
+* :class:`MaskedCouplingLayer` — checkerboard mask on images, one net:
+  ``z = x * sigmoid(s + 2) + t`` on the transformed pixels (no 1e-6 in the scale).
+* The two-pass channel coupling (:class:`CouplingLayer` for images, :class:`AffineCoupling`
+  for vectors, :class:`ConditionalCouplingLayer` for the paper's conditional coupling of
+  Sec. 3.3): both halves transformed by two nets, each as
+  ``z = (x + t) * (sigmoid(s + 2) + 1e-6)``.
+
+``(s, t)`` come from a network of the conditioning part, whose last layer is
+zero-initialised.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..nets import ResidualConvNet, make_vector_net
@@ -17,10 +23,17 @@ _EPS = 1e-6
 
 
 def _scale_shift(h: torch.Tensor):
-    """Split net output into (log scale, shift) along dim 1."""
+    """Split net output into (log scale, shift) along dim 1: scale = sigmoid(s + 2) + 1e-6."""
     s, t = h.chunk(2, dim=1)
     log_scale = torch.log(torch.sigmoid(s + 2.0) + _EPS)
     return log_scale, t
+
+
+def _log_sigmoid_scale_shift(h: torch.Tensor):
+    """Split net output into (log scale, shift) along dim 1: scale = sigmoid(s + 2) exactly,
+    the checkerboard coupling's (log sigmoid(u) = -softplus(-u), stable for any s)."""
+    s, t = h.chunk(2, dim=1)
+    return -F.softplus(-(s + 2.0)), t
 
 
 def _run_net(layer, net, x: torch.Tensor) -> torch.Tensor:
@@ -34,8 +47,10 @@ def _run_net(layer, net, x: torch.Tensor) -> torch.Tensor:
 
 
 def checkerboard_mask(h: int, w: int, parity: int = 0) -> torch.Tensor:
+    """The released model's checkerboard: ``mask[h, w] = (h + w + parity) % 2``; pixels where
+    it is 1 condition, the others are transformed (so with parity 0 pixel (0, 0) changes)."""
     ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    return ((ii + jj + parity) % 2 == 0).float().view(1, 1, h, w)
+    return ((ii + jj + parity) % 2).float().view(1, 1, h, w)
 
 
 def _check_image(layer, x):
@@ -49,7 +64,10 @@ def _check_image(layer, x):
 class MaskedCouplingLayer(Bijector):
     """Checkerboard-masked affine coupling (Real NVP) on images (B, C, H, W).
 
-    Pixels where the mask is 1 condition the transform of the others.
+    Pixels where the mask is 1 condition the transform of the others (the net reads
+    ``x * mask`` and returns ``(s, t)``, C channels each); the others become
+    ``x * sigmoid(s + 2) + t``, the released model's form, with log-det
+    ``sum log sigmoid(s + 2)`` over them.
     """
 
     autocast: str | None = None  # a device type: the net runs under bfloat16 autocast (scnf.precision)
@@ -71,17 +89,17 @@ class MaskedCouplingLayer(Bijector):
     def forward(self, x, context=None):
         _check_image(self, x)
         m = self._mask(x)
-        log_scale, t = _scale_shift(_run_net(self, self.net, x * m))
+        log_scale, t = _log_sigmoid_scale_shift(_run_net(self, self.net, x * m))
         log_scale = log_scale * (1 - m)
-        z = x * m + (1 - m) * ((x + t) * log_scale.exp())
+        z = x * m + (1 - m) * (x * log_scale.exp() + t)
         return z, log_scale.flatten(1).sum(1)
 
     def inverse(self, z, context=None):
         _check_image(self, z)
         m = self._mask(z)
-        log_scale, t = _scale_shift(_run_net(self, self.net, z * m))
+        log_scale, t = _log_sigmoid_scale_shift(_run_net(self, self.net, z * m))
         log_scale = log_scale * (1 - m)
-        x = z * m + (1 - m) * (z * torch.exp(-log_scale) - t)
+        x = z * m + (1 - m) * ((z - t) * torch.exp(-log_scale))
         return x, -log_scale.flatten(1).sum(1)
 
 
@@ -92,7 +110,7 @@ class _TwoPassCoupling(Bijector):
     channels) and a second part ``b``. Net 1 reads ``b`` and transforms ``a``; net 2 reads the
     *new* ``a`` and transforms ``b``. Every feature changes, and the log-det is the sum of the
     two passes'. The inverse undoes net 2 first. Subclasses give the nets and ``_check``;
-    a conditional subclass registers an ``embedding`` whose output is concatenated to each net's
+    a conditional subclass has an ``embedding`` whose output is concatenated to each net's
     input (both nets see the label).
     """
 
@@ -156,7 +174,8 @@ class AffineCoupling(_TwoPassCoupling):
     """
 
     def __init__(self, dim: int, hidden: int = 64, blocks: int = 2, net: str = "mlp",
-                 num_classes: int | None = None, embed_dim: int | None = None):
+                 num_classes: int | None = None, embed_dim: int | None = None,
+                 embedding: nn.Embedding | None = None):
         super().__init__()
         if dim < 1:
             raise ValueError("AffineCoupling needs dim >= 1")
@@ -165,13 +184,16 @@ class AffineCoupling(_TwoPassCoupling):
         extra = 0
         if num_classes is not None:
             self.conditional = True
-            embed_dim = num_classes if embed_dim is None else embed_dim
-            self.embedding = nn.Embedding(num_classes, embed_dim)
-            with torch.no_grad():
-                self.embedding.weight.zero_()
-                k = min(num_classes, embed_dim)
-                self.embedding.weight[:k, :k] = torch.eye(k)
-            extra = embed_dim
+            if embedding is None:
+                self.embedding = class_embedding(num_classes, embed_dim)
+            else:
+                if embedding.num_embeddings < num_classes:
+                    raise ValueError(f"the shared embedding has {embedding.num_embeddings} rows, "
+                                     f"fewer than num_classes={num_classes}")
+                # shared with other layers (the released h: one table for every coupling); the
+                # owner registers it, so it is saved and counted once
+                self.__dict__["embedding"] = embedding
+            extra = self.embedding.embedding_dim
         self._make_nets(dim, lambda i, o: make_vector_net(net, i + extra, o, hidden, blocks))
 
     def _check(self, x, context):
@@ -190,8 +212,24 @@ class AffineCoupling(_TwoPassCoupling):
 
 class ConditionalCouplingLayer(AffineCoupling):
     """The paper's conditional affine coupling on (B, D) vectors (1x1 spatial size),
-    with residual 1x1 nets (hidden 256, 4 blocks) as in Appendix E.2."""
+    with residual 1x1 nets (hidden 256, 4 blocks) as in Appendix E.2.
+
+    ``embedding``: a class table shared with other layers (the released h has one for all
+    its couplings, see :func:`scnf.architectures.conditional_glow`); by default the layer
+    makes its own."""
 
     def __init__(self, dim: int, num_classes: int, hidden: int = 256, blocks: int = 4,
-                 net: str = "resmlp", embed_dim: int | None = None):
-        super().__init__(dim, hidden, blocks, net, num_classes, embed_dim)
+                 net: str = "resmlp", embed_dim: int | None = None, embedding: nn.Embedding | None = None):
+        super().__init__(dim, hidden, blocks, net, num_classes, embed_dim, embedding)
+
+
+def class_embedding(num_classes: int, embed_dim: int | None = None) -> nn.Embedding:
+    """A learnable class table (``num_classes`` x ``embed_dim``, ``num_classes`` by default),
+    initialised one-hot (the identity where it fits, zeros elsewhere) as in the released model."""
+    embed_dim = num_classes if embed_dim is None else int(embed_dim)
+    emb = nn.Embedding(num_classes, embed_dim)
+    with torch.no_grad():
+        emb.weight.zero_()
+        k = min(num_classes, embed_dim)
+        emb.weight[:k, :k] = torch.eye(k)
+    return emb

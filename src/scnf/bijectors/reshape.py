@@ -29,13 +29,14 @@ class SpaceToDepth(Bijector):
 
 
 class FactorOut(Bijector):
-    """Multi-scale split (Real NVP): keep the first ``keep`` channels for ``inner`` and
-    factor out the rest.
+    """Multi-scale split (Real NVP), as the released model does it: factor out the *first*
+    channels and pass the last ``keep`` to ``inner``.
 
     The input has shape (B, *in_shape) — images (C, H, W) or vectors (D,). ``inner``
     maps the kept part to a flat (B, D_inner) tensor. The output is the flat
-    concatenation ``[factored-out part, inner output]``, so the deepest components — those
-    that passed every layer — are always the *last* columns.
+    concatenation ``[factored-out part, inner output]`` (each flattened channel-major), so
+    the deepest components — those that passed every layer — are always the *last* columns.
+    :func:`factor_out_keep` gives the released model's split.
     """
 
     def __init__(self, in_shape, keep: int, inner: Bijector):
@@ -45,8 +46,9 @@ class FactorOut(Bijector):
         if not 0 < keep < channels:
             raise ValueError(f"FactorOut: keep must lie in (0, {channels}), got {keep}")
         self.keep = keep
-        self.n_out = (channels - keep) * math.prod(self.in_shape[1:])
-        self.out_shape = (channels - keep, *self.in_shape[1:])
+        self.n_factored = channels - keep
+        self.n_out = self.n_factored * math.prod(self.in_shape[1:])
+        self.out_shape = (self.n_factored, *self.in_shape[1:])
         self.inner = inner
         self.conditional = getattr(inner, "conditional", False)
 
@@ -56,14 +58,21 @@ class FactorOut(Bijector):
                 f"FactorOut: expected input of shape (B, {', '.join(map(str, self.in_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        kept, out = x[:, : self.keep], x[:, self.keep:]
+        out, kept = x[:, : self.n_factored], x[:, self.n_factored:]
         z_inner, ld = self.inner(kept, context)
         return torch.cat([out.reshape(x.shape[0], -1), z_inner], 1), ld
 
     def inverse(self, z, context=None):
         out = z[:, : self.n_out].reshape(z.shape[0], *self.out_shape)
         kept, ld = self.inner.inverse(z[:, self.n_out:], context)
-        return torch.cat([kept, out], 1), ld
+        return torch.cat([out, kept], 1), ld
 
     def extra_repr(self) -> str:
         return f"in_shape={self.in_shape}, keep={self.keep}"
+
+
+def factor_out_keep(channels: int) -> int:
+    """How many of ``channels`` the released model keeps at a split: it factors out the first
+    ``C // 2 + (C // 2) % 2`` (2 of 4, 4 of 8, 98 of 196) and keeps the rest."""
+    half = channels // 2
+    return channels - (half + half % 2)
