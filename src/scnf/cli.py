@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name", choices=["mnist", "fashion-mnist"])
     f.add_argument("--data-dir", help="cache directory (default: $SCNF_DATA or the per-user cache)")
 
+    im = sub.add_parser("import-released", help="convert the authors' released checkpoint (pretrained/model.torch) "
+                                                "into a run directory")
+    im.add_argument("checkpoint", help="the authors' state dict (torch.save(model.state_dict()))")
+    im.add_argument("--out", required=True, help="run directory to write (config.toml, checkpoint.pt)")
+    im.add_argument("--model", choices=["mnist", "toy"], default="mnist",
+                    help="which of the authors' models the file holds (default mnist)")
+
     s = sub.add_parser("summary", help="build a model and print its layers and parameter counts")
     s.add_argument("model", choices=["mnist", "mnist-gmm", "toy"], nargs="?", default="mnist")
 
@@ -212,6 +219,16 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_import_released(args) -> int:
+    from .released import import_released
+
+    net = import_released(args.checkpoint, args.out, model=args.model)
+    n = net.parameter_counts()
+    print(f"imported the released {args.model} model ({n['f']:,} + {n['h']:,} parameters) into {args.out}: "
+          f"scnf evaluate {args.out}" + (f", scnf analyse {args.out} ..." if args.model == "mnist" else ""))
+    return 0
+
+
 def _cmd_summary(args) -> int:
     import scnf
 
@@ -240,7 +257,7 @@ def _cmd_analyse(args) -> int:
 
 
 COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "reproduce": _cmd_reproduce,
-            "data": _cmd_data, "summary": _cmd_summary,
+            "data": _cmd_data, "summary": _cmd_summary, "import-released": _cmd_import_released,
             "analyse": _cmd_analyse}
 
 

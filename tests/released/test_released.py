@@ -1,0 +1,211 @@
+"""The authors' released model, converted, computes their numbers.
+
+The expected values were computed by running the authors' own code on fixed weights (the
+reference folder's README says how). Tolerances:
+
+* float64 against their float64 section: 1e-8 nats. A faithful mapping agrees to ~1e-12
+  (float64 sums of ~1e3-sized terms in another order); every structural difference the
+  mapping could get wrong (mask parity, coupling form, split, block norms, class table,
+  squeeze order, ActNorm sign) moves log p(x, y) by 1e-4 to 600 nats.
+* float32 against their float64 section: what float32 costs in their own code (the
+  reference's float32 section differs from its float64 one by 7.5e-4 nats on MNIST, 8.3e-7 on
+  the toy), with room for other kernels: 5e-3 (MNIST) and 1e-5 (toy), the README's figures.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from scnf.cli import main
+from scnf.released import ReleasedCheckpointError, load_released_state_dict
+from tests.released.reference import mnist_state_dict, reference_file
+
+F64_TOL = 1e-8
+F32_TOL = {"mnist": 5e-3, "toy": 1e-5}
+
+
+@pytest.fixture(scope="module")
+def mnist_sd():
+    return mnist_state_dict()
+
+
+def _state_dict(name, mnist_sd=None):
+    if name == "mnist":
+        return mnist_sd
+    return torch.load(reference_file("toy.pt"), weights_only=True)
+
+
+def _inputs(name):
+    x = torch.load(reference_file(f"{name}-inputs.pt"), weights_only=True)
+    return x.reshape(x.shape[0], 2) if name == "toy" else x
+
+
+def _expected(name):
+    return json.loads(reference_file(f"{name}-expected.json").read_text())
+
+
+@torch.no_grad()
+def _quantities(model, x, y):
+    """Every quantity of the reference, computed by our model."""
+    k = model.num_classes
+    z, ld_f = model.unconditional(x)
+    z_aux, z_f = z[:, :model.aux_dim], z[:, model.aux_dim:]
+    b = x.shape[0]
+    z_rep = z_f.repeat_interleave(k, 0)
+    y_rep = torch.arange(k).repeat(b)
+    z_h, ld_h = model.conditional(z_rep, context=y_rep)
+    lj = model.log_joint(x)
+    z_h_own, _ = model.conditional(z_f, context=y)
+    return {
+        "log_joint": lj, "log_marginal": model.log_marginal(x), "log_posterior": torch.log_softmax(lj, 1),
+        "log_det_f": ld_f, "log_prior_aux": model.aux_prior.log_prob(z_aux),
+        "log_det_h": ld_h.view(b, k), "log_prior_h": model.latent_prior.log_prob(z_h).view(b, k),
+        "log_p_y": model.log_class_prior, "z_f_sum": z_f.sum(1), "z_f_sumsq": (z_f ** 2).sum(1),
+        "z_aux_sum": z_aux.sum(1), "z_h_given_y_sum": z_h_own.sum(1), "z_f": z_f,
+    }
+
+
+@pytest.mark.parametrize("name", ["toy", "mnist"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_converted_model_computes_the_authors_numbers(name, dtype, request):
+    sd = _state_dict(name, request.getfixturevalue("mnist_sd") if name == "mnist" else None)
+    exp = _expected(name)
+    ref = exp["float64"]
+    model = load_released_state_dict(sd, name).to(dtype)
+    x = _inputs(name).to(dtype)
+    y = torch.tensor(exp["inputs"]["y"])
+    got = _quantities(model, x, y)
+    tol = F64_TOL if dtype == torch.float64 else F32_TOL[name]
+    worst = {}
+    for key, value in got.items():
+        if key not in ref:
+            continue
+        want = torch.tensor(ref[key], dtype=torch.float64)
+        assert value.shape == want.shape, key
+        worst[key] = float((value.double() - want).abs().max())
+    print(f"{name} {dtype}: largest differences against the authors' float64 values: {worst}")
+    # z_f's statistics are sums of 196 squares of ~1e1: scale their tolerance by their size
+    for key, err in worst.items():
+        scale = 1.0 if not key.startswith("z_") else max(1.0, float(torch.tensor(ref[key]).abs().max()) / 100)
+        assert err <= tol * scale, (key, err, tol * scale)
+    assert got["log_joint"].argmax(1).tolist() == ref["predicted"]
+
+
+def test_toy_reference_agrees_to_rounding():
+    """The float64 toy agrees to ~1e-15, not just within 1e-8: the mapping is exact."""
+    model = load_released_state_dict(_state_dict("toy"), "toy").double()
+    got = _quantities(model, _inputs("toy").double(), torch.tensor(_expected("toy")["inputs"]["y"]))
+    want = torch.tensor(_expected("toy")["float64"]["log_joint"], dtype=torch.float64)
+    assert (got["log_joint"] - want).abs().max() < 1e-12
+
+
+# ------------------------------------------------------------------ bad checkpoints
+def _toy_sd():
+    return dict(_state_dict("toy"))
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda sd: sd.pop("prior.flow.modules_.2.net1.1.net.3.bias"), "missing key 'prior.flow.modules_.2.net1.1.net.3.bias'"),
+    (lambda sd: sd.__setitem__("prior.flow.extra.weight", torch.zeros(2)), "unexpected key 'prior.flow.extra.weight'"),
+    (lambda sd: sd.__setitem__("flow.module.modules_.0.W", torch.zeros(3, 3)),
+     r"key 'flow.module.modules_.0.W' has shape \(3, 3\), expected \(2, 2\)"),
+    (lambda sd: sd.__setitem__("prior.deep_prior.mean", torch.ones(2)), "'prior.deep_prior.mean' is not 0"),
+    (lambda sd: sd.__setitem__("prior.flow.embeddings.weight", torch.zeros(1, 10)),
+     "'prior.flow.embeddings.weight' has shape"),
+], ids=["missing", "unexpected", "shape", "prior-mean", "embedding"])
+def test_a_wrong_key_is_named(change, match):
+    sd = _toy_sd()
+    change(sd)
+    with pytest.raises(ReleasedCheckpointError, match=match):
+        load_released_state_dict(sd, "toy")
+
+
+def test_the_mnist_masks_are_checked(mnist_sd):
+    sd = dict(mnist_sd)
+    sd["flow.module.modules_.5.mask"] = 1 - sd["flow.module.modules_.5.mask"]  # parity 0 instead of 1
+    with pytest.raises(ReleasedCheckpointError, match=r"modules_.5.mask.*checkerboard of parity 1"):
+        load_released_state_dict(sd, "mnist")
+
+
+def test_a_toy_file_is_not_an_mnist_model():
+    with pytest.raises(ReleasedCheckpointError, match="missing key"):
+        load_released_state_dict(_toy_sd(), "mnist")
+
+
+# ------------------------------------------------------------------ the command
+def test_import_released_writes_a_run_that_evaluates(tmp_path, capsys):
+    from scnf.experiment import evaluate_run, load_run
+
+    ckpt = tmp_path / "model.torch"
+    shutil.copy(reference_file("toy.pt"), ckpt)
+    out = tmp_path / "run"
+    assert main(["import-released", str(ckpt), "--out", str(out), "--model", "toy"]) == 0
+    assert "imported the released toy model" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.toml"]
+    cfg, model, data, _ = load_run(out)
+    assert cfg.data.dataset == "moons" and cfg.model.h_hidden == 32
+    exp = _expected("toy")
+    with torch.no_grad():
+        lj = model.double().log_joint(_inputs("toy").double())
+    assert (lj - torch.tensor(exp["float64"]["log_joint"], dtype=torch.float64)).abs().max() < F64_TOL
+    metrics = evaluate_run(out)
+    assert 0.0 <= metrics["error_pct"] <= 100.0 and metrics["nll"] == metrics["nll"]
+    # an existing run is not overwritten
+    assert main(["import-released", str(ckpt), "--out", str(out), "--model", "toy"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_import_released_mnist_run_directory(tmp_path, mnist_sd):
+    """The MNIST run directory: the paper profile's config, and a checkpoint that loads into
+    the default builder strictly and computes the authors' numbers."""
+    import scnf
+    from scnf.checkpoint import load_checkpoint, load_model_state
+    from scnf.config import load_config
+    from scnf.released import import_released, run_config
+
+    ckpt = tmp_path / "model.torch"
+    torch.save(mnist_sd, ckpt)
+    out = tmp_path / "run"
+    import_released(ckpt, out, "mnist")
+    cfg = load_config(out / "config.toml")
+    assert cfg == run_config("mnist") and cfg.data.dataset == "mnist" and cfg.train.steps == 117188
+    model = scnf.mnist_scnf()
+    load_model_state(model, load_checkpoint(out / "checkpoint.pt")["model"], out / "checkpoint.pt")
+    with torch.no_grad():
+        lj = model.double().eval().log_joint(_inputs("mnist").double())
+    want = torch.tensor(_expected("mnist")["float64"]["log_joint"], dtype=torch.float64)
+    assert (lj - want).abs().max() < F64_TOL
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda sd: sd.pop("prior.deep_prior.logsigma"), "missing key 'prior.deep_prior.logsigma'"),
+    (lambda sd: sd.__setitem__("surplus", torch.zeros(1)), "unexpected key 'surplus'"),
+], ids=["missing", "unexpected"])
+def test_import_released_errors_are_one_line_exit_2(tmp_path, capsys, change, match):
+    sd = _toy_sd()
+    change(sd)
+    ckpt = tmp_path / "bad.torch"
+    torch.save(sd, ckpt)
+    out = tmp_path / "run"
+    assert main(["import-released", str(ckpt), "--out", str(out), "--model", "toy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+    assert not out.exists()  # nothing half-written
+
+
+def test_import_released_refuses_code_and_non_state_dicts(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran code from the checkpoint",))
+
+    for name, obj in (("evil.torch", {"x": Evil()}), ("tensor.torch", torch.zeros(3))):
+        path = tmp_path / name
+        torch.save(obj, path)
+        assert main(["import-released", str(path), "--out", str(tmp_path / name / "run")]) == 2
+        captured = capsys.readouterr()
+        assert "ran code" not in captured.out
+        assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert main(["import-released", str(tmp_path / "missing.torch"), "--out", str(tmp_path / "r")]) == 2
