@@ -164,3 +164,31 @@ def test_cli_table2_errors_are_one_line_exit_2(tmp_path, capsys):
         assert main(argv + ["--out", str(tmp_path / "o")]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_validation_points_are_drawn_apart_from_the_test_points():
+    """table1 --evaluate-on validation scores on other points of the same distribution: the
+    training set is unchanged and no validation point is a test point."""
+    import numpy as np
+
+    from scnf.data import toy_problem
+
+    for ds in ("moons", "circles"):
+        x, y_semi, _, xt, yt = toy_problem(ds, 200, 300, 10, 0.1, seed=3)
+        xv_train, yv_semi, _, xv, yv = toy_problem(ds, 200, 300, 10, 0.1, seed=3, evaluate_on="validation")
+        assert np.array_equal(x, xv_train) and np.array_equal(y_semi, yv_semi)
+        assert not (np.abs(xv[:, None, :] - xt[None, :, :]).sum(-1) < 1e-9).any()
+        assert abs(yv.mean() - yt.mean()) < 0.05  # the same two classes, balanced alike
+    with pytest.raises(ValueError, match="evaluate_on"):
+        toy_problem("moons", evaluate_on="train")
+
+
+def test_evaluate_on_is_refused_for_images_and_bad_values():
+    from scnf.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="data.evaluate_on"):
+        from_dict({"data": {"dataset": "mnist", "evaluate_on": "validation"}})
+    with pytest.raises(ConfigError, match="data.evaluate_on"):
+        from_dict({"data": {"evaluate_on": "val"}})
+    cfg = toy_config("moons", "glow", "glow", 0, evaluate_on="validation")
+    assert cfg.data.evaluate_on == "validation"

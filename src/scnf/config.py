@@ -29,6 +29,7 @@ class DataConfig:
     n_unlabelled: int = 0           # images only: 0 = all remaining training rows
     n_test_eval: int = 0            # images only: 0 = all 10,000 test images
     n_validation: int = 0           # images only: training images held out (not in the unlabelled pool) to score choices
+    evaluate_on: str = "test"       # toy only: "test", or "validation": n_test other points of the training distribution
 
 
 @dataclass
@@ -246,6 +247,11 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
     if not toy and cfg.train.input_noise > 0:
         raise ConfigError("config key 'train.input_noise' applies to vector data only (moons, circles); "
                           "image pixels are dequantised instead")
+    if cfg.data.evaluate_on not in ("test", "validation"):
+        raise ConfigError(f"config key 'data.evaluate_on' must be 'test' or 'validation', got {cfg.data.evaluate_on!r}")
+    if not toy and cfg.data.evaluate_on != "test":
+        raise ConfigError("config key 'data.evaluate_on' applies to toy data only (moons, circles); "
+                          "image runs hold out validation images with data.n_validation")
     if toy and cfg.data.n_validation > 0:
         raise ConfigError("config key 'data.n_validation' applies to image datasets only (mnist, fashion-mnist)")
     t = cfg.train

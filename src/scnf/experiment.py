@@ -48,7 +48,7 @@ def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
     d = cfg.data
     if d.dataset in ("moons", "circles"):
         x, y_semi, y_true, xt, yt = toy_problem(d.dataset, d.n_train, d.n_test, d.n_labelled, d.noise,
-                                                seed=d.split_seed)
+                                                seed=d.split_seed, evaluate_on=d.evaluate_on)
         data = SemiSupervisedData(torch.from_numpy(x), torch.from_numpy(y_semi), torch.from_numpy(xt),
                                   torch.from_numpy(yt))
         return data, {"x": x, "y_semi": y_semi, "y_true": y_true}
