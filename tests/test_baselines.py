@@ -218,3 +218,73 @@ def test_m2_of_m1m2_trains_on_the_chosen_features_with_the_gradient_stopped(feat
     assert not seen["z"].requires_grad  # M2's loss does not train M1
     assert torch.equal(seen["z"], mean.detach()) == (features == "mean")
     assert out["m1_bound"].requires_grad
+
+
+def test_m1m2_log_joint_is_the_stacked_elbo_by_quadrature():
+    """M1+M2's log_joint (the density reported as bits/dim) with 1-d z1 and z2: the mean of its
+    one-sample estimates equals, per class, the ELBO of the stacked model integrated on grids,
+    E_q(z1|x) [log p(x|z1) - log q(z1|x) + L_M2(z1, y)]. Dropping -log q(z1|x) moves it by the
+    entropy of q(z1|x), many standard errors."""
+    torch.manual_seed(2)
+    m = bl.build("m1m2", 6, 2, m1_hidden=8, m1_latent=1, m2_hidden=8, m2_latent=1).double()
+    x = torch.rand(1, 6, dtype=torch.float64)
+    with torch.no_grad():
+        draws = m.log_joint(x.repeat(40000, 1))
+        mu1, ls1 = (float(v) for v in m.m1_encoder(x[0]).chunk(2, -1))
+        s1 = math.exp(ls1)
+        z1 = torch.linspace(mu1 - 9 * s1, mu1 + 9 * s1, 801, dtype=torch.float64)
+        log_q1 = -0.5 * ((z1 - mu1) / s1) ** 2 - ls1 - 0.5 * math.log(2 * math.pi)
+        rec = m.pixels.log_prob(x.expand(len(z1), 6), m.m1_decoder(z1[:, None]))
+        for k in range(2):
+            onehot = torch.eye(2, dtype=torch.float64)[k]
+            inner = []
+            for v in z1:
+                mu2, ls2 = (float(a) for a in m.m2.encoder(torch.cat([v.view(1), onehot])).chunk(2, -1))
+
+                def log_lik(z2, v=v, onehot=onehot):
+                    params = m.m2.decoder(torch.cat([z2[:, None], onehot.expand(len(z2), 2)], 1))
+                    return m.m2.likelihood.log_prob(v.view(1, 1).expand(len(z2), 1), params)
+
+                inner.append(_quadrature(log_lik, mu2, ls2, n=2001)[0])
+            l_m2 = torch.tensor(inner, dtype=torch.float64) + float(m.m2.log_class_prior[k])
+            elbo = float(torch.trapezoid(log_q1.exp() * (rec - log_q1 + l_m2), z1))
+            mean, se = _monte_carlo(draws[:, k])
+            assert abs(mean - elbo) < 5 * se + 1e-3, (k, mean, elbo, se)
+
+
+def test_m1m2_classifies_the_mean_of_q_z1():
+    """Prediction reads M2's classifier at the mean of q(z1 | x), not at its log-scale or a sample."""
+    torch.manual_seed(0)
+    m = bl.build("m1m2", 12, 3, m1_hidden=8, m1_latent=2, m2_hidden=8, m2_latent=2)
+    x = torch.rand(6, 12)
+    with torch.no_grad():
+        mu, log_scale = m.m1_encoder(x).chunk(2, -1)
+        assert not torch.allclose(mu, log_scale)
+        torch.testing.assert_close(m.classifier_logits(x), m.m2.classifier_logits(mu))
+
+
+def test_labelled_weight_scales_the_labelled_bound_only():
+    bounds = torch.randn(4, 3, dtype=torch.float64)
+    log_q = torch.log_softmax(torch.randn(4, 3, dtype=torch.float64), 1)
+    y = torch.tensor([2, -1, 0, -1])
+    q = log_q.exp()
+    lab = bounds[0, 2] + bounds[2, 0]
+    unl = sum((q[i] * (bounds[i] - log_q[i])).sum() for i in (1, 3))
+    loss, *_ = bl.SemiSupervisedVAE.loss_terms({"bounds": bounds, "log_q": log_q}, y, TrainConfig(labelled_weight=3.0))
+    torch.testing.assert_close(loss, -(3.0 * lab + unl) / 4)
+
+
+def test_pseudo_labels_add_the_cross_entropy_of_confident_rows():
+    """The pseudo-label term adds +pseudo_weight * CE(q(y|x), argmax q) over confident unlabelled
+    rows (a flipped sign would reward doubt)."""
+    bounds = torch.randn(4, 3, dtype=torch.float64)
+    log_q = torch.log_softmax(torch.tensor([[0., 0, 0], [5., 0, 0], [0., 0, 0], [0., 0.2, 0]],
+                                           dtype=torch.float64), 1)
+    y = torch.tensor([2, -1, 0, -1])
+    cfg = TrainConfig(pseudo_threshold=0.9, pseudo_weight=2.0)
+    out = {"bounds": bounds, "log_q": log_q}
+    base, *_ = bl.SemiSupervisedVAE.loss_terms(out, y, cfg, pseudo=False)
+    with_pl, *_ = bl.SemiSupervisedVAE.loss_terms(out, y, cfg, pseudo=True)
+    # row 1 is confident (q = 0.987 for class 0), row 3 is not; 2 unlabelled rows
+    torch.testing.assert_close(with_pl - base, 2.0 * -log_q[1, 0] / 2)
+    assert with_pl > base

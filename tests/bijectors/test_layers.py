@@ -175,3 +175,40 @@ def test_channel_couplings_change_both_halves(factory, inputs, cond):
     assert not torch.allclose(z[:, n1:], x[:, n1:], atol=1e-3)
     # the second half's output depends on the first half (net 2 reads the new first half)
     assert not torch.allclose(z2[:, n1:], z[:, n1:], atol=1e-4)
+
+
+@pytest.mark.parametrize("factory,inputs,cond", [
+    (lambda: CouplingLayer(4, hidden=8, blocks=1), lambda: _img(4), False),
+    (lambda: AffineCoupling(5, hidden=8), lambda: torch.randn(3, 5), False),
+    (lambda: ConditionalCouplingLayer(4, K, hidden=8, blocks=1), lambda: torch.randn(3, 4), True),
+    (lambda: ConditionalCouplingLayer(5, K, hidden=8, blocks=1, net="mlp"), lambda: torch.randn(3, 5), True),
+], ids=["channel", "vector", "conditional", "conditional-mlp"])
+def test_net_1_reads_the_second_half(factory, inputs, cond):
+    """The first half's new value depends on the second half (net 1's input): a net 1 fed
+    zeros, or the first half itself, would leave it unchanged when only the second half moves."""
+    layer, x = _build(factory, inputs, torch.float32)
+    ctx = torch.arange(x.shape[0]) % K if cond else None
+    n1 = x.shape[1] // 2
+    with torch.no_grad():
+        z, _ = layer(x, ctx)
+        x2 = x.clone()
+        x2[:, n1:] += 1.0  # change only the second half
+        z2, _ = layer(x2, ctx)
+    assert not torch.allclose(z2[:, :n1], z[:, :n1], atol=1e-4)
+
+
+@pytest.mark.parametrize("net", ["resmlp", "mlp"])
+def test_both_nets_see_the_label(net):
+    """Both halves' outputs change with y: net 1 and net 2 each read the class embedding. (With
+    the label fed to net 2 only, the first half would not depend on y.)"""
+    layer, x = _build(lambda: ConditionalCouplingLayer(4, K, hidden=16, blocks=2, net=net),
+                      lambda: torch.randn(3, 4), torch.float32)
+    with torch.no_grad():
+        z0, _ = layer(x, torch.zeros(3, dtype=torch.long))
+        z1, _ = layer(x, torch.ones(3, dtype=torch.long))
+        # net 2 alone: hold its input (the new first half) fixed and change only its label
+        a = z0[:, :2]
+        log_s0, t0 = layer.net2(torch.cat([a, layer.embedding(torch.zeros(3, dtype=torch.long))], 1)).chunk(2, 1)
+        log_s1, t1 = layer.net2(torch.cat([a, layer.embedding(torch.ones(3, dtype=torch.long))], 1)).chunk(2, 1)
+    assert not torch.allclose(z0[:, :2], z1[:, :2], atol=1e-4)  # net 1 sees y
+    assert not torch.allclose(t0, t1, atol=1e-4) or not torch.allclose(log_s0, log_s1, atol=1e-4)  # net 2 sees y
