@@ -17,6 +17,7 @@ import torch
 
 import scnf
 from scnf.config import TrainConfig
+from scnf.process_group import ProcessGroup
 from scnf.training import backward_objective, loss_terms, objective
 
 from .helpers import perturb_
@@ -144,3 +145,59 @@ def test_the_hand_loss_tells_the_wrong_variants_apart(problem):
         diff = abs(float(eq1(model, x, y, **{"clf_weight": 0.7, **kw}).detach()) - right)
         assert diff > 1e-3 * max(1.0, abs(right)), (name, diff)
     assert math.isfinite(right)
+
+
+class _Rank(ProcessGroup):
+    """Rank ``rank`` of ``world`` processes that all see the same numbers: a sum over
+    processes is ``world`` times this one's (so the finiteness vote passes)."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world = rank, world
+
+    def all_reduce(self, t, what="all-reduce", op="sum"):
+        return t * self.world if op == "sum" else t
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_backward_objective_in_a_group_gives_eq1s_gradient(problem, case, world):
+    """backward_objective itself, on each rank's rows r::world with the global counts: the
+    gradients DDP would average (their sum over ranks / world) are Eq. (1)'s gradient of the
+    whole batch. Without the factor world on each rank's loss they would be 1/world of it."""
+    model, x, y = problem
+    cfg, n_lab = _cfg(**case), int((y >= 0).sum())
+    params = [p for p in model.parameters() if p.requires_grad]
+    model.zero_grad(set_to_none=True)
+    eq1(model, x, y, **case).backward()
+    want = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    model.zero_grad(set_to_none=True)
+    for r in range(world):
+        group = _Rank(r, world)
+        rows = group.shard(torch.arange(x.shape[0]))
+        _, _, finite = backward_objective(model, x[rows], y[rows], cfg, group=group, n_rows=x.shape[0],
+                                          n_labelled=n_lab)
+        assert finite
+    for p, w in zip(params, want):
+        got = p.grad / world if p.grad is not None else torch.zeros_like(p)
+        torch.testing.assert_close(got, w, rtol=1e-8, atol=1e-10)
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_trainer_shard_gives_each_rank_its_rows_and_their_views(world):
+    """Trainer._shard: rank r gets rows r::world of the global batch, and the consistency views
+    of exactly its unlabelled rows, in order; together the ranks hold every row once."""
+    from scnf.training import Trainer
+
+    x = torch.arange(10, dtype=torch.float64)[:, None] * torch.ones(1, 2)
+    y = torch.tensor([0, -1, -1, 2, -1, 1, -1, -1, 0, -1])
+    view = x[y < 0] * 100  # one view per unlabelled row, identifiable by value
+    seen = []
+    for r in range(world):
+        tr = Trainer.__new__(Trainer)  # _shard reads only the group and the device
+        tr.group, tr.device = _Rank(r, world), torch.device("cpu")
+        xs, ys, vs = tr._shard(x, y, view)
+        assert torch.equal(xs, x[r::world]) and torch.equal(ys, y[r::world])
+        torch.testing.assert_close(vs, xs[ys < 0] * 100)
+        seen += xs[:, 0].tolist()
+    assert sorted(seen) == list(range(10))
