@@ -175,6 +175,16 @@ def test_input_noise_perturbs_vector_training_rows_only():
             assert torch.equal(diff, torch.zeros_like(diff))
         else:
             assert float(diff.std()) == pytest.approx(std, rel=0.05) and abs(float(diff.mean())) < 0.02
+            # redrawn every step: the next batch's noise is new, not the first batch's again
+            sampler = MixedBatchSampler(data.y, 512, cfg.labelled_share, 0)
+            tr = Trainer(model, data, cfg, seed=0)
+            noises = []
+            for _ in range(2):
+                idx_k = torch.from_numpy(sampler.next())
+                xb_k, _ = tr._draw_batch()
+                noises.append(xb_k - x[idx_k])
+            assert torch.equal(noises[0], diff)
+            assert float((noises[0] - noises[1]).abs().max()) > 0.1 * std  # one draw reused: ~1e-7 (rounding)
     imgs = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8)
     img_data = SemiSupervisedData(imgs, y[:40], images=True)
     cfg = TrainConfig(steps=1, batch_size=16, input_noise=0.5, progress=False)
