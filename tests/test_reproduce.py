@@ -19,6 +19,17 @@ def test_table1_quick_run_writes_table_and_reuses_runs(tmp_path):
     assert again.splitlines()[4].split("|")[:6] == text.splitlines()[4].split("|")[:6]  # same numbers
 
 
+def test_table1_jobs_2_gives_the_numbers_of_jobs_1(tmp_path):
+    """Runs in separate processes (--jobs 2) give the same records as one process: every run is
+    seeded from its config alone."""
+    kw = dict(seeds=2, rows=[("glow", "glow")], datasets=["circles"], steps=4)
+    table1(tmp_path / "one", jobs=1, **kw)
+    table1(tmp_path / "two", jobs=2, **kw)
+    one, two = (json.loads((tmp_path / d / "table1.json").read_text())["rows"]["glow-glow-circles"]
+                for d in ("one", "two"))
+    assert one["error_pct"] == two["error_pct"] and one["nll"] == two["nll"]
+
+
 def test_toy_config_per_row():
     assert toy_config("moons", "glow", "gmm", 3).model.init_from_labels
     c = toy_config("circles", "ffjord", "glow", 1)
@@ -96,7 +107,14 @@ def test_table2_paper_profile_trains_a_flow_row_and_m1m2_for_a_step(tiny_mnist, 
     assert {r for r, _ in cfgs} == set(TABLE2_PROFILES["paper"])
     data, _ = build_data(cfgs[("glow-sgd", 0)])
     counts = {r: sum(p.numel() for p in build_model(c, data).parameters()) for (r, _), c in cfgs.items()}
-    assert counts["glow-sgd"] > 15e6 and counts["m1m2"] > 1e6  # the paper-size models
+    # the paper-size models: the released SCNF (f 6,300,575 + h 9,574,872; SCNF-GMM: f + 10 x 196
+    # means and scales) and Kingma et al.'s M1 (784-600-600-50) + M2 (500 hidden, 50-d z2)
+    lin = lambda *sizes: sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))  # noqa: E731
+    m1 = lin(784, 600, 600, 100) + lin(50, 600, 600, 784)
+    m2_on_z1 = lin(50, 500, 10) + lin(60, 500, 100) + lin(60, 500, 100)
+    assert counts["glow-sgd"] == 6_300_575 + 9_574_872
+    assert counts["gmm-sgd"] == 6_300_575 + 2 * 10 * 196
+    assert counts["m1m2"] == m1 + m2_on_z1
     rows = ["gmm-emsgd-clf", "m1m2"]
     lines = []
     text = table2(tmp_path / "t2", profile="paper", rows=rows, splits=[0],
