@@ -289,3 +289,42 @@ def test_pseudo_labels_add_the_cross_entropy_of_confident_rows():
     # row 1 is confident (q = 0.987 for class 0), row 3 is not; 2 unlabelled rows
     torch.testing.assert_close(with_pl - base, 2.0 * -log_q[1, 0] / 2)
     assert with_pl > base
+
+
+@pytest.mark.parametrize("kind", ["m2", "m1m2"])
+def test_vae_training_does_not_depend_on_evaluation(tiny_images, tmp_path, kind):  # noqa: F811
+    """The VAEs draw their samples from the trainer's generator, not torch's global one: the
+    same run evaluated every step or only at the end ends with the same parameters, and its
+    evaluation gives the same numbers twice."""
+    from scnf.experiment import build_data, build_model, evaluate_run, run
+
+    data_dir, _ = tiny_images
+    model = {"kind": kind, "m2_hidden": 16, "m2_latent": 3}
+    if kind == "m1m2":
+        model.update(m1_hidden=16, m1_latent=4)
+    states = []
+    for every in (1, 6):
+        cfg = from_dict({"data": {"dataset": "fashion-mnist", "n_labelled": 10, "data_dir": str(data_dir)},
+                         "model": model,
+                         "train": {"steps": 6, "batch_size": 8, "eval_every": every, "checkpoint_every": 6,
+                                   "progress": False, "clf_weight": 1.0}})
+        run(cfg, tmp_path / f"every{every}")
+        from scnf.checkpoint import load_checkpoint
+        states.append(load_checkpoint(tmp_path / f"every{every}" / "checkpoint.pt")["model"])
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    assert evaluate_run(tmp_path / "every6") == evaluate_run(tmp_path / "every6")
+
+
+def test_vae_parameter_groups_are_named_for_m1_and_m2():
+    m = bl.build("m1m2", 12, 3, m1_hidden=8, m1_latent=2, m2_hidden=8, m2_latent=2)
+    groups = m.parameter_groups()
+    assert list(groups) == ["m1", "m2"]
+    assert {id(p) for p in groups["m2"]} == {id(p) for p in m.m2.parameters()}
+    assert not bl.build("m2", 12, 3, m2_hidden=8, m2_latent=2).parameter_groups()["m1"]
+
+
+@pytest.mark.parametrize("key,value", [("h_lr_mult", 2.0), ("warmup_f_steps", 3), ("optimisation", "em-sgd")])
+def test_flow_only_train_keys_are_refused_for_vaes(key, value):
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        from_dict({"data": {"dataset": "mnist"}, "model": {"kind": "m2"}, "train": {key: value}})

@@ -21,7 +21,7 @@ import torch
 import scnf.experiment as ex
 import scnf.launch as L
 import scnf.process_group as PG
-import scnf.training as T
+import scnf.objective as O
 from scnf.architectures import mnist_scnf, vector_scnf
 from scnf.config import TrainConfig
 from scnf.launch import local_launch
@@ -116,7 +116,7 @@ def _equivalence_worker(out: str) -> None:
     # a non-finite loss on one rank only: every rank skips the step together, none hangs
     model, data, cfg = _problem("toy")
     tr = Trainer(model, data, cfg, seed=0, group=G)
-    real = T.loss_terms
+    real = O.loss_terms
 
     def poisoned(*a, **k):
         out = real(*a, **k)
@@ -124,11 +124,11 @@ def _equivalence_worker(out: str) -> None:
             return (out[0] * float("nan"), *out[1:])
         return out
 
-    T.loss_terms = poisoned
+    O.loss_terms = poisoned
     try:
         skipped = [tr.train_step()["skipped"] for _ in range(3)]
     finally:
-        T.loss_terms = real
+        O.loss_terms = real
     res["nan_skipped"] = skipped
     res["nan_identical"] = G.parameters_identical(model)
     # max_seconds: rank 1's clock runs fast; both ranks stop after the same step

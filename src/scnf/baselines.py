@@ -21,7 +21,9 @@ log-scale per dimension.
 
 Evaluation uses ``log_joint(x)`` (B, K): a one-sample estimate of a lower bound on
 log p(x, y=k) (for M1+M2 of the stacked model p(x | z1) p(z1 | y, z2) p(z2) p(y)), so
-logsumexp over k bounds log p(x); and ``classifier_logits(x)``: log q(y | x).
+logsumexp over k bounds log p(x); and ``classifier_logits(x)``: log q(y | x). Every sample is
+drawn with :func:`scnf.interface.randn_like`: from the trainer's generator in training, from a
+fixed one in evaluation.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .interface import LossTerms, randn_like
 
 
 LOG2PI = math.log(2 * math.pi)
@@ -112,15 +116,15 @@ class M2(nn.Module):
         eye = torch.eye(k, dtype=x.dtype, device=x.device)
         xy = torch.cat([x[:, None].expand(b, k, x.shape[1]), eye.expand(b, k, k)], -1)  # (B, K, D + K)
         mu, log_scale = self.encoder(xy).chunk(2, -1)
-        z = mu + torch.exp(log_scale) * torch.randn_like(mu)
+        z = mu + torch.exp(log_scale) * randn_like(mu)
         params = self.decoder(torch.cat([z, eye.expand(b, k, k)], -1))  # (B, K, 2D)
         return self.likelihood.log_prob(x, params) - kl_to_standard_normal(mu, log_scale) + self.log_class_prior
 
 
 class SemiSupervisedVAE(nn.Module):
-    """M2 on pixels (``m1 is None``) or M1+M2, with the interface the :class:`~scnf.training.Trainer`
-    uses: ``training_forward`` / ``loss_terms`` (training), ``log_joint`` /
-    ``classifier_logits`` (evaluation) and ``parameter_groups``."""
+    """M2 on pixels (``m1 is None``) or M1+M2, a :class:`scnf.interface.TrainableModel`:
+    ``training_forward`` / ``loss_terms`` (training), ``log_joint`` / ``class_scores``
+    (evaluation) and ``parameter_groups``."""
 
     def __init__(self, dim: int, num_classes: int, m1_hidden: int = 600, m1_latent: int = 50,
                  m2_hidden: int = 500, m2_latent: int = 50, stacked: bool = True,
@@ -147,11 +151,11 @@ class SemiSupervisedVAE(nn.Module):
         m2 = sum(p.numel() for p in self.m2.parameters())
         return {"m1": m1, "m2": m2, "total": m1 + m2}
 
-    def parameter_groups(self) -> tuple[list, list]:
-        """(M1's parameters, M2's): the trainer's two learning-rate groups."""
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The optimiser's groups: ``m1`` (M1's encoder and decoder; empty for M2 alone) and ``m2``."""
         m2 = list(self.m2.parameters())
         ids = {id(p) for p in m2}
-        return [p for p in self.parameters() if id(p) not in ids], m2
+        return {"m1": [p for p in self.parameters() if id(p) not in ids], "m2": m2}
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1)
@@ -163,7 +167,7 @@ class SemiSupervisedVAE(nn.Module):
         """M1's encoder output (mean, log-scale), a sample z1 and the bound's terms
         log p(x | z1) and log q(z1 | x) at the sample."""
         mu, log_scale = self.m1_encoder(x).chunk(2, -1)
-        eps = torch.randn_like(mu)
+        eps = randn_like(mu)
         z1 = mu + torch.exp(log_scale) * eps
         log_q = (-0.5 * eps ** 2 - log_scale - 0.5 * LOG2PI).sum(-1)
         rec = self.pixels.log_prob(x, self.m1_decoder(z1))
@@ -183,9 +187,9 @@ class SemiSupervisedVAE(nn.Module):
     @staticmethod
     def loss_terms(out: dict, y: torch.Tensor, cfg, n_rows: int | None = None, n_labelled: int | None = None,
                    target=None, pseudo: bool = False):
-        """The semi-supervised VAE objective of a batch, in the form of
-        :func:`scnf.training.loss_terms`'s return value: (loss, bound of labelled rows, bound of
-        unlabelled rows, cross-entropy sum, labelled rows classified right, 0).
+        """The semi-supervised VAE objective of a batch as :class:`~scnf.interface.LossTerms`:
+        (loss, bound of labelled rows, bound of unlabelled rows, cross-entropy sum, labelled
+        rows classified right, 0).
 
         Labelled rows: -L(x, y) (times ``labelled_weight``) + ``clf_weight`` * CE(q(y|x), y)
         (summed and divided by ``n_labelled``); unlabelled rows: -U(x); M1+M2 adds -M1's bound
@@ -216,7 +220,7 @@ class SemiSupervisedVAE(nn.Module):
                 loss = loss + cfg.pseudo_weight * pl / max(n_rows - n_labelled, 1)
         with torch.no_grad():
             correct = (log_q[lab].argmax(1) == y[lab]).sum()
-        return loss, lp_lab, lp_unl, clf_sum, correct, bounds.new_zeros(())
+        return LossTerms(loss, lp_lab, lp_unl, clf_sum, correct, bounds.new_zeros(()))
 
     # ------------------------------------------------------------ evaluation
     def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -235,6 +239,10 @@ class SemiSupervisedVAE(nn.Module):
             return self.m2.bounds(x)
         _, _, z1, rec, log_q = self._m1(x)
         return (rec - log_q)[:, None] + self.m2.bounds(z1)
+
+    def class_scores(self, x: torch.Tensor, log_joint: torch.Tensor | None = None) -> torch.Tensor:
+        """log q(y | x): the VAEs predict with their classifier, not from the bound."""
+        return self.classifier_logits(x)
 
     def posterior(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier_logits(x).exp()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .kinds import FLOW_KEYS, FLOW_ONLY_TRAIN, MODEL_KINDS, VAE_KEYS
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the offending key."""
@@ -103,7 +105,7 @@ class RunConfig:
 
 _CHOICES = {
     "data.dataset": ("moons", "circles", "mnist", "fashion-mnist"),
-    "model.kind": ("scnf", "m2", "m1m2"),
+    "model.kind": tuple(MODEL_KINDS),
     "model.m1_features": ("sample", "mean"),
     "model.unconditional": ("glow", "ffjord"),
     "model.conditional": ("glow", "gmm", "ffjord"),
@@ -182,34 +184,25 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-_FLOW_KEYS = ("unconditional", "conditional", "deep_dim", "hidden", "blocks", "h_hidden", "h_blocks", "lu",
-              "init_from_labels", "h_class_affine", "ffjord_tol", "ffjord_train_tol", "h_net", "h_net_blocks",
-              "embed_dim")
-_VAE_KEYS = ("m1_hidden", "m1_latent", "m2_hidden", "m2_latent", "m1_features")
-
-
 def _check_model_kind(cfg: RunConfig) -> None:
-    """The VAE baselines and the flows have separate model keys; a key of the other kind is refused."""
+    """Each model kind (:data:`scnf.kinds.MODEL_KINDS`) reads its own model keys; a key of another
+    kind, and a flow-only train key, are refused."""
     m, default = cfg.model, ModelConfig()
-    if m.kind == "scnf":
-        for k in _VAE_KEYS:
-            if getattr(m, k) != getattr(default, k):
-                raise ConfigError(f"config key 'model.{k}' applies to model.kind = 'm2' or 'm1m2' only")
-        return
-    for k in _FLOW_KEYS + (("m1_hidden", "m1_latent", "m1_features") if m.kind == "m2" else ()):
-        if getattr(m, k) != getattr(default, k):
-            raise ConfigError(f"config key 'model.{k}' does not apply to model.kind = {m.kind!r}")
-    if cfg.data.dataset in ("moons", "circles"):
+    kind = MODEL_KINDS[m.kind]
+    for k in FLOW_KEYS + VAE_KEYS:
+        if k not in kind.keys and getattr(m, k) != getattr(default, k):
+            owners = [n for n, mk in MODEL_KINDS.items() if k in mk.keys]
+            raise ConfigError(f"config key 'model.{k}' applies to model.kind = "
+                              f"{' or '.join(repr(n) for n in owners)} only, not {m.kind!r}")
+    if kind.images_only and cfg.data.dataset in ("moons", "circles"):
         raise ConfigError(f"model.kind = {m.kind!r} applies to image datasets only (mnist, fashion-mnist)")
-    if cfg.train.optimisation != "sgd":
-        raise ConfigError(f"config key 'train.optimisation' must be 'sgd' with model.kind = {m.kind!r} "
-                          "(its bound is optimised directly)")
-    for k in ("consistency_weight", "warmup_f_steps"):
-        if getattr(cfg.train, k):
-            raise ConfigError(f"config key 'train.{k}' does not apply to model.kind = {m.kind!r}")
-    if cfg.train.precision == "bf16-mixed":
-        raise ConfigError(f"config key 'train.precision' = 'bf16-mixed' applies to the flows' couplings only, "
-                          f"not to model.kind = {m.kind!r}")
+    if kind.flow:
+        return
+    for k, allowed in FLOW_ONLY_TRAIN.items():
+        value = getattr(cfg.train, k)
+        if value not in (allowed if isinstance(allowed, tuple) else (allowed,)):
+            raise ConfigError(f"config key 'train.{k}' = {value!r} applies to the flows only, not to "
+                              f"model.kind = {m.kind!r}")
 
 
 def _check_no_silent_keys(cfg: RunConfig) -> None:

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import architectures
-from .config import ConfigError, RunConfig, dump_config, load_config
+from .config import RunConfig, dump_config, load_config
 from .data import labelled_split, load_dataset, toy_problem
 from .model import SemiConditionalFlow, check_invertibility, class_aware_init
+from .interface import TrainableModel
+from .kinds import MODEL_KINDS
 from .process_group import joined
 from .training import SemiSupervisedData, Trainer, evaluate
 
@@ -88,32 +89,11 @@ def class_prior_of(y_semi: torch.Tensor, k: int) -> torch.Tensor:
     return counts / counts.sum()
 
 
-def build_model(cfg: RunConfig, data: SemiSupervisedData) -> SemiConditionalFlow:
-    m = cfg.model
+def build_model(cfg: RunConfig, data: SemiSupervisedData) -> TrainableModel:
+    """The model of ``cfg`` for ``data`` (its kind's builder, :data:`scnf.kinds.MODEL_KINDS`),
+    with p(y) from the labelled rows."""
     k = int(data.y.max()) + 1 if data.y_test is None else int(max(data.y.max(), data.y_test.max())) + 1
-    prior = class_prior_of(data.y, k)
-    if m.kind != "scnf":
-        from . import baselines
-
-        return baselines.build(m.kind, data.dims, k, m1_hidden=m.m1_hidden, m1_latent=m.m1_latent,
-                               m2_hidden=m.m2_hidden, m2_latent=m.m2_latent, class_prior=prior,
-                               m1_features=m.m1_features)
-    if data.images:
-        if m.unconditional != "glow" or m.conditional == "ffjord":
-            raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
-        return architectures.mnist_scnf(m.conditional, m.deep_dim or 196, k, hidden=m.hidden,
-                                        blocks=m.blocks or 4, h_hidden=m.h_hidden or 256, h_blocks=m.h_blocks,
-                                        lu=m.lu, class_prior=prior, h_class_affine=m.h_class_affine,
-                                        embed_dim=m.embed_dim or None)
-    dim = data.dims
-    ode = {}
-    if "ffjord" in (m.unconditional, m.conditional):
-        ode = dict(rtol=m.ffjord_tol, atol=m.ffjord_tol, train_tol=m.ffjord_train_tol or None)
-    return architectures.vector_scnf(dim, k, m.conditional, m.deep_dim or None, unconditional=m.unconditional,
-                                     blocks=m.blocks or 5, hidden=m.hidden, h_blocks=m.h_blocks,
-                                     h_hidden=m.h_hidden or 64, class_prior=prior,
-                                     h_class_affine=m.h_class_affine, h_net=m.h_net or "mlp",
-                                     h_net_blocks=m.h_net_blocks or 2, embed_dim=m.embed_dim or None, **ode)
+    return MODEL_KINDS[cfg.model.kind].build(cfg, data, k, class_prior_of(data.y, k))
 
 
 def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
@@ -215,8 +195,9 @@ def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervised
 
 def model_name(cfg: RunConfig) -> str:
     """"GLOW ∘ GMM", or the baseline's name ("M2", "M1+M2")."""
-    if cfg.model.kind != "scnf":
-        return {"m2": "M2", "m1m2": "M1+M2"}[cfg.model.kind]
+    title = MODEL_KINDS[cfg.model.kind].title
+    if title is not None:
+        return title
     return f"{cfg.model.unconditional.upper()} ∘ {cfg.model.conditional.upper()}"
 
 

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from . import objective as _objective
 from .bijectors.actnorm import ActNorm, ConditionalActNorm
 from .bijectors.base import Bijector, Identity
 from .priors import ClassConditionalGaussian, DiagonalGaussian
@@ -149,6 +150,26 @@ class SemiConditionalFlow(nn.Module):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.log_joint(x).argmax(1)
+
+    # ------------------------------------------------------------------ training (scnf.interface.TrainableModel)
+    def training_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """What a training step computes of a batch: :meth:`log_joint`."""
+        return self.log_joint(x)
+
+    def loss_terms(self, out: torch.Tensor, y: torch.Tensor, cfg, n_rows: int | None = None,
+                   n_labelled: int | None = None, target: torch.Tensor | None = None, pseudo: bool = False):
+        """Eq. (1) and the optional terms from ``out`` = :meth:`log_joint` (:func:`scnf.objective.loss_terms`)."""
+        return _objective.loss_terms(out, y, cfg, n_rows, n_labelled, target, pseudo)
+
+    def class_scores(self, x: torch.Tensor, log_joint: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x, y=k): its argmax is the exact posterior's."""
+        return self.log_joint(x) if log_joint is None else log_joint
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``h``: the conditional flow and z_h's prior; ``f``: everything else (f, z_aux's prior)."""
+        h = list(self.conditional.parameters()) + list(self.latent_prior.parameters())
+        ids = {id(p) for p in h}
+        return {"f": [p for p in self.parameters() if id(p) not in ids], "h": h}
 
     # ------------------------------------------------------------------ latents
     def encode(self, x: torch.Tensor, y):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..kinds import MODEL_KINDS
 from ..model import SemiConditionalFlow
 from ..training import SemiSupervisedData, evaluate, resolve_device
 
@@ -56,7 +57,7 @@ def open_run(run, device: str = "cpu") -> LoadedRun:
 
     if (Path(run) / "config.toml").is_file():
         kind = load_config(Path(run) / "config.toml").model.kind
-        if kind != "scnf":
+        if not MODEL_KINDS[kind].flow:
             raise ValueError(f"{run} is a run of the {kind} baseline; the analyses need an SCNF run (a flow)")
     cfg, model, data, state = load_run(run)
     dev = resolve_device(device)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from ..interface import rademacher_like, randn_like
 from .base import Bijector
 
 __all__ = ["FFJORD", "ODEFunc", "ConcatSquashLinear", "ODESolverError", "EXACT_TRACE_MAX_DIM"]
@@ -315,10 +316,11 @@ class FFJORD(Bijector):
         return context.long()
 
     def sample_noise(self, x: torch.Tensor) -> torch.Tensor:
-        """Draw Hutchinson noise shaped like ``x`` (Rademacher or Gaussian)."""
+        """Draw Hutchinson noise shaped like ``x`` (Rademacher or Gaussian), from the generator
+        :func:`scnf.interface.noise_from` installed (the trainer's, in training)."""
         if self.noise_type == "gaussian":
-            return torch.randn_like(x)
-        return torch.randint_like(x, 0, 2).mul_(2).sub_(1)
+            return randn_like(x)
+        return rademacher_like(x)
 
     def _solve(
         self, x: torch.Tensor, context: torch.Tensor | None, t0: float, t1: float, noise: torch.Tensor | None

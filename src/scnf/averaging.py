@@ -1,0 +1,44 @@
+"""An exponential moving average of a model's weights, for evaluation."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+class WeightAverage:
+    """An exponential moving average of a model's floating-point parameters and buffers
+    (integer and boolean buffers are copied), for evaluation. The decay at update t is
+    ``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the start."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v.detach(), 1.0 - d)
+            else:
+                self.shadow[k].copy_(v)
+        self.updates += 1
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module):
+        """Within the block the model holds the averaged weights; its own come back after."""
+        own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.shadow)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(own)
+
+    def state_dict(self) -> dict:
+        return {"shadow": self.shadow, "updates": self.updates}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.shadow = {k: v.clone() for k, v in s["shadow"].items()}
+        self.updates = int(s["updates"])
