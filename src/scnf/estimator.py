@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from . import architectures
 from .config import TrainConfig
-from .model import class_aware_init
+from .model import class_aware_init, class_prior_from_labels
 from .training import SemiSupervisedData, Trainer
 
 
@@ -200,7 +200,6 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         y_int = torch.full((X.shape[0],), -1, dtype=torch.long)
         y_int[torch.from_numpy(labelled)] = self._encode_labels(y[labelled])
         k = len(self.classes_)
-        counts = torch.bincount(y_int[y_int >= 0], minlength=k).float()
         seed = 0 if self.random_state is None else int(self.random_state)
         auto = self.resolved_params(X.shape[0], X.shape[1])
         steps = auto["steps"]
@@ -221,7 +220,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         self.model_ = architectures.vector_scnf(
             X.shape[1], k, auto["conditional"], auto["deep_dim"], unconditional=self.unconditional,
             blocks=self.blocks, hidden=auto["hidden"], h_blocks=self.h_blocks, h_hidden=self.h_hidden,
-            class_prior=counts / counts.sum())
+            class_prior=class_prior_from_labels(y_int, k))
         self.n_steps_ = int(steps)
         data = SemiSupervisedData(self._to_model(X, torch.float32), y_int)
         # verbose: the trainer's bar, shown whether or not stderr is a terminal

@@ -16,7 +16,7 @@ import torch
 
 from .config import RunConfig, dump_config, load_config
 from .data import labelled_split, load_dataset, toy_problem
-from .model import SemiConditionalFlow, check_invertibility, class_aware_init
+from .model import SemiConditionalFlow, check_invertibility, class_aware_init, class_prior_from_labels
 from .interface import TrainableModel
 from .kinds import MODEL_KINDS
 from .process_group import joined
@@ -81,19 +81,11 @@ def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
     return data, {"labelled_indices": lab, "validation_indices": val}
 
 
-def class_prior_of(y_semi: torch.Tensor, k: int) -> torch.Tensor:
-    counts = torch.bincount(y_semi[y_semi >= 0], minlength=k).float()
-    missing = torch.nonzero(counts == 0).flatten().tolist()
-    if missing:
-        raise ValueError(f"class(es) {missing} have no labelled row")
-    return counts / counts.sum()
-
-
 def build_model(cfg: RunConfig, data: SemiSupervisedData) -> TrainableModel:
     """The model of ``cfg`` for ``data`` (its kind's builder, :data:`scnf.kinds.MODEL_KINDS`),
     with p(y) from the labelled rows."""
     k = int(data.y.max()) + 1 if data.y_test is None else int(max(data.y.max(), data.y_test.max())) + 1
-    return MODEL_KINDS[cfg.model.kind].build(cfg, data, k, class_prior_of(data.y, k))
+    return MODEL_KINDS[cfg.model.kind].build(cfg, data, k, class_prior_from_labels(data.y, k))
 
 
 def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
@@ -114,6 +106,31 @@ class RunDirError(ValueError):
     pass
 
 
+def _same_config(out: Path, cfg: RunConfig) -> bool:
+    """Whether ``out`` holds a ``config.toml`` that reads back as ``cfg``."""
+    try:
+        return (out / "config.toml").exists() and load_config(out / "config.toml") == cfg
+    except ValueError:
+        return False
+
+
+def finished_metrics(out: str | Path, cfg: RunConfig) -> dict | None:
+    """The metrics of a finished run of ``cfg`` in ``out`` (to reuse), else None."""
+    out = Path(out)
+    if not ((out / "metrics.json").exists() and _same_config(out, cfg)):
+        return None
+    try:
+        return json.loads((out / "metrics.json").read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def resumable(out: str | Path, cfg: RunConfig) -> bool:
+    """Whether ``out`` holds a stopped run of ``cfg`` (a checkpoint) that can continue."""
+    out = Path(out)
+    return (out / "checkpoint.pt").exists() and _same_config(out, cfg)
+
+
 def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.glob("checkpoint.pt.*.tmp"):  # left by a process killed while writing a checkpoint
@@ -123,7 +140,7 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = F
     if resume:
         if not ckpt.exists():
             raise RunDirError(f"--resume: no checkpoint.pt in {out}")
-        if saved.exists() and load_config(saved) != cfg:
+        if saved.exists() and not _same_config(out, cfg):
             raise RunDirError(f"--resume: the config differs from the one the run in {out} was started with")
     elif ckpt.exists() or (out / "metrics.json").exists():
         if not overwrite:

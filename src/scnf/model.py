@@ -208,6 +208,17 @@ class SemiConditionalFlow(nn.Module):
         return self.decode(z_aux.to(dev), z_h.to(dev), y), y
 
 
+def class_prior_from_labels(y_semi: torch.Tensor, k: int) -> torch.Tensor:
+    """p(y) as the labelled rows' class frequencies (``y_semi`` = -1 on unlabelled rows), as the
+    authors' script sets it; a class without a labelled row is an error."""
+    y_semi = torch.as_tensor(y_semi)
+    counts = torch.bincount(y_semi[y_semi >= 0], minlength=k).float()
+    missing = torch.nonzero(counts == 0).flatten().tolist()
+    if missing:
+        raise ValueError(f"class(es) {missing} have no labelled row")
+    return counts / counts.sum()
+
+
 @torch.no_grad()
 def check_invertibility(model: SemiConditionalFlow, x: torch.Tensor, y=None) -> float:
     """Max abs error of ``decode(encode(x, y), y)`` against ``x`` (y: predicted labels by

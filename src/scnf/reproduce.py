@@ -1,7 +1,6 @@
 """Paper tables: runs over seeds, aggregation, Markdown beside the paper's numbers."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ import numpy as np
 
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig, validate
 from .data import toy_problem
-from .experiment import PAPER_TABLE1, run, write_json_atomic
+from .experiment import PAPER_TABLE1, finished_metrics, resumable, run, write_json_atomic
 
 # Per-row training settings for the toy problems (FFJORD rows solve ODEs: fewer, larger steps).
 # labelled_share 0.1: with the authors' 1/3 the 10 labelled points take a third of every
@@ -58,17 +57,17 @@ def baselines(dataset: str, seed: int, evaluate_on: str = "test") -> dict:
     return out
 
 
-def _fmt(v: list[float], digits: int) -> str:
+def _mean_std(v: list[float], digits: int) -> str:
     a = np.asarray(v, dtype=float)
     return f"{a.mean():.{digits}f} ± {a.std(ddof=0):.{digits}f}"
 
 
 def _run_one(args):
     cfg, rdir = args
-    m = _finished(rdir, cfg)
+    m = finished_metrics(rdir, cfg)
     if m is not None:
         return m
-    resume = _started(rdir, cfg)  # a stopped run of the same config continues from its checkpoint
+    resume = resumable(rdir, cfg)  # a stopped run of the same config continues from its checkpoint
     return run(cfg, rdir, resume=resume, overwrite=not resume)
 
 
@@ -124,30 +123,6 @@ def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gm
     return text
 
 
-def _finished(rdir: Path, cfg: RunConfig):
-    from .config import load_config
-
-    mpath, cpath = rdir / "metrics.json", rdir / "config.toml"
-    if mpath.exists() and cpath.exists():
-        try:
-            if load_config(cpath) == cfg:
-                return json.loads(mpath.read_text())
-        except (ValueError, json.JSONDecodeError):
-            return None
-    return None
-
-
-def _started(rdir: Path, cfg: RunConfig) -> bool:
-    from .config import load_config
-
-    if not ((rdir / "checkpoint.pt").exists() and (rdir / "config.toml").exists()):
-        return False
-    try:
-        return load_config(rdir / "config.toml") == cfg
-    except ValueError:
-        return False
-
-
 def _markdown(results, base, rows, datasets, seeds, evaluate_on: str = "test") -> str:
     head = "| f ∘ h | " + " | ".join(f"{d} error % | {d} NLL | paper {d} error % | paper {d} NLL" for d in datasets)
     points = ("test set of 1000 points" if evaluate_on == "test" else
@@ -162,7 +137,7 @@ def _markdown(results, base, rows, datasets, seeds, evaluate_on: str = "test") -
         for d in datasets:
             r = results[f"{f}-{h}-{d}"]
             i = 0 if d == "moons" else 2
-            cells += [_fmt(r["error_pct"], 1), _fmt(r["nll"], 3), ref[i], ref[i + 1]]
+            cells += [_mean_std(r["error_pct"], 1), _mean_std(r["nll"], 3), ref[i], ref[i + 1]]
             secs += r["seconds"]
             train += sum(r["train_seconds"])
             nfe += [v for v in r.get("ffjord_mean_nfe", []) if v is not None]
@@ -172,7 +147,7 @@ def _markdown(results, base, rows, datasets, seeds, evaluate_on: str = "test") -
     for name in ("LabelSpreading (rbf)", "SelfTraining (SVC)"):
         cells = []
         for d in datasets:
-            cells += [_fmt(base[f"{name}|{d}"], 1), "–", "–", "–"]
+            cells += [_mean_std(base[f"{name}|{d}"], 1), "–", "–", "–"]
         lines.append(f"| {name} | " + " | ".join(cells) + " | | | |")
     lines += ["", f"NLL: mean {'test' if evaluate_on == 'test' else 'validation'} negative log-likelihood in "
               "nats. Training time: the sum over seeds and datasets "
@@ -287,7 +262,7 @@ def table2(out: str | Path, profile: str = "cpu", rows=None, splits=(0, 1, 2), j
         t0 = time.perf_counter()
         work = [(cfg, out / "runs" / f"{r}-split{s}") for (rr, s), cfg in cfgs.items() if rr == r]
         if log is not None:
-            state = ", ".join(f"{d.name}: {'finished, reused' if _finished(d, c) is not None else 'training'}"
+            state = ", ".join(f"{d.name}: {'finished, reused' if finished_metrics(d, c) is not None else 'training'}"
                               for c, d in work)
             log(f"table2 row {r} ({TABLE2_ROWS[r][0]}, {TABLE2_ROWS[r][1]}): {state}")
         ms = _run_all(work, jobs)
@@ -312,8 +287,8 @@ def _table2_markdown(results: dict, profile: str) -> str:
     for r, res in results.items():
         model, opt, clf, p_err, p_bpd = TABLE2_ROWS[r]
         bpd = [v for v in res["bits_per_dim"] if v is not None]
-        lines.append(f"| {model} | {opt} | {'✓' if clf else '✗'} | {_fmt(res['error_pct'], 2)} | "
-                     f"{_fmt(bpd, 3) if bpd else '–'} | {p_err} | {p_bpd} | "
+        lines.append(f"| {model} | {opt} | {'✓' if clf else '✗'} | {_mean_std(res['error_pct'], 2)} | "
+                     f"{_mean_std(bpd, 3) if bpd else '–'} | {p_err} | {p_bpd} | "
                      f"{','.join(map(str, res['splits']))} | {'/'.join(map(str, res['steps']))} | "
                      f"{np.mean(res['train_seconds']) / 60:.1f} | {res['wall_seconds'] / 60:.1f} |")
     lines += ["", "Wall time: this invocation (runs finished earlier are reused and count as ~0). Paper rows: the "

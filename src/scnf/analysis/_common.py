@@ -227,11 +227,11 @@ def write_section(out: Path, name: str, text: str, run_dir: Path) -> Path:
 def md_table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(v) for v in r) + " |")
+        lines.append("| " + " | ".join(_cell(v) for v in r) + " |")
     return lines
 
 
-def _fmt(v) -> str:
+def _cell(v) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):

@@ -40,7 +40,7 @@ def dimension_ablation(run, out=None, seed: int | None = None, dims: Sequence[in
     Returns, per d, the test error and the error on the labelled training rows (%).
     """
     from ..experiment import run as train_run
-    from ..reproduce import _finished
+    from ..experiment import finished_metrics
 
     if isinstance(run, LoadedRun):
         cfg, run_dir = run.cfg, run.run_dir
@@ -65,7 +65,7 @@ def dimension_ablation(run, out=None, seed: int | None = None, dims: Sequence[in
             c.train.device = device
         rdir = o / "ablation" / f"dim-{d}"
         t0 = time.perf_counter()
-        m = _finished(rdir, c)
+        m = finished_metrics(rdir, c)
         reused = m is not None
         if m is None:
             m = train_run(c, rdir, overwrite=True)
