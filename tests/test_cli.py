@@ -190,3 +190,33 @@ def test_a_bug_exits_1_with_the_traceback_and_a_report_line(trained, monkeypatch
     assert code == 1
     assert "Traceback" in err and type(exc).__name__ in err
     assert "bug in scnf; please report it" in err.strip().splitlines()[-1]
+
+
+def test_version(capsys):
+    import scnf
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"scnf {scnf.__version__}"
+
+
+def test_summary_prints_the_counts_and_the_layers_on_request(capsys):
+    assert main(["summary", "toy"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("parameters: f 44,220")
+    assert main(["summary", "toy", "--layers"]) == 0
+    assert capsys.readouterr().out.count("\n") > 50
+
+
+def test_out_naming_a_file_is_named(tiny, tmp_path, capsys):
+    cfg, _ = tiny
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    code, _, err = _run(["train", str(cfg), "--out", str(f)], capsys)
+    assert code == 2 and "--out" in _one_line_error(err) and "is a file" in err
+
+
+def test_resume_with_a_changed_key_names_it(trained, capsys):
+    cfg, out = trained
+    code, _, err = _run(["train", str(cfg), "--out", str(out), "--resume", "--set", "train.lr=0.5"], capsys)
+    assert code == 2 and "train.lr: 0.001 -> 0.5" in _one_line_error(err)

@@ -35,6 +35,12 @@ def test_round_trip_dump_and_load(tmp_path):
     ({"model": {"lu": True}}, "'model.lu' applies to image models only"),
     ({"train": {"augment_shift": 2}}, "'train.augment_shift' applies to image datasets only"),
     ({"data": {"dataset": "mnist"}, "train": {"input_noise": 0.1}}, "'train.input_noise' applies to vector data"),
+    ({"model": {"block_norm": True}}, "'model.block_norm' applies to image models only"),
+    ({"data": {"dataset": "mnist"}, "model": {"h_net": "resmlp"}}, "'model.h_net' applies to vector data only"),
+    ({"model": {"h_net": "cnn"}}, "'model.h_net' must be 'mlp' or 'resmlp'"),
+    ({"model": {"conditional": "gmm", "embed_dim": 4}}, "'model.embed_dim' applies to conditional = 'glow'"),
+    ({"data": {"dataset": "mnist"}, "model": {"kind": "m2", "block_norm": True}},
+     "'model.block_norm' applies to model.kind = 'scnf' only"),
 ])
 def test_bad_configs_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):
@@ -108,3 +114,26 @@ def test_overrides_apply_and_validate():
                        ("train.steps=abc", "integer")):
         with pytest.raises(ConfigError, match=match):
             with_overrides(RunConfig(), [bad])
+
+
+def test_the_model_kinds_registry_drives_config_and_building():
+    """One registry (scnf.kinds.MODEL_KINDS): every kind's keys are accepted for it and refused
+    for the others, and build_model builds the kind the config names."""
+    import torch
+
+    from scnf.experiment import build_model
+    from scnf.interface import TrainableModel
+    from scnf.kinds import FLOW_KEYS, MODEL_KINDS, VAE_KEYS
+    from scnf.training import SemiSupervisedData
+
+    assert set(MODEL_KINDS) == {"scnf", "m2", "m1m2"}
+    assert set(MODEL_KINDS["m2"].keys) < set(VAE_KEYS) and MODEL_KINDS["scnf"].keys == FLOW_KEYS
+    data = SemiSupervisedData(torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8),
+                              torch.tensor([0, 1] * 10), images=True)
+    for name, kind in MODEL_KINDS.items():
+        cfg = from_dict({"data": {"dataset": "mnist"}, "model": {"kind": name}})
+        model = build_model(cfg, data)
+        assert isinstance(model, TrainableModel), name
+        assert kind.flow == (name == "scnf")
+        groups = model.parameter_groups()
+        assert sorted(id(p) for ps in groups.values() for p in ps) == sorted(id(p) for p in model.parameters())

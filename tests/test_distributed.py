@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -392,13 +394,67 @@ def test_timeout_from_env(monkeypatch):
         PG.timeout_seconds()
 
 
-def test_launch_relaunches_through_torchrun(monkeypatch):
-    calls = []
-    monkeypatch.setattr(L.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+def test_launch_starts_the_processes_with_the_torchrun_variables(monkeypatch):
+    started = []
+
+    class _Proc:
+        def __init__(self, cmd, env):
+            started.append((cmd, env))
+            self.returncode = 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(L.subprocess, "Popen", _Proc)
     assert L.launch(2, ["train", "c.toml", "--nproc", "2", "--out", "o", "--nproc=3"]) == 0
-    cmd = calls[0]
-    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
-    assert cmd[5] == "2" and cmd[6:] == ["-m", "scnf", "train", "c.toml", "--out", "o"]
+    assert [cmd[1:] for cmd, _ in started] == [["-m", "scnf", "train", "c.toml", "--out", "o"]] * 2
+    envs = [env for _, env in started]
+    assert [e["RANK"] for e in envs] == ["0", "1"] and {e["WORLD_SIZE"] for e in envs} == {"2"}
+    assert envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"] and L.WORKER_ERRORS_ENV in envs[0]
+
+
+def test_launch_reports_the_cause_once_with_its_code(tmp_path, capsys):
+    """A job whose rank 1 hit a data error and whose rank 0 then lost its peer: the data error
+    is printed, once, with its code."""
+    (tmp_path / "rank0").write_text("3\tDistributedError\tanother rank stopped")
+    (tmp_path / "rank1").write_text("2\tValueError\tdata.n_labelled = 7 is odd")
+    assert L._report([3, 2], tmp_path) == 2
+    assert capsys.readouterr().err == "scnf: error: data.n_labelled = 7 is odd\n"
+    assert L._report([0, 0], tmp_path) == 0
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--set", "train.batch_size=3"], "train.batch_size = 3 is not divisible by --nproc 2"),
+    (["--out", "EXISTING"], "already holds a run"),
+], ids=["batch", "existing-run"])
+def test_nproc_usage_errors_are_one_line_exit_2(tmp_path, extra, match):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "metrics.json").write_text("{}")
+    extra = [str(existing) if a == "EXISTING" else a for a in extra]
+    if "--out" not in extra:
+        extra += ["--out", str(tmp_path / "new")]
+    p = subprocess.run([sys.executable, "-m", "scnf", "train", "configs/moons.toml", "--nproc", "2", *extra],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and match in lines[0], p.stderr
+
+
+def test_an_error_inside_the_processes_is_one_line_with_its_code(tmp_path):
+    """A corrupt checkpoint is found by the processes themselves (after the launcher's checks):
+    exit 2 and one line, as with one process, not a traceback per process."""
+    from scnf.config import dump_config, load_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = load_config(ROOT / "configs" / "moons.toml")
+    (out / "config.toml").write_text(dump_config(cfg))
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    p = subprocess.run([sys.executable, "-m", "scnf", "train", "configs/moons.toml", "--nproc", "2", "--out",
+                        str(out), "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert len(lines) == 1 and "checkpoint" in lines[0] and "Traceback" not in p.stderr, p.stderr[-3000:]
 
 
 # ------------------------------------------------------------------ faults

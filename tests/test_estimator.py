@@ -295,3 +295,46 @@ def test_input_noise_and_schedule_reach_the_trainer(count_steps):
         SCNFClassifier(steps=2, input_noise=-1.0, **TINY).fit(X, y_semi)
     with pytest.raises(ValueError, match="parameter 'schedule' must be one of"):
         SCNFClassifier(steps=2, schedule="cosine", **TINY).fit(X, y_semi)
+
+
+def _semi_blobs():
+    X, y = make_blobs(120, n_features=2, centers=[[0, 0], [5, 5]], cluster_std=0.5, random_state=0)
+    names = np.array(["cat", "dog"], dtype=object)[y]
+    names[10:] = -1  # the integer -1 in an object array: unlabelled
+    return X, y, names
+
+
+def test_string_labels_with_unlabelled_rows_are_read_as_scikit_learn_reads_them():
+    """An object array with the integer -1 on unlabelled rows: classes are the names, -1 is not one."""
+    X, y, names = _semi_blobs()
+    clf = SCNFClassifier(steps=30, lr=1e-2, **TINY).fit(X, names)
+    assert clf.classes_.tolist() == ["cat", "dog"]
+    assert set(clf.predict(X).tolist()) <= {"cat", "dog"}
+
+
+@pytest.mark.parametrize("make_y,match", [
+    (lambda names: np.where(names == -1, "-1", names).astype(str), "string dtype"),
+    (lambda names: np.where(names == -1, None, names), "contains None"),
+    (lambda names: np.where(names == -1, "-1", names), "string '-1'"),
+    (lambda names: np.where(names == -1, -2, np.where(names == "cat", 0, 1)).astype(int), r"\[-2\] are negative"),
+], ids=["str-dtype", "none", "str-minus-one", "minus-two"])
+def test_labels_that_would_be_misread_are_refused(make_y, match):
+    X, _, names = _semi_blobs()
+    with pytest.raises(ValueError, match=match):
+        SCNFClassifier(steps=2, **TINY).fit(X, make_y(names))
+
+
+def test_score_skips_unlabelled_rows_so_cross_validation_works():
+    from sklearn.model_selection import cross_val_score
+
+    X, y, _ = _semi_blobs()
+    y_semi = y.copy()
+    y_semi[10:] = -1
+    y_semi[60:70] = y[60:70]  # some labelled rows in every fold
+    clf = SCNFClassifier(steps=30, lr=1e-2, **TINY).fit(X, y_semi)
+    keep = y_semi != -1
+    assert clf.score(X, y_semi) == pytest.approx((clf.predict(X[keep]) == y_semi[keep]).mean())
+    scores = cross_val_score(SCNFClassifier(steps=30, lr=1e-2, **TINY), X, y_semi, cv=2)
+    assert (scores > 0.9).all(), scores  # -1 rows counted as errors would give ~0.15
+    with pytest.raises(ValueError, match="no labelled row"):
+        clf.score(X[20:40], y_semi[20:40])

@@ -246,3 +246,22 @@ def test_summary_prints_the_released_counts(capsys):
 
     assert main(["summary", "mnist"]) == 0
     assert "parameters: f 6,300,575, h 9,574,872" in capsys.readouterr().out
+
+def test_a_float64_tensor_on_a_float32_model_is_a_value_error():
+    m = scnf.vector_scnf(2, 2, blocks=1, hidden=8, h_blocks=1, h_hidden=8)
+    with pytest.raises(ValueError, match=r"x has dtype torch.float64 but the model computes in torch.float32"):
+        m.log_joint(torch.zeros(3, 2, dtype=torch.float64))
+    assert m.double().eval().log_joint(torch.randn(3, 2, dtype=torch.float64)).shape == (3, 2)
+
+
+def test_samples_can_be_scored():
+    """Image samples may fall just outside [0, 1] (ToLogits' inverse reaches (-0.026, 1.026));
+    the density is defined there, so log_marginal scores them; values beyond it are refused."""
+    torch.manual_seed(0)
+    m = scnf.mnist_scnf(hidden=8, blocks=1, h_hidden=8, h_blocks=1).eval()
+    x, _ = m.sample(4, temperature=3.0)
+    assert x.min() < 0 or x.max() > 1  # with a wide prior the edges are reached
+    with torch.no_grad():
+        assert torch.isfinite(m.log_marginal(x)).all()
+    with pytest.raises(ValueError, match="must lie in"):
+        m.log_marginal(torch.full((1, 1, 28, 28), 1.03))

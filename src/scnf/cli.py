@@ -60,6 +60,9 @@ def _dims(s: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scnf", description="Semi-supervised learning with Semi-Conditional Normalizing Flows")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"scnf {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     d = sub.add_parser("demo", help="train SCNF-GLOW on moons with 10 labels (the embedded default)")
@@ -118,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="build a model and print its layers and parameter counts")
     s.add_argument("model", choices=["mnist", "mnist-gmm", "toy"], nargs="?", default="mnist")
+    s.add_argument("--layers", action="store_true", help="also print every layer (thousands of lines for mnist)")
 
     an = sub.add_parser("analyse", help="analyses of a trained image run (paper Figs. 2-4, Sec. 4.4, Table 3)")
     an.add_argument("run_dir", help="run directory (config.toml, checkpoint.pt)")
@@ -161,8 +165,12 @@ def _cmd_train(args) -> int:
         cfg.seed = args.seed
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     if args.nproc > 1:
+        from .experiment import check_run_dir
         from .launch import launch
 
+        if cfg.train.batch_size % args.nproc:  # checked here too, so that it is one line, once
+            raise ValueError(f"train.batch_size = {cfg.train.batch_size} is not divisible by --nproc {args.nproc}")
+        check_run_dir(out, cfg, args.resume)
         return launch(args.nproc, list(args.argv))
     from .experiment import run
 
@@ -238,7 +246,8 @@ def _cmd_summary(args) -> int:
 
     m = {"mnist": lambda: scnf.mnist_scnf(), "mnist-gmm": lambda: scnf.mnist_scnf("gmm"),
          "toy": lambda: scnf.vector_scnf(2, 2)}[args.model]()
-    print(m)
+    if args.layers:
+        print(m)
     n = m.parameter_counts()
     print(f"parameters: f {n['f']:,}, h {n['h']:,}, z_f dim {m.deep_dim}, z_aux dim {m.aux_dim}")
     return 0
@@ -339,6 +348,23 @@ def _usage_errors() -> tuple:
     return ValueError, OSError, DatasetFetchError
 
 
+def _fail(code: int, e: BaseException, line: str, quiet: bool = False) -> int:
+    """Print the one-line error, or, in a process started by ``--nproc``, hand it to the
+    launcher, which prints it once for the whole job."""
+    from .launch import WORKER_ERRORS_ENV
+
+    errors = os.environ.get(WORKER_ERRORS_ENV)
+    if errors and os.environ.get("RANK") is not None:
+        try:
+            Path(errors, f"rank{os.environ['RANK']}").write_text(f"{code}\t{type(e).__name__}\t{line}")
+            return code
+        except OSError:
+            pass
+    if not quiet:
+        print(f"scnf: error: {line}", file=sys.stderr)
+    return code
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -360,11 +386,10 @@ def main(argv=None) -> int:
         if os.environ.get("SCNF_DEBUG"):
             raise
         if isinstance(e, _actionable_failures()):
-            print(f"scnf: error: {_training_failure(e, args)}", file=sys.stderr)
-            return EXIT_TRAINING
+            return _fail(EXIT_TRAINING, e, _training_failure(e, args))
         if isinstance(e, _usage_errors()):
-            print(f"scnf: error: {_one_line(e)}", file=sys.stderr)
-            return EXIT_USAGE
+            return _fail(EXIT_USAGE, e, _one_line(e))
+        _fail(EXIT_BUG, e, f"internal error ({type(e).__name__}): {_one_line(e)}", quiet=True)
         traceback.print_exc()
         print(f"scnf: internal error ({type(e).__name__}): this is a bug in scnf; please report it with the "
               "command you ran and the traceback above", file=sys.stderr)

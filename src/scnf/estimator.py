@@ -42,6 +42,28 @@ INPUT_NOISE = 0.3
 LR = 3e-3
 
 
+def _check_semi_supervised_labels(y: np.ndarray) -> None:
+    """What scikit-learn's semi-supervised estimators accept: numbers, or an object array, with
+    the integer -1 on unlabelled rows. A string array is refused (its "-1" would be a class)."""
+    if y.dtype.kind in "US":
+        raise ValueError(
+            f"y has a string dtype ({y.dtype}): a '-1' in it would be read as a class, not as an "
+            "unlabelled row. Pass an object array with the integer -1 on unlabelled rows, e.g. "
+            "y = np.array(labels, dtype=object); y[unlabelled] = -1")
+    if y.dtype == object:
+        if any(v is None for v in y):
+            raise ValueError("y contains None: mark unlabelled rows with the integer -1")
+        if any(isinstance(v, str) and v.strip() == "-1" for v in y):
+            raise ValueError("y contains the string '-1', which would be a class: mark unlabelled rows "
+                             "with the integer -1")
+        return
+    if y.dtype.kind in "iuf":
+        neg = np.unique(y[(y < 0) & (y != -1)])
+        if neg.size:
+            raise ValueError(f"label(s) {neg.tolist()[:5]} are negative: -1 marks unlabelled rows, and no "
+                             "other negative label is allowed (encode classes as 0, 1, ... or as names)")
+
+
 class SCNFClassifier(ClassifierMixin, BaseEstimator):
     """Semi-Conditional Normalizing Flow classifier.
 
@@ -176,6 +198,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             y = column_or_1d(y, warn=True)  # a column vector: warn and ravel, as scikit-learn does
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise ValueError(f"y must be 1-D with {X.shape[0]} entries, got shape {y.shape}")
+        _check_semi_supervised_labels(y)
         labelled = y != -1
         if not labelled.any():
             raise ValueError("no labelled rows: every label is -1")
@@ -248,6 +271,20 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         pred = self._log_joint(X).argmax(1).numpy()
         return self.classes_[pred]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy on the labelled rows of ``(X, y)``: rows with ``y = -1`` are skipped, so
+        ``cross_val_score(SCNFClassifier(), X, y_semi)`` scores the held-out labelled rows only
+        (scikit-learn's default would count every -1 row as an error)."""
+        y = np.asarray(y)
+        keep = y != -1
+        if not keep.any():
+            raise ValueError("score: every label is -1; there is no labelled row to score")
+        X = np.asarray(X) if not hasattr(X, "iloc") else X.iloc
+        sw = None if sample_weight is None else np.asarray(sample_weight)[keep]
+        from sklearn.metrics import accuracy_score
+
+        return float(accuracy_score(y[keep], self.predict(X[keep]), sample_weight=sw))
 
     def score_samples(self, X) -> np.ndarray:
         """log p(x) per row, in the caller's units."""

@@ -131,23 +131,48 @@ def resumable(out: str | Path, cfg: RunConfig) -> bool:
     return (out / "checkpoint.pt").exists() and _same_config(out, cfg)
 
 
-def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = False) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob("checkpoint.pt.*.tmp"):  # left by a process killed while writing a checkpoint
-        tmp.unlink(missing_ok=True)
-    saved = out / "config.toml"
-    ckpt = out / "checkpoint.pt"
+def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """``section.key: A -> B`` for every key whose value differs between two configs."""
+    da, db = a.to_dict(), b.to_dict()
+    out = [f"seed: {da['seed']} -> {db['seed']}"] if da.get("seed") != db.get("seed") else []
+    for section in ("data", "model", "train"):
+        for key, va in da[section].items():
+            if db[section].get(key) != va:
+                out.append(f"{section}.{key}: {va!r} -> {db[section].get(key)!r}")
+    return out
+
+
+def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = False) -> None:
+    """Raise :class:`RunDirError` if a run of ``cfg`` cannot start (or resume) in ``out``;
+    writes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a directory: choose a directory for the run")
+    saved, ckpt = out / "config.toml", out / "checkpoint.pt"
     if resume:
         if not ckpt.exists():
             raise RunDirError(f"--resume: no checkpoint.pt in {out}")
         if saved.exists() and not _same_config(out, cfg):
-            raise RunDirError(f"--resume: the config differs from the one the run in {out} was started with")
-    elif ckpt.exists() or (out / "metrics.json").exists():
-        if not overwrite:
-            raise RunDirError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            try:
+                diff = config_differences(load_config(saved), cfg)
+            except ValueError:
+                diff = []
+            detail = f" ({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''})" if diff else ""
+            raise RunDirError(f"--resume: the config differs from the one the run in {out} was started "
+                              f"with{detail}")
+    elif (ckpt.exists() or (out / "metrics.json").exists()) and not overwrite:
+        raise RunDirError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = False) -> None:
+    check_run_dir(out, cfg, resume, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob("checkpoint.pt.*.tmp"):  # left by a process killed while writing a checkpoint
+        tmp.unlink(missing_ok=True)
+    if not resume:
         for name in ("checkpoint.pt", "metrics.json", "log.jsonl"):
             (out / name).unlink(missing_ok=True)
-    saved.write_text(dump_config(cfg))
+    (out / "config.toml").write_text(dump_config(cfg))
 
 
 def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool = False) -> dict:

@@ -90,6 +90,10 @@ class SemiConditionalFlow(nn.Module):
                 f"x must have shape (B, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise ValueError("x contains NaN or inf")
+        dtype = next(self.parameters()).dtype
+        if x.dtype != dtype:
+            raise ValueError(f"x has dtype {x.dtype} but the model computes in {dtype}: pass x.to({dtype}) "
+                             f"or convert the model with .to({x.dtype})")
         return x
 
     def _check_y(self, y, n: int) -> torch.Tensor:
@@ -193,7 +197,11 @@ class SemiConditionalFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, y=None, temperature: float = 1.0, generator: torch.Generator | None = None):
-        """Draw n objects; returns (x, y). y is drawn from p(y) when not given."""
+        """Draw n objects; returns (x, y). y is drawn from p(y) when not given.
+
+        Image samples lie in the model's support (slightly wider than [0, 1], see
+        :class:`~scnf.bijectors.ToLogits`), so :meth:`log_marginal` scores them; clamp them
+        to [0, 1] only for display."""
         if int(n) < 0:
             raise ValueError(f"n must be non-negative, got {n}")
         dev = self.log_class_prior.device

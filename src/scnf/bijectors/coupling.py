@@ -12,6 +12,8 @@ zero-initialised.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -122,7 +124,9 @@ class _TwoPassCoupling(Bijector):
         self.n_first = dim // 2
         n_second = dim - self.n_first
         self.net1 = build(n_second, 2 * self.n_first) if self.n_first else None
-        self.net2 = build(self.n_first, 2 * n_second)
+        with warnings.catch_warnings():  # one feature: net 2 reads nothing (only the label, if any)
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            self.net2 = build(self.n_first, 2 * n_second)
 
     def _pass(self, net, cond, x, context, inverse: bool):
         if net is None:

@@ -19,9 +19,13 @@ def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> tor
 
 
 class ToLogits(Bijector):
-    """``x -> logit(alpha/2 + (1 - alpha) x)`` for pixels ``x`` in [0, 1].
+    """``x -> logit(alpha/2 + (1 - alpha) x)`` for pixels ``x``.
 
-    The log-det of the map is included, so densities stay on the [0, 1] pixel scale.
+    The log-det of the map is included, so densities stay on the pixel scale. The map is
+    defined on the open interval ``(-a, 1 + a)`` with ``a = alpha / (2 (1 - alpha))`` (0.0263
+    for alpha = 0.05): that is the support of the model's density, a little wider than the
+    [0, 1) of dequantised pixels, and where the inverse (``sample``) lands. Values outside
+    it raise ``ValueError``.
     """
 
     def __init__(self, alpha: float = 0.05):
@@ -34,9 +38,11 @@ class ToLogits(Bijector):
         if not torch.isfinite(x).all():
             raise ValueError("ToLogits: input contains NaN or inf")
         lo, hi = x.min().item(), x.max().item()
-        if lo < 0.0 or hi > 1.0:
+        a = self.alpha / (2 * (1 - self.alpha))
+        if lo <= -a or hi >= 1.0 + a:
             raise ValueError(
-                f"ToLogits: pixels must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                f"ToLogits: pixels must lie in [0, 1] (the model's support is ({-a:.4g}, {1 + a:.4g})), "
+                f"got values in [{lo:.4g}, {hi:.4g}]"
             )
         p = self.alpha / 2 + (1 - self.alpha) * x
         z = torch.log(p) - torch.log1p(-p)
@@ -44,7 +50,10 @@ class ToLogits(Bijector):
         return z, ld.reshape(x.shape[0], -1).sum(1)
 
     def inverse(self, z, context=None):
-        p = torch.sigmoid(z)
+        # sigmoid saturates to exactly 0 or 1 for |z| > ~17 (float32), the edge of the support
+        # where the density is undefined; keep samples strictly inside it, so they can be scored
+        eps = torch.finfo(z.dtype).eps
+        p = torch.sigmoid(z).clamp(eps, 1 - eps)
         x = (p - self.alpha / 2) / (1 - self.alpha)
         # log p + log(1-p) = -softplus(-z) - softplus(z)
         ld = -math.log(1 - self.alpha) - F.softplus(-z) - F.softplus(z)
