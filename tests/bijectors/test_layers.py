@@ -154,27 +154,13 @@ def test_zero_initialised_couplings_start_near_identity():
     assert torch.allclose(ld, torch.full_like(ld, float(torch.log(s)) * x[0].numel() / 2), atol=1e-4)
 
 
-@pytest.mark.parametrize("factory,inputs,cond", [
-    (lambda: CouplingLayer(4, hidden=8, blocks=1), lambda: _img(4), False),
-    (lambda: AffineCoupling(5, hidden=8), lambda: torch.randn(3, 5), False),
-    (lambda: ConditionalCouplingLayer(4, K, hidden=8, blocks=1), lambda: torch.randn(3, 4), True),
-], ids=["channel", "vector", "conditional"])
-def test_channel_couplings_change_both_halves(factory, inputs, cond):
-    """The released coupling transforms every channel: neither half passes through unchanged,
-    and each half's change depends on the other half (two nets, the second reading the new
-    first half)."""
-    layer, x = _build(factory, inputs, torch.float32)
-    ctx = torch.arange(x.shape[0]) % K if cond else None
-    n1 = x.shape[1] // 2
+def _moved(layer, x, ctx, part: slice):
+    """(z, z after adding 1 to the features ``part`` of x)."""
     with torch.no_grad():
         z, _ = layer(x, ctx)
         x2 = x.clone()
-        x2[:, :n1] += 1.0  # change only the first half
-        z2, _ = layer(x2, ctx)
-    assert not torch.allclose(z[:, :n1], x[:, :n1], atol=1e-3)
-    assert not torch.allclose(z[:, n1:], x[:, n1:], atol=1e-3)
-    # the second half's output depends on the first half (net 2 reads the new first half)
-    assert not torch.allclose(z2[:, n1:], z[:, n1:], atol=1e-4)
+        x2[:, part] += 1.0
+        return z, layer(x2, ctx)[0]
 
 
 @pytest.mark.parametrize("factory,inputs,cond", [
@@ -183,18 +169,20 @@ def test_channel_couplings_change_both_halves(factory, inputs, cond):
     (lambda: ConditionalCouplingLayer(4, K, hidden=8, blocks=1), lambda: torch.randn(3, 4), True),
     (lambda: ConditionalCouplingLayer(5, K, hidden=8, blocks=1, net="mlp"), lambda: torch.randn(3, 5), True),
 ], ids=["channel", "vector", "conditional", "conditional-mlp"])
-def test_net_1_reads_the_second_half(factory, inputs, cond):
-    """The first half's new value depends on the second half (net 1's input): a net 1 fed
-    zeros, or the first half itself, would leave it unchanged when only the second half moves."""
+def test_channel_couplings_change_each_half_given_the_other(factory, inputs, cond):
+    """The released coupling transforms every channel, and each half given the other: the first
+    half's new value depends on the second half (net 1's input; a net 1 fed zeros, or the first
+    half itself, would not), the second half's on the new first half (net 2's input)."""
     layer, x = _build(factory, inputs, torch.float32)
     ctx = torch.arange(x.shape[0]) % K if cond else None
     n1 = x.shape[1] // 2
-    with torch.no_grad():
-        z, _ = layer(x, ctx)
-        x2 = x.clone()
-        x2[:, n1:] += 1.0  # change only the second half
-        z2, _ = layer(x2, ctx)
-    assert not torch.allclose(z2[:, :n1], z[:, :n1], atol=1e-4)
+    first, second = slice(0, n1), slice(n1, None)
+    z, z_first_moved = _moved(layer, x, ctx, first)
+    assert not torch.allclose(z[:, first], x[:, first], atol=1e-3)
+    assert not torch.allclose(z[:, second], x[:, second], atol=1e-3)
+    assert not torch.allclose(z_first_moved[:, second], z[:, second], atol=1e-4)  # net 2 reads the first half
+    _, z_second_moved = _moved(layer, x, ctx, second)
+    assert not torch.allclose(z_second_moved[:, first], z[:, first], atol=1e-4)  # net 1 reads the second half
 
 
 @pytest.mark.parametrize("net", ["resmlp", "mlp"])
