@@ -313,7 +313,7 @@ def test_string_labels_with_unlabelled_rows_are_read_as_scikit_learn_reads_them(
 
 
 @pytest.mark.parametrize("make_y,match", [
-    (lambda names: np.where(names == -1, "-1", names).astype(str), "string dtype"),
+    (lambda names: np.where(names == -1, "-1", names).astype(str), "string dtype .* holds '-1'"),
     (lambda names: np.where(names == -1, None, names), "contains None"),
     (lambda names: np.where(names == -1, "-1", names), "string '-1'"),
     (lambda names: np.where(names == -1, -2, np.where(names == "cat", 0, 1)).astype(int), r"\[-2\] are negative"),
@@ -335,6 +335,8 @@ def test_score_skips_unlabelled_rows_so_cross_validation_works():
     keep = y_semi != -1
     assert clf.score(X, y_semi) == pytest.approx((clf.predict(X[keep]) == y_semi[keep]).mean())
     scores = cross_val_score(SCNFClassifier(steps=30, lr=1e-2, **TINY), X, y_semi, cv=2)
-    assert (scores > 0.9).all(), scores  # -1 rows counted as errors would give ~0.15
+    # 10 labelled rows in each held-out half: counted among its 60 rows, -1 rows as errors,
+    # the score could not exceed 10 / 60
+    assert (scores >= 0.5).all(), scores
     with pytest.raises(ValueError, match="no labelled row"):
         clf.score(X[20:40], y_semi[20:40])

@@ -45,10 +45,10 @@ LR = 3e-3
 def _check_semi_supervised_labels(y: np.ndarray) -> None:
     """What scikit-learn's semi-supervised estimators accept: numbers, or an object array, with
     the integer -1 on unlabelled rows. A string array is refused (its "-1" would be a class)."""
-    if y.dtype.kind in "US":
+    if y.dtype.kind in "US" and np.any(np.char.strip(y.astype(str)) == "-1"):
         raise ValueError(
-            f"y has a string dtype ({y.dtype}): a '-1' in it would be read as a class, not as an "
-            "unlabelled row. Pass an object array with the integer -1 on unlabelled rows, e.g. "
+            f"y has a string dtype ({y.dtype}) and holds '-1', which would be read as a class, not as "
+            "an unlabelled row. Pass an object array with the integer -1 on unlabelled rows, e.g. "
             "y = np.array(labels, dtype=object); y[unlabelled] = -1")
     if y.dtype == object:
         if any(v is None for v in y):
@@ -56,9 +56,12 @@ def _check_semi_supervised_labels(y: np.ndarray) -> None:
         if any(isinstance(v, str) and v.strip() == "-1" for v in y):
             raise ValueError("y contains the string '-1', which would be a class: mark unlabelled rows "
                              "with the integer -1")
-        return
-    if y.dtype.kind in "iuf":
-        neg = np.unique(y[(y < 0) & (y != -1)])
+
+
+def _check_no_negative_classes(labels: np.ndarray) -> None:
+    """-1 marks unlabelled rows; another negative number is almost surely a mistake for it."""
+    if labels.dtype.kind in "iuf":
+        neg = np.unique(labels[labels < 0])
         if neg.size:
             raise ValueError(f"label(s) {neg.tolist()[:5]} are negative: -1 marks unlabelled rows, and no "
                              "other negative label is allowed (encode classes as 0, 1, ... or as names)")
@@ -203,6 +206,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         if not labelled.any():
             raise ValueError("no labelled rows: every label is -1")
         check_classification_targets(y[labelled])  # continuous, NaN or unknown labels
+        _check_no_negative_classes(y[labelled])
         self.classes_ = np.unique(y[labelled])
         if self.classes is not None:
             expected = np.unique(np.asarray(self.classes))
