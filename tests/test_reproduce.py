@@ -32,6 +32,10 @@ def test_table1_jobs_2_gives_the_numbers_of_jobs_1(tmp_path):
 
 def test_toy_config_per_row():
     assert toy_config("moons", "glow", "gmm", 3).model.init_from_labels
+    # the default L_clf weight, chosen on validation points, and an explicit one give the same config
+    assert toy_config("moons", "glow", "glow", 0).train.clf_weight == 1.0
+    assert toy_config("moons", "glow", "glow", 0) == toy_config("moons", "glow", "glow", 0, clf_weight=1.0)
+    assert toy_config("moons", "ffjord", "gmm", 0, clf_weight=0.0).train.clf_weight == 0.0
     c = toy_config("circles", "ffjord", "glow", 1)
     assert c.data.dataset == "circles" and c.seed == 1 and c.data.split_seed == 1
     assert c.model.unconditional == "ffjord" and c.train.steps == 500

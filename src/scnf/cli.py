@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--configs", help="table2: the configs directory (default: the repository's configs/)")
     r.add_argument("--steps", type=_positive_int, help="override training steps (quick looks)")
     r.add_argument("--jobs", type=_positive_int, default=1, help="trainings run at once (one thread each)")
-    r.add_argument("--clf-weight", type=float, help="override the classification-loss weight (default 0)")
+    r.add_argument("--clf-weight", type=float,
+                   help="table1: the classification-loss weight (default 1, chosen on validation points)")
     r.add_argument("--ffjord-train-tol", type=_positive_float,
                    help="FFJORD rows: solver rtol = atol while training (evaluation keeps 1e-5)")
 
