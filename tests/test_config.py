@@ -137,3 +137,22 @@ def test_the_model_kinds_registry_drives_config_and_building():
         assert kind.flow == (name == "scnf")
         groups = model.parameter_groups()
         assert sorted(id(p) for ps in groups.values() for p in ps) == sorted(id(p) for p in model.parameters())
+
+
+def test_the_key_reference_lists_every_key_with_its_default_and_meaning(capsys):
+    """scnf config --defaults: every key of every section, with a meaning, and the file it
+    prints reads back as the default config."""
+    import tomllib
+
+    from scnf.cli import main
+    from scnf.config import RunConfig, key_reference
+
+    ref = key_reference()
+    keys = {(sec, key) for sec, key, _, _ in ref}
+    for sec in ("data", "model", "train"):
+        assert {(sec, f) for f in getattr(RunConfig(), sec).__dataclass_fields__} <= keys, sec
+    missing = [f"{sec}.{key}" for sec, key, _, meaning in ref if not meaning]
+    assert not missing, f"keys without a meaning: {missing}"
+    assert main(["config", "--defaults"]) == 0
+    text = capsys.readouterr().out
+    assert from_dict(tomllib.loads(text)) == RunConfig()

@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name", choices=["mnist", "fashion-mnist"])
     f.add_argument("--data-dir", help="cache directory (default: $SCNF_DATA or the per-user cache)")
 
+    cf = sub.add_parser("config", help="print every config key with its default and meaning (TOML)")
+    cf.add_argument("--defaults", action="store_true", help="(the only mode) the default of every key")
+
     im = sub.add_parser("import-released", help="convert the authors' released checkpoint (pretrained/model.torch) "
                                                 "into a run directory")
     im.add_argument("checkpoint", help="the authors' state dict (torch.save(model.state_dict()))")
@@ -232,6 +235,13 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_config(args) -> int:
+    from .config import reference_toml
+
+    print(reference_toml(), end="")
+    return 0
+
+
 def _cmd_import_released(args) -> int:
     from .released import import_released
 
@@ -272,6 +282,7 @@ def _cmd_analyse(args) -> int:
 
 COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "reproduce": _cmd_reproduce,
             "data": _cmd_data, "summary": _cmd_summary, "import-released": _cmd_import_released,
+            "config": _cmd_config,
             "analyse": _cmd_analyse}
 
 

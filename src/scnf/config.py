@@ -24,8 +24,8 @@ class DataConfig:
     dataset: str = "moons"          # moons | circles | mnist | fashion-mnist
     n_train: int = 1000             # toy only: training objects
     n_test: int = 1000              # toy only: test objects
-    n_labelled: int = 10
-    noise: float = 0.1              # toy only
+    n_labelled: int = 10            # labelled training rows, the same number per class
+    noise: float = 0.1              # toy only: std of the generators' Gaussian noise
     split_seed: int = 0             # which labelled split
     data_dir: str = ""              # images only: overrides SCNF_DATA / the cache
     n_unlabelled: int = 0           # images only: 0 = all remaining training rows
@@ -43,7 +43,7 @@ class ModelConfig:
     hidden: int = 64                # f's coupling nets
     blocks: int = 0                 # 0 = builder default (5 toy flow steps; 4 residual blocks for images)
     h_hidden: int = 0               # 0 = builder default (64 toy, 256 images)
-    h_blocks: int = 4
+    h_blocks: int = 4               # glow h: flow steps (vectors) or residual blocks per coupling net (images)
     lu: bool = False                # LU-parameterised 1x1 convolutions (images)
     init_from_labels: bool = False  # class-aware init from labelled z_f: gmm means, or glow with h_class_affine
     h_class_affine: bool = False    # glow h: prepend a class-conditional affine layer (set by init_from_labels)
@@ -66,10 +66,10 @@ class TrainConfig:
     clf_weight: float = 0.0         # weight of the classification loss L_clf
     labelled_share: float = 1 / 3   # share of each batch drawn (with replacement) from labelled rows
     labelled_weight: float = 1.0    # weight of labelled rows' log p(x, y) in the objective
-    batch_size: int = 256
-    steps: int = 3000
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
+    batch_size: int = 256           # rows per step (the global batch under several processes)
+    steps: int = 3000               # optimiser steps (the schedule's length)
+    lr: float = 1e-3                # Adamax learning rate at the start
+    weight_decay: float = 1e-5      # Adamax weight decay
     schedule: str = "linear"        # linear (decay to 0) | constant
     warmup_f_steps: int = 0         # steps training f alone (h frozen) at the start
     augment_shift: int = 0          # images: labelled rows shifted by up to this many pixels (0 = off)
@@ -83,11 +83,11 @@ class TrainConfig:
     input_noise: float = 0.0        # vectors: std of Gaussian noise added to training rows each step (0 = off)
     ema_decay: float = 0.0          # evaluate (and save for evaluation) an exponential moving average of the weights (0 = off)
     max_seconds: float = 0.0        # stop after this many training seconds (0 = no limit; the schedule still counts steps)
-    eval_every: int = 500
-    checkpoint_every: int = 500
+    eval_every: int = 500           # steps between evaluations (test and validation sets) and log records
+    checkpoint_every: int = 500     # steps between checkpoints
     max_nonfinite: int = 20         # consecutive skipped steps before the run stops
     device: str = "auto"            # auto | cpu | cuda
-    progress: bool = True
+    progress: bool = True           # a progress bar on a terminal
     threads: int = 0                # 0 = torch's default
     precision: str = "fp32"         # fp32 | tf32 | bf16-mixed (CUDA; bf16 autocast only in coupling nets)
     compile: bool = False           # torch.compile the (DDP-wrapped) model
@@ -297,6 +297,32 @@ def with_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
             value = text.strip()
         target[name] = value
     return from_dict(raw)
+
+
+def key_reference() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, meaning) of every config key, read from the comments beside the
+    dataclass fields (the one place they are written)."""
+    import inspect
+    import re
+
+    out = [("", "seed", 0, "seeds the model's initialisation and the training streams")]
+    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+        notes = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", inspect.getsource(cls), re.M))
+        for f in fields(cls):
+            out.append((section, f.name, getattr(cls(), f.name), notes.get(f.name, "").strip()))
+    return out
+
+
+def reference_toml() -> str:
+    """Every key with its default and meaning, as a TOML file (what ``scnf config --defaults`` prints)."""
+    lines = ["# scnf config: every key, its default and meaning (scnf config --defaults)", ""]
+    section = None
+    for sec, key, default, meaning in key_reference():
+        if sec != section and sec:
+            lines += ["", f"[{sec}]"]
+            section = sec
+        lines.append(f"{key} = {_toml_value(default)}".ljust(36) + f"# {meaning}")
+    return "\n".join(lines) + "\n"
 
 
 def load_config(path: str | Path) -> RunConfig:
