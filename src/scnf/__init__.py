@@ -3,9 +3,10 @@ from . import bijectors
 from .architectures import mnist_scnf, vector_scnf
 from .data import load_dataset
 from .estimator import SCNFClassifier
+from .experiment import load_run
 from .model import SemiConditionalFlow
 
 __version__ = "0.1.0"
 
-__all__ = ["SCNFClassifier", "SemiConditionalFlow", "bijectors", "load_dataset", "mnist_scnf", "vector_scnf",
-           "__version__"]
+__all__ = ["SCNFClassifier", "SemiConditionalFlow", "bijectors", "load_dataset", "load_run", "mnist_scnf",
+           "vector_scnf", "__version__"]

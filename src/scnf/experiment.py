@@ -259,8 +259,22 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -
         lines += ["", f"Paper (Table 1, mean ± std over 5 seeds): error {ref[i]} %, NLL {ref[i + 1]}."]
     for f in figures:
         lines += ["", f"![{f}]({f})"]
-    lines += ["", "NLL is the mean test negative log-likelihood in nats, in the data's own units.", ""]
+    lines += ["", METRIC_NOTES, ""]
+    if cfg.data.dataset not in ("moons", "circles"):
+        n = cfg.data.n_test_eval or 10_000
+        lines += [f"Test numbers over {n:,} test images"
+                  + (f", validation numbers over {cfg.data.n_validation:,} held-out training images"
+                     if cfg.data.n_validation else "") + ".", ""]
     (out / "report.md").write_text("\n".join(lines))
+
+
+#: what report.md's numbers are (also in the README's table of metrics.json fields)
+METRIC_NOTES = (
+    "error_pct: test error in %. nll: the mean of -log p(x) over the test objects, in nats, a density "
+    "of x in the data's own units (for images: pixels in [0, 1], dequantised). bits_per_dim: the same "
+    "density in 8-bit units, 8 - mean log p(x) / (D ln 2) with D = 784, so nll = (8 - bits_per_dim) "
+    "* 784 ln 2 (a negative nll is a density above 1 on [0, 1]^784). val_*: the same on held-out "
+    "training images (data.n_validation). train_labelled_error_pct: error on the labelled training rows.")
 
 
 def load_run(run_dir: str | Path):
