@@ -84,28 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper")
-    r.add_argument("what", choices=["table1", "table2"])
-    r.add_argument("--seeds", type=_positive_int, help="table1: seeds (default 5)")
-    r.add_argument("--out", help="output directory (default: runs/table1, runs/table2-<profile>)")
-    r.add_argument("--rows", help="comma-separated rows; table1: f-h, e.g. glow-glow,glow-gmm,ffjord-glow,"
-                   "ffjord-gmm (default glow-glow,glow-gmm); table2: e.g. glow-sgd,gmm-emsgd-clf,m2,m1m2 "
-                   "(default: the profile's rows)")
-    r.add_argument("--datasets", help="table1: datasets (default moons,circles)")
-    r.add_argument("--profile", help="table2: cpu (configs/mnist-cpu*.toml) or paper (the "
-                   "authors' recipe, GPU); default cpu")
-    r.add_argument("--splits", help="table2: comma-separated split seeds (default 0,1,2)")
-    r.add_argument("--evaluate-on", choices=["test", "validation"],
-                   help="table1: score on the test points (default) or on validation points drawn from the "
-                        "training distribution (to choose settings without the test set)")
-    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="table2: override a config key of every row (repeatable)")
-    r.add_argument("--configs", help="table2: the configs directory (default: the repository's configs/)")
-    r.add_argument("--steps", type=_positive_int, help="override training steps (quick looks)")
-    r.add_argument("--jobs", type=_positive_int, default=1, help="trainings run at once (one thread each)")
-    r.add_argument("--clf-weight", type=float,
-                   help="table1: the classification-loss weight (default 1, chosen on validation points)")
-    r.add_argument("--ffjord-train-tol", type=_positive_float,
-                   help="FFJORD rows: solver rtol = atol while training (evaluation keeps 1e-5)")
+    rsub = r.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    t1 = rsub.add_parser("table1", help="Table 1: the toy problems (moons, circles), 10 labels, 5 seeds")
+    t1.add_argument("--seeds", type=_positive_int, default=5, help="seeds (default 5)")
+    t1.add_argument("--out", help="output directory (default: runs/table1)")
+    t1.add_argument("--rows", help="comma-separated f-h rows, e.g. glow-glow,glow-gmm,ffjord-glow,ffjord-gmm "
+                    "(default glow-glow,glow-gmm)")
+    t1.add_argument("--datasets", help="datasets (default moons,circles)")
+    t1.add_argument("--steps", type=_positive_int, help="override training steps (quick looks)")
+    t1.add_argument("--jobs", type=_positive_int, default=1, help="trainings run at once (one thread each)")
+    t1.add_argument("--clf-weight", type=float,
+                    help="the classification-loss weight (default 1, chosen on validation points)")
+    t1.add_argument("--ffjord-train-tol", type=_positive_float,
+                    help="FFJORD rows: solver rtol = atol while training (evaluation keeps 1e-5)")
+    t1.add_argument("--evaluate-on", choices=["test", "validation"], default="test",
+                    help="score on the test points (default) or on validation points drawn from the "
+                         "training distribution (to choose settings without the test set)")
+    t2 = rsub.add_parser("table2", help="Table 2: MNIST with 100 labels, SCNF rows and the VAE baselines")
+    t2.add_argument("--profile", choices=["cpu", "paper"], default="cpu",
+                    help="cpu (configs/mnist-cpu*.toml, default) or paper (the authors' recipe, GPU)")
+    t2.add_argument("--out", help="output directory (default: runs/table2-<profile>)")
+    t2.add_argument("--rows", help="comma-separated rows, e.g. glow-sgd,gmm-emsgd-clf,m2,m1m2 "
+                    "(default: the profile's rows)")
+    t2.add_argument("--splits", default="0,1,2", help="comma-separated split seeds (default 0,1,2)")
+    t2.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a config key of every row (repeatable)")
+    t2.add_argument("--configs", help="the configs directory (default: the repository's configs/)")
+    t2.add_argument("--jobs", type=_positive_int, default=1, help="trainings run at once (one thread each)")
 
     da = sub.add_parser("data", help="datasets")
     dsub = da.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -194,14 +199,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_reproduce(args) -> int:
     from .reproduce import table1, table2
 
-    only = {"table1": ("seeds", "datasets", "steps", "clf_weight", "ffjord_train_tol", "evaluate_on"),
-            "table2": ("profile", "splits", "set", "configs")}
-    for what, names in only.items():
-        for name in names:
-            if what != args.what and getattr(args, name) not in (None, []):
-                raise ValueError(f"--{name.replace('_', '-')} applies to scnf reproduce {what} only")
     if args.what == "table2":
-        args.profile, args.splits = args.profile or "cpu", args.splits or "0,1,2"
         try:
             splits = [int(s) for s in args.splits.split(",") if s.strip()]
         except ValueError:
@@ -220,9 +218,9 @@ def _cmd_reproduce(args) -> int:
     for d in datasets:
         if d not in ("moons", "circles"):
             raise ValueError(f"bad dataset {d!r}: expected moons or circles")
-    text = table1(args.out or "runs/table1", seeds=args.seeds or 5, rows=rows, datasets=datasets, steps=args.steps,
+    text = table1(args.out or "runs/table1", seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps,
                   jobs=args.jobs, clf_weight=args.clf_weight, ffjord_train_tol=args.ffjord_train_tol,
-                  evaluate_on=args.evaluate_on or "test")
+                  evaluate_on=args.evaluate_on)
     print(text)
     return 0
 
