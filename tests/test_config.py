@@ -35,12 +35,11 @@ def test_round_trip_dump_and_load(tmp_path):
     ({"model": {"lu": True}}, "'model.lu' applies to image models only"),
     ({"train": {"augment_shift": 2}}, "'train.augment_shift' applies to image datasets only"),
     ({"data": {"dataset": "mnist"}, "train": {"input_noise": 0.1}}, "'train.input_noise' applies to vector data"),
-    ({"model": {"block_norm": True}}, "'model.block_norm' applies to image models only"),
     ({"data": {"dataset": "mnist"}, "model": {"h_net": "resmlp"}}, "'model.h_net' applies to vector data only"),
     ({"model": {"h_net": "cnn"}}, "'model.h_net' must be 'mlp' or 'resmlp'"),
     ({"model": {"conditional": "gmm", "embed_dim": 4}}, "'model.embed_dim' applies to conditional = 'glow'"),
-    ({"data": {"dataset": "mnist"}, "model": {"kind": "m2", "block_norm": True}},
-     "'model.block_norm' applies to model.kind = 'scnf' only"),
+    ({"data": {"dataset": "mnist"}, "model": {"kind": "m2", "embed_dim": 4}},
+     "'model.embed_dim' applies to model.kind = 'scnf' only"),
 ])
 def test_bad_configs_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):

@@ -7,12 +7,11 @@ from tests.helpers import perturb_
 
 
 @pytest.mark.parametrize("blocks", [0, 1, 2])
-@pytest.mark.parametrize("block_norm", [False, True], ids=["released", "block-norm"])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_fused_residual_conv_net_equals_module_chain(monkeypatch, channels_last, block_norm, blocks):
+def test_fused_residual_conv_net_equals_module_chain(monkeypatch, channels_last, blocks):
     monkeypatch.setattr(nets, "CHANNELS_LAST", channels_last)
     torch.manual_seed(0)
-    net = nets.ResidualConvNet(2, 4, hidden=8, blocks=blocks, block_norm=block_norm).double()
+    net = nets.ResidualConvNet(2, 4, hidden=8, blocks=blocks).double()
     x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
     net.train()
     net(x)  # data-dependent init of the inner ActNorms (module chain)

@@ -25,23 +25,20 @@ def _conv(c: int, lu: bool):
     return InvertibleConv2dLU(c) if lu else InvertibleConv2d(c)
 
 
-def _glow_steps(c: int, n: int, mask: str, hidden: int, blocks: int, lu: bool, start: int = 0,
-                block_norm: bool = False):
+def _glow_steps(c: int, n: int, mask: str, hidden: int, blocks: int, lu: bool, start: int = 0):
     """n steps of InvertibleConv2d -> coupling -> ActNorm (Appendix E.1's unit)."""
     layers = []
     for i in range(n):
         layers.append(_conv(c, lu))
         if mask == "checkerboard":
-            layers.append(MaskedCouplingLayer(c, parity=(start + i) % 2, hidden=hidden, blocks=blocks,
-                                              block_norm=block_norm))
+            layers.append(MaskedCouplingLayer(c, parity=(start + i) % 2, hidden=hidden, blocks=blocks))
         else:
-            layers.append(CouplingLayer(c, hidden=hidden, blocks=blocks, block_norm=block_norm))
+            layers.append(CouplingLayer(c, hidden=hidden, blocks=blocks))
         layers.append(ActNorm(c))
     return layers
 
 
-def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alpha: float = 0.05,
-                        block_norm: bool = False) -> Bijector:
+def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alpha: float = 0.05) -> Bijector:
     """Appendix E.1: 1x28x28 pixels in [0, 1] -> flat z of 784 components.
 
     Output layout: [392 factored out at 4x14x14 | 196 factored out at 8x7x7 | 196 deepest
@@ -51,21 +48,21 @@ def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alp
     mask parity 0, 1, 0.
     """
     level3 = Sequential(
-        *_glow_steps(4, 3, "checkerboard", hidden, blocks, lu, block_norm=block_norm),
-        *_glow_steps(4, 2, "channel", hidden, blocks, lu, block_norm=block_norm),
+        *_glow_steps(4, 3, "checkerboard", hidden, blocks, lu),
+        *_glow_steps(4, 2, "channel", hidden, blocks, lu),
         Flatten((4, 7, 7)),
     )
     level2 = Sequential(
-        *_glow_steps(2, 3, "checkerboard", hidden, blocks, lu, block_norm=block_norm),
+        *_glow_steps(2, 3, "checkerboard", hidden, blocks, lu),
         SpaceToDepth(2),
-        *_glow_steps(8, 2, "channel", hidden, blocks, lu, block_norm=block_norm),
+        *_glow_steps(8, 2, "channel", hidden, blocks, lu),
         FactorOut((8, 7, 7), keep=factor_out_keep(8), inner=level3),
     )
     f = Sequential(
         ToLogits(alpha),
-        *_glow_steps(1, 3, "checkerboard", hidden, blocks, lu, block_norm=block_norm),
+        *_glow_steps(1, 3, "checkerboard", hidden, blocks, lu),
         SpaceToDepth(2),
-        *_glow_steps(4, 2, "channel", hidden, blocks, lu, block_norm=block_norm),
+        *_glow_steps(4, 2, "channel", hidden, blocks, lu),
         FactorOut((4, 14, 14), keep=factor_out_keep(4), inner=level2),
     )
     f.input_shape = (1, 28, 28)
@@ -74,7 +71,7 @@ def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alp
 
 def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4, hidden: int = 256,
                      blocks: int = 4, net: str = "resmlp", lu: bool = False, class_affine: bool = False,
-                     embed_dim: int | None = None, block_norm: bool = False) -> Bijector:
+                     embed_dim: int | None = None) -> Bijector:
     """Appendix E.2: ``levels`` x ``steps`` of ActNorm -> 1x1 conv -> conditional coupling
     on (B, dim) vectors (1x1 spatial size), with the released model's split between levels
     (the first half factored out, :func:`factor_out_keep`).
@@ -88,7 +85,7 @@ def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4
     if class_affine:
         return Sequential(ConditionalActNorm(dim, num_classes),
                           conditional_glow(dim, num_classes, levels, steps, hidden, blocks, net, lu,
-                                           embed_dim=embed_dim, block_norm=block_norm))
+                                           embed_dim=embed_dim))
     embedding = class_embedding(num_classes, embed_dim)
 
     def level(d: int, remaining: int) -> Bijector:
@@ -96,7 +93,7 @@ def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4
         for i in range(steps):
             layers += [ActNorm(d), _conv(d, lu),
                        ConditionalCouplingLayer(d, num_classes, hidden=hidden, blocks=blocks, net=net,
-                                                embedding=embedding, block_norm=block_norm)]
+                                                embedding=embedding)]
         keep = factor_out_keep(d)
         if remaining > 1 and keep >= 1:
             return Sequential(*layers, FactorOut((d,), keep=keep, inner=level(keep, remaining - 1)))
@@ -121,20 +118,18 @@ def _scnf(f, dim_f, num_classes, deep_dim, conditional, h_kwargs, class_prior, i
 def mnist_scnf(conditional: str = "glow", deep_dim: int = 196, num_classes: int = 10, *,
                hidden: int = 64, blocks: int = 4, h_hidden: int = 256, h_blocks: int = 4,
                h_levels: int = 2, h_steps: int = 4, lu: bool = False, class_prior=None,
-               h_class_affine: bool = False, embed_dim: int | None = None,
-               block_norm: bool = False) -> SemiConditionalFlow:
+               h_class_affine: bool = False, embed_dim: int | None = None) -> SemiConditionalFlow:
     """The Appendix E model for 1x28x28 images with pixels in [0, 1].
 
     ``deep_dim`` (49/98/196/392/784 for Table 3) picks how many of the deepest components
     of f's output form z_f. ``hidden``/``blocks`` shrink f's coupling nets and
-    ``h_*`` shrink h for CPU runs; the defaults are the paper's. ``block_norm`` puts an ActNorm
-    inside every residual block of f's and h's coupling nets (not in the released model).
+    ``h_*`` shrink h for CPU runs; the defaults are the paper's.
     """
     if not 1 <= deep_dim <= 784:
         raise ValueError(f"deep_dim must lie in [1, 784], got {deep_dim}")
-    f = mnist_unconditional(hidden, blocks, lu, block_norm=block_norm)
+    f = mnist_unconditional(hidden, blocks, lu)
     h_kwargs = dict(levels=h_levels, steps=h_steps, hidden=h_hidden, blocks=h_blocks, lu=lu,
-                    class_affine=h_class_affine, embed_dim=embed_dim, block_norm=block_norm)
+                    class_affine=h_class_affine, embed_dim=embed_dim)
     return _scnf(f, 784, num_classes, deep_dim, conditional, h_kwargs, class_prior, (1, 28, 28))
 
 

@@ -50,7 +50,6 @@ class ModelConfig:
     h_net: str = ""                 # vectors, glow h: coupling nets "mlp" or "resmlp" ("" = mlp); images use resmlp
     h_net_blocks: int = 0           # vectors, glow h: layers (mlp) or residual blocks (resmlp) per net (0 = 2)
     embed_dim: int = 0              # glow h: width of the class table shared by h's couplings (0 = number of classes)
-    block_norm: bool = False        # images: an ActNorm inside every residual block of the coupling nets (not released)
     ffjord_tol: float = 1e-5        # FFJORD parts: solver rtol = atol (evaluation; training too unless below)
     ffjord_train_tol: float = 0.0   # FFJORD parts: rtol = atol while training (0 = ffjord_tol)
     m1_hidden: int = 600            # m1m2: units in each of M1's two hidden layers (encoder and decoder)
@@ -210,8 +209,6 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
     """Refuse combinations in which a key would silently do nothing."""
     _check_model_kind(cfg)
     m, toy = cfg.model, cfg.data.dataset in ("moons", "circles")
-    if m.block_norm and toy:
-        raise ConfigError("config key 'model.block_norm' applies to image models only (mnist, fashion-mnist)")
     if m.h_net not in ("", "mlp", "resmlp"):
         raise ConfigError(f"config key 'model.h_net' must be 'mlp' or 'resmlp', got {m.h_net!r}")
     for key in ("h_net", "h_net_blocks"):

@@ -13,7 +13,7 @@ from typing import Any, Callable
 #: model keys of the flows
 FLOW_KEYS = ("unconditional", "conditional", "deep_dim", "hidden", "blocks", "h_hidden", "h_blocks", "lu",
              "init_from_labels", "h_class_affine", "ffjord_tol", "ffjord_train_tol", "h_net", "h_net_blocks",
-             "embed_dim", "block_norm")
+             "embed_dim")
 #: model keys of Kingma et al.'s VAEs
 VAE_KEYS = ("m1_hidden", "m1_latent", "m2_hidden", "m2_latent", "m1_features")
 
@@ -43,7 +43,7 @@ def _build_flow(cfg, data, k: int, prior):
         return architectures.mnist_scnf(m.conditional, m.deep_dim or 196, k, hidden=m.hidden,
                                         blocks=m.blocks or 4, h_hidden=m.h_hidden or 256, h_blocks=m.h_blocks,
                                         lu=m.lu, class_prior=prior, h_class_affine=m.h_class_affine,
-                                        embed_dim=m.embed_dim or None, block_norm=m.block_norm)
+                                        embed_dim=m.embed_dim or None)
     ode = {}
     if "ffjord" in (m.unconditional, m.conditional):
         ode = dict(rtol=m.ffjord_tol, atol=m.ffjord_tol, train_tol=m.ffjord_train_tol or None)

@@ -3,8 +3,7 @@
 * :class:`ResidualConvNet` — Appendix E's coupling net for images: reflection pad, 3x3
   conv to ``hidden``, residual blocks (ReLU, 3x3 conv, ReLU, 3x3 conv; no normalisation
   inside, as in the released code, which builds an ActNorm there but never uses it),
-  ActNorm, ReLU, zero-initialised 3x3 conv. ``block_norm=True`` adds an ActNorm before
-  each ReLU inside the blocks (scnf's earlier nets; an option, off by default).
+  ActNorm, ReLU, zero-initialised 3x3 conv.
 * :class:`ResidualMLP` — the same net at 1x1 spatial size (1x1 convs are linear maps),
   used by the conditional flow h.
 * :class:`MLP` — the toy models' 64-64 LeakyReLU net.
@@ -112,27 +111,22 @@ def _conv3_fused(x, seq: nn.Sequential, in_scale=None, extra_bias=None):
 
 
 class ResidualConvNet(nn.Module):
-    """``block_norm``: an ActNorm before each ReLU inside the residual blocks too (what scnf
-    built before it followed the released model; a named option, see RESULTS.md)."""
-
-    def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, blocks: int = 4,
-                 block_norm: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, blocks: int = 4):
         super().__init__()
-        self.block_norm = bool(block_norm)
-        act = (lambda: _NormAct(hidden)) if block_norm else nn.ReLU
         layers = [_conv3(in_channels, hidden)]
         for _ in range(blocks):
-            layers.append(_ResBlock(nn.Sequential(act(), _conv3(hidden, hidden), act(), _conv3(hidden, hidden))))
+            layers.append(_ResBlock(nn.Sequential(
+                nn.ReLU(), _conv3(hidden, hidden), nn.ReLU(), _conv3(hidden, hidden))))
         last = _conv3(hidden, out_channels)
         _zero(last[1])
         layers += [_NormAct(hidden), last]
         self.net = nn.Sequential(*layers)
-        self._actnorms = [m for m in self.modules() if isinstance(m, ActNorm)]
 
     def forward(self, x):
-        if not FUSED or x.dim() != 4 or (self.training and not all(bool(a.initialized) for a in self._actnorms)):
+        norm = self.net[-2][0]
+        if not FUSED or x.dim() != 4 or (self.training and not bool(norm.initialized)):
             return self.net(x)
-        return self._fused_normed(x) if self.block_norm else self._fused(x)
+        return self._fused(x)
 
     def _fused(self, x):
         # The final ActNorm (bias b, scale s): ReLU((u + b) * s) = s * ReLU(u + b). b goes into
@@ -149,33 +143,14 @@ class ResidualConvNet(nn.Module):
             u = a.add_(u)
         return _conv3_fused(torch.relu(u), layers[-1], norm.log_scale.exp()).contiguous()
 
-    def _fused_normed(self, x):
-        # With block norms the residual stream is carried as u_k = h_k + b_k, where b_k is the
-        # bias of the ActNorm that reads h_k: ReLU(ActNorm(h_k)) = s_k * ReLU(u_k), s_k goes into
-        # the next conv's weight, and b_{k+1} - b_k into the bias of the conv that ends block k.
-        layers = list(self.net)
-        blocks = layers[1:-2]
-        stream_norms = [blk.body[0][0] for blk in blocks] + [layers[-2][0]]
-        if CHANNELS_LAST:
-            x = x.contiguous(memory_format=torch.channels_last)
-        u = _conv3_fused(x, layers[0], extra_bias=stream_norms[0].bias)
-        for k, blk in enumerate(blocks):
-            an1, c1, an2, c2 = stream_norms[k], blk.body[1], blk.body[2][0], blk.body[3]
-            a = _conv3_fused(torch.relu(u), c1, an1.log_scale.exp(), an2.bias)
-            a = _conv3_fused(torch.relu_(a), c2, an2.log_scale.exp(), stream_norms[k + 1].bias - an1.bias)
-            u = a.add_(u)
-        an = stream_norms[-1]
-        return _conv3_fused(torch.relu(u), layers[-1], an.log_scale.exp()).contiguous()
-
 
 class ResidualMLP(nn.Module):
-    def __init__(self, in_features: int, out_features: int, hidden: int = 256, blocks: int = 4,
-                 block_norm: bool = False):
+    def __init__(self, in_features: int, out_features: int, hidden: int = 256, blocks: int = 4):
         super().__init__()
-        act = (lambda: _NormAct(hidden)) if block_norm else nn.ReLU
         layers = [nn.Linear(in_features, hidden)]
         for _ in range(blocks):
-            layers.append(_ResBlock(nn.Sequential(act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, hidden))))
+            layers.append(_ResBlock(nn.Sequential(
+                nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))))
         layers += [_NormAct(hidden), _zero(nn.Linear(hidden, out_features))]
         self.net = nn.Sequential(*layers)
 
@@ -197,10 +172,9 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def make_vector_net(kind: str, in_features: int, out_features: int, hidden: int, blocks: int,
-                    block_norm: bool = False):
+def make_vector_net(kind: str, in_features: int, out_features: int, hidden: int, blocks: int):
     if kind == "resmlp":
-        return ResidualMLP(in_features, out_features, hidden, blocks, block_norm)
+        return ResidualMLP(in_features, out_features, hidden, blocks)
     if kind == "mlp":
         return MLP(in_features, out_features, (hidden,) * blocks)
     raise ValueError(f"unknown coupling net {kind!r}: expected 'resmlp' or 'mlp'")

@@ -74,12 +74,11 @@ class MaskedCouplingLayer(Bijector):
 
     autocast: str | None = None  # a device type: the net runs under bfloat16 autocast (scnf.precision)
 
-    def __init__(self, num_channels: int, parity: int = 0, hidden: int = 64, blocks: int = 4,
-                 block_norm: bool = False):
+    def __init__(self, num_channels: int, parity: int = 0, hidden: int = 64, blocks: int = 4):
         super().__init__()
         self.num_channels = num_channels
         self.parity = parity
-        self.net = ResidualConvNet(num_channels, 2 * num_channels, hidden, blocks, block_norm)
+        self.net = ResidualConvNet(num_channels, 2 * num_channels, hidden, blocks)
         self._masks: dict = {}
 
     def _mask(self, x):
@@ -158,12 +157,12 @@ class _TwoPassCoupling(Bijector):
 class CouplingLayer(_TwoPassCoupling):
     """Channel coupling on images (B, C, H, W), both halves transformed (two nets)."""
 
-    def __init__(self, num_channels: int, hidden: int = 64, blocks: int = 4, block_norm: bool = False):
+    def __init__(self, num_channels: int, hidden: int = 64, blocks: int = 4):
         super().__init__()
         if num_channels < 2:
             raise ValueError("CouplingLayer(mask=channel) needs at least 2 channels")
         self.num_channels = num_channels
-        self._make_nets(num_channels, lambda i, o: ResidualConvNet(i, o, hidden, blocks, block_norm))
+        self._make_nets(num_channels, lambda i, o: ResidualConvNet(i, o, hidden, blocks))
 
     def _check(self, x, context):
         _check_image(self, x)
@@ -180,7 +179,7 @@ class AffineCoupling(_TwoPassCoupling):
 
     def __init__(self, dim: int, hidden: int = 64, blocks: int = 2, net: str = "mlp",
                  num_classes: int | None = None, embed_dim: int | None = None,
-                 embedding: nn.Embedding | None = None, block_norm: bool = False):
+                 embedding: nn.Embedding | None = None):
         super().__init__()
         if dim < 1:
             raise ValueError("AffineCoupling needs dim >= 1")
@@ -199,7 +198,7 @@ class AffineCoupling(_TwoPassCoupling):
                 # owner registers it, so it is saved and counted once
                 self.__dict__["embedding"] = embedding
             extra = self.embedding.embedding_dim
-        self._make_nets(dim, lambda i, o: make_vector_net(net, i + extra, o, hidden, blocks, block_norm))
+        self._make_nets(dim, lambda i, o: make_vector_net(net, i + extra, o, hidden, blocks))
 
     def _check(self, x, context):
         if x.dim() != 2 or x.shape[1] != self.dim:
@@ -224,9 +223,8 @@ class ConditionalCouplingLayer(AffineCoupling):
     makes its own."""
 
     def __init__(self, dim: int, num_classes: int, hidden: int = 256, blocks: int = 4,
-                 net: str = "resmlp", embed_dim: int | None = None, embedding: nn.Embedding | None = None,
-                 block_norm: bool = False):
-        super().__init__(dim, hidden, blocks, net, num_classes, embed_dim, embedding, block_norm)
+                 net: str = "resmlp", embed_dim: int | None = None, embedding: nn.Embedding | None = None):
+        super().__init__(dim, hidden, blocks, net, num_classes, embed_dim, embedding)
 
 
 def class_embedding(num_classes: int, embed_dim: int | None = None) -> nn.Embedding:
