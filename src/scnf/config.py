@@ -209,6 +209,8 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
     """Refuse combinations in which a key would silently do nothing."""
     _check_model_kind(cfg)
     m, toy = cfg.model, cfg.data.dataset in ("moons", "circles")
+    if not toy and m.kind == "scnf" and (m.unconditional != "glow" or m.conditional == "ffjord"):
+        raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
     if m.h_net not in ("", "mlp", "resmlp"):
         raise ConfigError(f"config key 'model.h_net' must be 'mlp' or 'resmlp', got {m.h_net!r}")
     for key in ("h_net", "h_net_blocks"):

@@ -34,12 +34,9 @@ class ModelKind:
 
 def _build_flow(cfg, data, k: int, prior):
     from . import architectures
-    from .config import ConfigError
 
     m = cfg.model
-    if data.images:
-        if m.unconditional != "glow" or m.conditional == "ffjord":
-            raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
+    if data.images:  # config validation refuses other parts on image data
         return architectures.mnist_scnf(m.conditional, m.deep_dim or 196, k, hidden=m.hidden,
                                         blocks=m.blocks or 4, h_hidden=m.h_hidden or 256, h_blocks=m.h_blocks,
                                         lu=m.lu, class_prior=prior, h_class_affine=m.h_class_affine,

@@ -9,9 +9,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
 from .interface import LossTerms, TrainableModel
 from .process_group import ProcessGroup
+
+# ``cfg`` below is a :class:`scnf.config.TrainConfig` (not imported: scnf.config reaches the models,
+# which reach this module)
 
 
 def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int | None = None,
