@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .kinds import FLOW_KEYS, FLOW_ONLY_TRAIN, MODEL_KINDS, VAE_KEYS
+from .kinds import FLOW_KEYS, FLOW_ONLY_TRAIN, MODEL_KINDS, VAE_KEYS, VAE_ONLY_TRAIN
 
 
 class ConfigError(ValueError):
@@ -36,7 +36,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "scnf"              # scnf | m2 | m1m2 (Kingma et al. 2014's VAEs, scnf.baselines; images only)
+    kind: str = "scnf"              # scnf | m1 | m2 | m1m2 (Kingma et al. 2014's VAEs, scnf.baselines; images only; m1 is unsupervised)
     unconditional: str = "glow"     # glow | ffjord
     conditional: str = "glow"       # glow | gmm | ffjord
     deep_dim: int = 0               # 0 = the builder's default (196 for images, all for vectors)
@@ -57,12 +57,18 @@ class ModelConfig:
     m2_hidden: int = 500            # m2, m1m2: units in the hidden layer of M2's networks
     m2_latent: int = 50             # m2, m1m2: dimension of M2's latent z2
     m1_features: str = "sample"     # m1m2: M2 trains on samples of q(z1 | x) or on its means ("mean")
+    vae_likelihood: str = "bernoulli"  # m1, m2, m1m2: pixels "bernoulli" (re-binarised each batch, the original) or "continuous-bernoulli" (dequantised)
+    m1_run: str = ""                # m1m2: a finished model.kind = "m1" run directory; M1 is loaded from it and frozen ("" = train M1 jointly)
+    m1_active_std: float = 0.1      # m1m2 with m1_run: keep z1's dimensions whose posterior means vary with at least this std (0 keeps all)
 
 
 @dataclass
 class TrainConfig:
     optimisation: str = "sgd"       # sgd | em-sgd (Appendix B)
-    clf_weight: float = 0.0         # weight of the classification loss L_clf
+    clf_weight: float = 0.0         # weight of the classification loss L_clf (VAEs: of the labelled rows' mean cross-entropy, with alpha = 0)
+    alpha: float = 0.0              # VAEs: Kingma et al.'s alpha / N (their 0.1): cross-entropy weight, rows weighted by their true shares (0 = off)
+    optimizer: str = "adamax"       # adamax | adam (Kingma et al.'s VAEs: adam, lr 3e-4, constant)
+    early_stop_patience: int = 0    # stop after this many evaluations without a better validation NLL and keep the best weights (0 = off; needs data.n_validation)
     labelled_share: float = 1 / 3   # share of each batch drawn (with replacement) from labelled rows
     labelled_weight: float = 1.0    # weight of labelled rows' log p(x, y) in the objective
     batch_size: int = 256           # rows per step (the global batch under several processes)
@@ -107,6 +113,8 @@ _CHOICES = {
     "data.dataset": ("moons", "circles", "mnist", "fashion-mnist"),
     "model.kind": tuple(MODEL_KINDS),
     "model.m1_features": ("sample", "mean"),
+    "model.vae_likelihood": ("bernoulli", "continuous-bernoulli"),
+    "train.optimizer": ("adamax", "adam"),
     "model.unconditional": ("glow", "ffjord"),
     "model.conditional": ("glow", "gmm", "ffjord"),
     "train.optimisation": ("sgd", "em-sgd"),
@@ -123,7 +131,8 @@ _NON_NEGATIVE = {"data.noise", "train.clf_weight", "train.weight_decay", "train.
                  "model.h_blocks", "train.threads", "data.split_seed", "train.labelled_weight",
                  "train.augment_shift", "model.ffjord_train_tol",
                  "train.consistency_weight", "train.micro_batch", "data.n_validation",
-                 "train.pseudo_threshold", "train.pseudo_weight", "train.pseudo_start", "train.max_seconds"}
+                 "train.pseudo_threshold", "train.pseudo_weight", "train.pseudo_start", "train.max_seconds",
+                 "train.alpha", "train.early_stop_patience", "model.m1_active_std"}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -197,6 +206,10 @@ def _check_model_kind(cfg: RunConfig) -> None:
     if kind.images_only and cfg.data.dataset in ("moons", "circles"):
         raise ConfigError(f"model.kind = {m.kind!r} applies to image datasets only (mnist, fashion-mnist)")
     if kind.flow:
+        for k, allowed in VAE_ONLY_TRAIN.items():
+            if getattr(cfg.train, k) != allowed:
+                raise ConfigError(f"config key 'train.{k}' applies to the VAE baselines only (model.kind = "
+                                  f"'m1', 'm2' or 'm1m2'), not to model.kind = {m.kind!r}")
         return
     for k, allowed in FLOW_ONLY_TRAIN.items():
         value = getattr(cfg.train, k)
@@ -259,6 +272,19 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
         raise ConfigError("config key 'train.pseudo_start' needs 'train.pseudo_threshold' > 0")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"config key 'train.ema_decay' must lie in [0, 1), got {t.ema_decay}")
+    if t.early_stop_patience > 0 and (toy or cfg.data.n_validation == 0):
+        raise ConfigError("config key 'train.early_stop_patience' needs held-out images: set data.n_validation > 0 "
+                          "(image datasets)")
+    if t.early_stop_patience > 0 and t.ema_decay > 0:
+        raise ConfigError("config keys 'train.early_stop_patience' and 'train.ema_decay' cannot be combined")
+    if t.alpha > 0 and (t.clf_weight > 0 or t.labelled_weight != 1.0):
+        raise ConfigError("config key 'train.alpha' replaces 'train.clf_weight' and 'train.labelled_weight' for the "
+                          "VAEs (rows weighted by their true shares): set clf_weight = 0 and labelled_weight = 1")
+    if m.m1_active_std != ModelConfig().m1_active_std and not m.m1_run:
+        raise ConfigError("config key 'model.m1_active_std' applies with 'model.m1_run' only (a pretrained M1)")
+    if m.kind == "m1" and (t.alpha > 0 or t.clf_weight > 0 or t.pseudo_threshold > 0):
+        raise ConfigError("model.kind = 'm1' is unsupervised: train.alpha, train.clf_weight and "
+                          "train.pseudo_threshold do not apply")
 
 
 def from_dict(raw: dict) -> RunConfig:

@@ -83,9 +83,36 @@ def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
 
 def build_model(cfg: RunConfig, data: SemiSupervisedData) -> TrainableModel:
     """The model of ``cfg`` for ``data`` (its kind's builder, :data:`scnf.kinds.MODEL_KINDS`),
-    with p(y) from the labelled rows."""
+    with p(y) from the labelled rows (and, for M1+M2 with ``model.m1_run``, the trained M1)."""
     k = int(data.y.max()) + 1 if data.y_test is None else int(max(data.y.max(), data.y_test.max())) + 1
-    return MODEL_KINDS[cfg.model.kind].build(cfg, data, k, class_prior_from_labels(data.y, k))
+    parts = {}
+    if cfg.model.kind == "m1m2" and cfg.model.m1_run:
+        parts["pretrained_m1"] = load_m1_run(cfg.model.m1_run, cfg)
+    return MODEL_KINDS[cfg.model.kind].build(cfg, data, k, class_prior_from_labels(data.y, k), **parts)
+
+
+def load_m1_run(run_dir: str | Path, cfg: RunConfig) -> dict:
+    """The weights of M1 from a finished ``model.kind = "m1"`` run, checked against ``cfg``
+    (same dataset, likelihood and sizes); a problem is a ValueError naming ``model.m1_run``."""
+    from .checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    where = f"model.m1_run = {str(run_dir)!r}"
+    if not (run_dir / "config.toml").is_file() or not (run_dir / "checkpoint.pt").is_file():
+        raise ValueError(f"{where}: not a run directory (no config.toml and checkpoint.pt); train one with "
+                         "model.kind = 'm1' first")
+    if not (run_dir / "metrics.json").is_file():
+        raise ValueError(f"{where}: the M1 run has not finished (no metrics.json); resume it first")
+    m1 = load_config(run_dir / "config.toml")
+    checks = [("model.kind", m1.model.kind, "m1"), ("data.dataset", m1.data.dataset, cfg.data.dataset),
+              ("model.vae_likelihood", m1.model.vae_likelihood, cfg.model.vae_likelihood),
+              ("model.m1_hidden", m1.model.m1_hidden, cfg.model.m1_hidden),
+              ("model.m1_latent", m1.model.m1_latent, cfg.model.m1_latent)]
+    for key, theirs, ours in checks:
+        if theirs != ours:
+            raise ValueError(f"{where}: its {key} is {theirs!r}, this config needs {ours!r}")
+    state = load_checkpoint(run_dir / "checkpoint.pt")["model"]
+    return {k: v for k, v in state.items() if k.startswith(("m1_encoder.", "m1_decoder."))}
 
 
 def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
@@ -97,8 +124,9 @@ def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
         "seconds": round(trainer.seconds, 2), "wall_seconds_this_process": round(time.perf_counter() - t0, 2),
         "skipped_steps": trainer.nonfinite_total,
     }
-    if "bits_per_dim" in final:
-        metrics["bits_per_dim"] = final["bits_per_dim"]
+    for key in ("bits_per_dim", "bits_per_dim_binarised"):
+        if key in final:
+            metrics[key] = final[key]
     return metrics
 
 
@@ -199,8 +227,16 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
         metrics.update(world_size=group.world, precision=cfg.train.precision)
         lab = data.y >= 0
         with trainer.eval_weights() as m:
-            metrics["train_labelled_error_pct"] = evaluate(m, data, data.x[lab], data.y[lab], group=group)["error_pct"]
+            lab_eval = evaluate(m, data, data.x[lab], data.y[lab], group=group)
+        if "error_pct" in lab_eval:
+            metrics["train_labelled_error_pct"] = lab_eval["error_pct"]
         metrics.update({f"val_{k}": v for k, v in trainer.last_val.items()})
+        if trainer.best is not None:  # early stopping: the weights kept
+            metrics.update(best_step=trainer.best["step"], stopped_early=trainer.stopped_early)
+        from .baselines import SemiSupervisedVAE
+
+        if isinstance(model, SemiSupervisedVAE) and model.m1_frozen:
+            metrics.update(m1_run=cfg.model.m1_run, m1_active_dims=int(model.active.numel()))
         solvers = [m for m in model.modules() if hasattr(m, "num_solves")]
         if solvers:  # FFJORD parts: mean function evaluations per ODE solve over the run
             metrics["ffjord_mean_nfe"] = sum(m.total_nfe for m in solvers) / max(sum(m.num_solves for m in solvers), 1)
@@ -248,7 +284,8 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -
              f"{cfg.data.n_labelled} labelled rows, seed {cfg.seed}, split seed {cfg.data.split_seed}, "
              f"{metrics['steps']} steps in {metrics['seconds']:.1f} s.", "",
              "| metric | value |", "|---|---|"]
-    for k in ("error_pct", "nll", "bits_per_dim", "val_error_pct", "val_bits_per_dim", "train_labelled_error_pct",
+    for k in ("error_pct", "nll", "bits_per_dim", "bits_per_dim_binarised", "val_error_pct", "val_nll",
+              "val_bits_per_dim", "val_bits_per_dim_binarised", "train_labelled_error_pct", "best_step",
               "skipped_steps"):
         if metrics.get(k) is not None:
             v = metrics[k]

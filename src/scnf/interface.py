@@ -34,6 +34,11 @@ class TrainableModel(Protocol):
     """A semi-supervised model the trainer can fit and evaluate."""
 
     num_classes: int
+    #: whether the model predicts labels (M1, unsupervised, does not: evaluation reports no error)
+    classifies: bool
+    #: what its density is of: "dequantised" pixels / vectors (a density, bits/dim = 8 - log p / (D ln 2))
+    #: or "binarised" pixels (a probability of binary images, bits/dim = -log p / (D ln 2))
+    density_of: str
 
     def training_forward(self, x: torch.Tensor) -> Any:
         """What :meth:`loss_terms` reads, for a batch (the trainer may wrap this in DDP)."""
@@ -44,6 +49,10 @@ class TrainableModel(Protocol):
 
     def log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """(B, K): log p(x, y=k), or a lower bound of it; logsumexp over k is the reported density."""
+
+    def log_density(self, x: torch.Tensor, log_joint: torch.Tensor) -> torch.Tensor:
+        """(B,): log p(x), or a lower bound of it (the reported NLL and bits/dim), given
+        :meth:`log_joint` of the same ``x``."""
 
     def class_scores(self, x: torch.Tensor, log_joint: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K) scores whose argmax is the prediction (log-probabilities up to a per-row
@@ -76,6 +85,13 @@ def randn_like(t: torch.Tensor) -> torch.Tensor:
     if _generator is None:
         return torch.randn_like(t)
     return torch.randn(t.shape, generator=_generator, dtype=t.dtype).to(t.device)
+
+
+def rand_like(t: torch.Tensor) -> torch.Tensor:
+    """Uniform [0, 1) noise shaped like ``t``, from the same generator as :func:`randn_like`."""
+    if _generator is None:
+        return torch.rand_like(t)
+    return torch.rand(t.shape, generator=_generator, dtype=t.dtype).to(t.device)
 
 
 def rademacher_like(t: torch.Tensor) -> torch.Tensor:

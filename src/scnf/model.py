@@ -156,6 +156,13 @@ class SemiConditionalFlow(nn.Module):
         return self.log_joint(x).argmax(1)
 
     # ------------------------------------------------------------------ training (scnf.interface.TrainableModel)
+    classifies = True
+    density_of = "dequantised"
+
+    def log_density(self, x: torch.Tensor, log_joint: torch.Tensor) -> torch.Tensor:
+        """The exact log p(x) from :meth:`log_joint` of the same ``x``."""
+        return torch.logsumexp(log_joint, 1)
+
     def training_forward(self, x: torch.Tensor) -> torch.Tensor:
         """What a training step computes of a batch: :meth:`log_joint`."""
         return self.log_joint(x)

@@ -150,7 +150,8 @@ class Trainer:
         apply_precision(self.model, cfg.precision, self.device)
         self.engine = None  # the log-joint the steps call: DDP-wrapped and/or compiled; built at the first step
         groups = _param_groups(model)
-        self.optimizer = torch.optim.Adamax(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam}[cfg.optimizer]
+        self.optimizer = opt(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambdas(cfg, [g["name"] for g in groups]))
         self.sampler = MixedBatchSampler(data.y, cfg.batch_size, cfg.labelled_share, seed)
         self.noise = torch.Generator().manual_seed(seed + 1)  # batches: the same stream on every process
@@ -165,6 +166,11 @@ class Trainer:
         self.last_val: dict = {}
         self.run_loss, self.run_n = 0.0, 0
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        # early stopping (train.early_stop_patience): the best validation NLL so far, its step,
+        # weights and evaluations, and the evaluations since it
+        self.best: dict | None = None
+        self.since_best = 0
+        self.stopped_early = False
         self._reseed_rank()
 
     def _reseed_rank(self):
@@ -187,6 +193,7 @@ class Trainer:
             "history": self.history, "nonfinite_total": self.nonfinite_total, "seconds": self.seconds,
             "last_eval": self.last_eval, "last_val": self.last_val, "run_loss": (self.run_loss, self.run_n),
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+            **({"best": self.best, "since_best": self.since_best} if self.best is not None else {}),
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -207,6 +214,7 @@ class Trainer:
                 raise KeyError("ema: the checkpoint has no weight average but train.ema_decay > 0")
             self.ema.load_state_dict(s["ema"])
         self.run_loss, self.run_n = s.get("run_loss", (0.0, 0))
+        self.best, self.since_best = s.get("best"), int(s.get("since_best", 0))
 
     def save(self, extra: dict | None = None) -> None:
         if self.checkpoint_path is not None and self.group.is_main:
@@ -380,6 +388,24 @@ class Trainer:
         self.seconds = self.group.max(self.seconds, "max_seconds check")
         return self.seconds >= self.cfg.max_seconds
 
+    def _early_stop_check(self, ev: dict, val: dict) -> bool:
+        """Track the best validation NLL (its weights, step and evaluations); True once
+        ``early_stop_patience`` evaluations in a row did not improve on it."""
+        if "nll" not in val:
+            raise ValueError("train.early_stop_patience needs a validation set (data.n_validation > 0)")
+        if self.best is None or val["nll"] < self.best["val"]["nll"]:
+            self.best = {"step": self.step, "val": dict(val), "eval": dict(ev),
+                         "model": {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}}
+            self.since_best = 0
+            return False
+        self.since_best += 1
+        return self.since_best >= self.cfg.early_stop_patience
+
+    def _restore_best(self) -> None:
+        """The best weights back into the model, and their evaluations as the run's last."""
+        self.model.load_state_dict(self.best["model"])
+        self.last_eval, self.last_val = dict(self.best["eval"]), dict(self.best["val"])
+
     def fit(self) -> dict:
         cfg = self.cfg
         bar = tqdm(**{"total": cfg.steps, "initial": self.step, "disable": None if cfg.progress else True,
@@ -417,6 +443,9 @@ class Trainer:
                         rec["ffjord_last_nfe"] = nfe
                     self._log(rec)
                     self.run_loss, self.run_n = 0.0, 0
+                    if cfg.early_stop_patience > 0 and self._early_stop_check(ev, val):
+                        self.stopped_early = True
+                        break
                 saved = (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0
                 if saved:
                     self.save()  # never during a run of skipped steps: keep the last good one
@@ -433,4 +462,7 @@ class Trainer:
         finally:
             signals.exit_fit()
             bar.close()
+        if self.best is not None:  # early stopping: the run ends with the best weights (and saves them)
+            self._restore_best()
+            self.save()
         return dict(self.last_eval)
