@@ -125,7 +125,7 @@ def test_the_model_kinds_registry_drives_config_and_building():
     from scnf.kinds import FLOW_KEYS, MODEL_KINDS, VAE_KEYS
     from scnf.training import SemiSupervisedData
 
-    assert set(MODEL_KINDS) == {"scnf", "m2", "m1m2"}
+    assert set(MODEL_KINDS) == {"scnf", "m1", "m2", "m1m2"}
     assert set(MODEL_KINDS["m2"].keys) < set(VAE_KEYS) and MODEL_KINDS["scnf"].keys == FLOW_KEYS
     data = SemiSupervisedData(torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8),
                               torch.tensor([0, 1] * 10), images=True)

@@ -1,8 +1,8 @@
 """Builders for the paper's models.
 
-* :func:`mnist_scnf` — Appendix E: the Glow-based unconditional flow f of E.1 for
-  1x28x28 images and the conditional flow h of E.2 (or a class-conditional Gaussian,
-  SCNF-GMM).
+* :func:`image_scnf` — Appendix E: the Glow-based unconditional flow f of E.1 for
+  C x H x W images (H, W divisible by 4) and the conditional flow h of E.2 (or a
+  class-conditional Gaussian, SCNF-GMM); :func:`mnist_scnf` is its 1x28x28 case.
 * :func:`vector_scnf` — 2-D toy data and tabular data (Sec. 4.1).
 """
 from __future__ import annotations
@@ -38,35 +38,54 @@ def _glow_steps(c: int, n: int, mask: str, hidden: int, blocks: int, lu: bool, s
     return layers
 
 
-def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alpha: float = 0.05) -> Bijector:
-    """Appendix E.1: 1x28x28 pixels in [0, 1] -> flat z of 784 components.
+def image_unconditional(input_shape=(1, 28, 28), hidden: int = 64, blocks: int = 4, lu: bool = False,
+                        alpha: float = 0.05) -> Bijector:
+    """Appendix E.1's f for C x H x W pixels in [0, 1] (H and W divisible by 4) -> flat z of
+    D = C H W components (:func:`mnist_unconditional` is the 1 x 28 x 28 case).
 
-    Output layout: [392 factored out at 4x14x14 | 196 factored out at 8x7x7 | 196 deepest
-    (the final 4x7x7 block)], each block flattened channel-major, so z_f for ``deep_dim=d``
-    is the last d columns. As in the released model, each split factors out the first half
-    of the channels and keeps the second, and the checkerboard steps of a group alternate
-    mask parity 0, 1, 0.
+    Output layout: [D/2 factored out at 2C x H/2 x W/2 | D/4 factored out at 4C x H/4 x W/4 |
+    D/4 deepest (the final 4C x H/4 x W/4 block)], each block flattened channel-major, so z_f for
+    ``deep_dim=d`` is the last d columns. As in the released model, each split factors out the
+    first half of the channels and keeps the second, and the checkerboard steps of a group
+    alternate mask parity 0, 1, 0.
     """
+    c, h, w = check_image_shape(input_shape)
     level3 = Sequential(
-        *_glow_steps(4, 3, "checkerboard", hidden, blocks, lu),
-        *_glow_steps(4, 2, "channel", hidden, blocks, lu),
-        Flatten((4, 7, 7)),
+        *_glow_steps(4 * c, 3, "checkerboard", hidden, blocks, lu),
+        *_glow_steps(4 * c, 2, "channel", hidden, blocks, lu),
+        Flatten((4 * c, h // 4, w // 4)),
     )
     level2 = Sequential(
-        *_glow_steps(2, 3, "checkerboard", hidden, blocks, lu),
+        *_glow_steps(2 * c, 3, "checkerboard", hidden, blocks, lu),
         SpaceToDepth(2),
-        *_glow_steps(8, 2, "channel", hidden, blocks, lu),
-        FactorOut((8, 7, 7), keep=factor_out_keep(8), inner=level3),
+        *_glow_steps(8 * c, 2, "channel", hidden, blocks, lu),
+        FactorOut((8 * c, h // 4, w // 4), keep=factor_out_keep(8 * c), inner=level3),
     )
     f = Sequential(
         ToLogits(alpha),
-        *_glow_steps(1, 3, "checkerboard", hidden, blocks, lu),
+        *_glow_steps(c, 3, "checkerboard", hidden, blocks, lu),
         SpaceToDepth(2),
-        *_glow_steps(4, 2, "channel", hidden, blocks, lu),
-        FactorOut((4, 14, 14), keep=factor_out_keep(4), inner=level2),
+        *_glow_steps(4 * c, 2, "channel", hidden, blocks, lu),
+        FactorOut((4 * c, h // 2, w // 2), keep=factor_out_keep(4 * c), inner=level2),
     )
-    f.input_shape = (1, 28, 28)
+    f.input_shape = (c, h, w)
     return f
+
+
+def check_image_shape(input_shape) -> tuple[int, int, int]:
+    """(C, H, W) of images the image model takes: any channel count, H and W divisible by 4
+    (two 2 x 2 squeezes); otherwise a ValueError saying so."""
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1 or shape[1] % 4 or shape[2] % 4:
+        raise ValueError(f"the image model takes C x H x W images with H and W divisible by 4 (two 2 x 2 "
+                         f"squeezes), got shape {shape}; pad or crop the images")
+    return shape
+
+
+def mnist_unconditional(hidden: int = 64, blocks: int = 4, lu: bool = False, alpha: float = 0.05) -> Bijector:
+    """Appendix E.1: 1x28x28 pixels in [0, 1] -> flat z of 784 components
+    (:func:`image_unconditional`: [392 at 4x14x14 | 196 at 8x7x7 | 196 deepest])."""
+    return image_unconditional((1, 28, 28), hidden, blocks, lu, alpha)
 
 
 def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4, hidden: int = 256,
@@ -115,22 +134,31 @@ def _scnf(f, dim_f, num_classes, deep_dim, conditional, h_kwargs, class_prior, i
                                input_shape=input_shape, latent_prior=prior)
 
 
-def mnist_scnf(conditional: str = "glow", deep_dim: int = 196, num_classes: int = 10, *,
-               hidden: int = 64, blocks: int = 4, h_hidden: int = 256, h_blocks: int = 4,
-               h_levels: int = 2, h_steps: int = 4, lu: bool = False, class_prior=None,
+def image_scnf(input_shape=(1, 28, 28), conditional: str = "glow", deep_dim: int | None = None,
+               num_classes: int = 10, *, hidden: int = 64, blocks: int = 4, h_hidden: int = 256,
+               h_blocks: int = 4, h_levels: int = 2, h_steps: int = 4, lu: bool = False, class_prior=None,
                h_class_affine: bool = False, embed_dim: int | None = None) -> SemiConditionalFlow:
-    """The Appendix E model for 1x28x28 images with pixels in [0, 1].
+    """The Appendix E model for C x H x W images with pixels in [0, 1] (H, W divisible by 4).
 
-    ``deep_dim`` (49/98/196/392/784 for Table 3) picks how many of the deepest components
-    of f's output form z_f. ``hidden``/``blocks`` shrink f's coupling nets and
-    ``h_*`` shrink h for CPU runs; the defaults are the paper's.
+    ``deep_dim`` (default D/4, 196 for MNIST; 49/98/196/392/784 for Table 3) picks how many of
+    the deepest components of f's output form z_f. ``hidden``/``blocks`` shrink f's coupling
+    nets and ``h_*`` shrink h for CPU runs; the defaults are the paper's.
     """
-    if not 1 <= deep_dim <= 784:
-        raise ValueError(f"deep_dim must lie in [1, 784], got {deep_dim}")
-    f = mnist_unconditional(hidden, blocks, lu)
+    c, h, w = check_image_shape(input_shape)
+    dim = c * h * w
+    deep_dim = dim // 4 if deep_dim is None else deep_dim
+    if not 1 <= deep_dim <= dim:
+        raise ValueError(f"deep_dim must lie in [1, {dim}], got {deep_dim}")
+    f = image_unconditional((c, h, w), hidden, blocks, lu)
     h_kwargs = dict(levels=h_levels, steps=h_steps, hidden=h_hidden, blocks=h_blocks, lu=lu,
                     class_affine=h_class_affine, embed_dim=embed_dim)
-    return _scnf(f, 784, num_classes, deep_dim, conditional, h_kwargs, class_prior, (1, 28, 28))
+    return _scnf(f, dim, num_classes, deep_dim, conditional, h_kwargs, class_prior, (c, h, w))
+
+
+def mnist_scnf(conditional: str = "glow", deep_dim: int = 196, num_classes: int = 10, **kwargs) -> SemiConditionalFlow:
+    """The Appendix E model for 1x28x28 images (:func:`image_scnf`); ``deep_dim`` 49/98/196/392/784
+    for Table 3."""
+    return image_scnf((1, 28, 28), conditional, deep_dim, num_classes, **kwargs)
 
 
 def vector_unconditional(dim: int, blocks: int = 5, hidden: int = 64, layers: int = 2) -> Bijector:

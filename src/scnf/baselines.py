@@ -1,29 +1,41 @@
 """Kingma et al. (2014)'s semi-supervised VAEs, trained by the same harness as SCNF.
 
+* **M1** (``model.kind = "m1"``): a VAE q(z1 | x) p(x | z1) with p(z1) = N(0, I), trained
+  without labels (the first stage of M1+M2; early-stopped on the validation bound with
+  ``train.early_stop_patience``). It does not classify.
 * **M2** (``model.kind = "m2"``): the generative semi-supervised model p(y) p(z2) p(x | y, z2)
   with the inference networks q(z2 | x, y) and the classifier q(y | x). A labelled row
-  contributes the bound L(x, y) and ``clf_weight`` times the cross-entropy of q(y | x) (the
-  paper's alpha term); an unlabelled row the bound U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)).
-  Prediction: argmax q(y | x).
-* **M1+M2** (``model.kind = "m1m2"``): M1, a VAE q(z1 | x) p(x | z1) with p(z1) = N(0, I), gives
-  the features z1 on which an M2 is trained. The original trains M1 first and M2 after; here
-  both train together from step 0, M2 on samples z1 ~ q(z1 | x) with the gradient stopped at
-  z1 (M1 learns from its own bound only, as when trained first). Prediction: argmax q(y | mean
-  of q(z1 | x)).
+  contributes the bound L(x, y) and the cross-entropy of q(y | x); an unlabelled row the bound
+  U(x) = sum_y q(y|x) L(x, y) + H(q(y|x)). Prediction: argmax q(y | x).
+* **M1+M2** (``model.kind = "m1m2"``): M2 on M1's features z1. As the original: with
+  ``model.m1_run`` M1 comes trained from an ``m1`` run and stays frozen, M2 models the
+  dimensions of z1 whose posterior means vary (std >= ``model.m1_active_std``, their 0.1) and
+  trains on a fresh sample of q(z1 | x) each batch; prediction is argmax q(y | mean of
+  q(z1 | x)). Without ``m1_run`` (our earlier variant) M1 and M2 train together from step 0,
+  M2's gradient stopped at z1.
 
-Likelihood of the pixels (M1, and M2 alone): independent continuous Bernoullis (Loaiza-Ganem &
-Cunningham, 2019) of the dequantised intensities x in [0, 1), one logit per pixel from the
-decoder: a normalised density on [0, 1]^D, the same density the flows model, so ``evaluate``
-reports the bound as a bits/dim upper bound. (The original used a Bernoulli likelihood of
-binarised pixels, which has no density on dequantised images; a Gaussian on the pixel logits,
-tried first, learned much slower and was dropped.) M2 on z1 uses a Gaussian with a mean and a
-log-scale per dimension.
+The objective's weights (:meth:`SemiSupervisedVAE.loss_terms`): ``train.alpha`` is Kingma et
+al.'s alpha divided by N (their alpha = 0.1 N is ``alpha = 0.1``), with each batch's labelled
+and unlabelled rows weighted by their true shares of the training set, so the loss estimates
+J^alpha / N whatever share of labelled rows the sampler draws. ``alpha = 0`` keeps our earlier
+weighting (``clf_weight`` on the labelled rows' mean cross-entropy, rows as drawn).
+
+Likelihood of the pixels (``model.vae_likelihood``): ``"bernoulli"``, the original's:
+independent Bernoullis of binary pixels, re-binarised b ~ Bernoulli(x) every time a batch is
+drawn (evaluation binarises each test image once, from a fixed generator); the reported NLL
+then bounds -log P(b), a probability of binary images, and its bits/dim
+(``bits_per_dim_binarised``) is not comparable with the flows' density of dequantised pixels.
+``"continuous-bernoulli"`` (our earlier variant; Loaiza-Ganem & Cunningham, 2019): a normalised
+density on [0, 1]^D of the dequantised intensities, the flows' quantity (``bits_per_dim``, an
+upper bound). M2 on z1 uses a Gaussian with a mean and a log-scale per dimension.
 
 Evaluation uses ``log_joint(x)`` (B, K): a one-sample estimate of a lower bound on
-log p(x, y=k) (for M1+M2 of the stacked model p(x | z1) p(z1 | y, z2) p(z2) p(y)), so
-logsumexp over k bounds log p(x); and ``classifier_logits(x)``: log q(y | x). Every sample is
-drawn with :func:`scnf.interface.randn_like`: from the trainer's generator in training, from a
-fixed one in evaluation.
+log p(x, y=k) (for M1+M2 of the stacked model p(x | z1) p(z1 | y, z2) p(z2) p(y));
+``log_density(x, log_joint)``: E_q(y|x)[L(x, y)] + H(q(y|x)), a lower bound on log p(x) (the
+logsumexp over one-sample estimates, reported before, is not one); and ``classifier_logits(x)``:
+log q(y | x). Every sample is drawn with :func:`scnf.interface.randn_like` /
+:func:`~scnf.interface.rand_like`: from the trainer's generator in training, from a fixed one
+in evaluation.
 """
 from __future__ import annotations
 

@@ -21,10 +21,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "moons"          # moons | circles | mnist | fashion-mnist
+    dataset: str = "moons"          # moons | circles | mnist | fashion-mnist | npz | folder (your own data: data.path)
+    path: str = ""                  # npz / folder: the .npz file (x, y with -1 unlabelled; optional x_test, y_test) or the image folder
     n_train: int = 1000             # toy only: training objects
     n_test: int = 1000              # toy only: test objects
-    n_labelled: int = 10            # labelled training rows, the same number per class
+    n_labelled: int = 10            # labelled training rows, the same number per class (own data: the file's labels)
     noise: float = 0.1              # toy only: std of the generators' Gaussian noise
     split_seed: int = 0             # which labelled split
     data_dir: str = ""              # images only: overrides SCNF_DATA / the cache
@@ -110,7 +111,7 @@ class RunConfig:
 
 
 _CHOICES = {
-    "data.dataset": ("moons", "circles", "mnist", "fashion-mnist"),
+    "data.dataset": ("moons", "circles", "mnist", "fashion-mnist", "npz", "folder"),
     "model.kind": tuple(MODEL_KINDS),
     "model.m1_features": ("sample", "mean"),
     "model.vae_likelihood": ("bernoulli", "continuous-bernoulli"),
@@ -193,7 +194,29 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def _check_model_kind(cfg: RunConfig) -> None:
+TOY = ("moons", "circles")
+OWN = ("npz", "folder")
+
+
+def _vectors(cfg: RunConfig, images: bool | None = None) -> bool | None:
+    """Whether the config's data are vectors (True), images (False) or not known before the data
+    are read (None: an npz file, until :func:`check_for_data` is called with what it holds)."""
+    if images is not None:
+        return not images
+    if cfg.data.dataset in TOY:
+        return True
+    if cfg.data.dataset == "npz":
+        return None
+    return False
+
+
+def check_for_data(cfg: RunConfig, images: bool) -> None:
+    """The checks that depend on whether the data are images, once the data are read (an npz
+    file holds either); a problem is a :class:`ConfigError` naming the key."""
+    _check_no_silent_keys(cfg, images)
+
+
+def _check_model_kind(cfg: RunConfig, images: bool | None = None) -> None:
     """Each model kind (:data:`scnf.kinds.MODEL_KINDS`) reads its own model keys; a key of another
     kind, and a flow-only train key, are refused."""
     m, default = cfg.model, ModelConfig()
@@ -203,8 +226,9 @@ def _check_model_kind(cfg: RunConfig) -> None:
             owners = [n for n, mk in MODEL_KINDS.items() if k in mk.keys]
             raise ConfigError(f"config key 'model.{k}' applies to model.kind = "
                               f"{' or '.join(repr(n) for n in owners)} only, not {m.kind!r}")
-    if kind.images_only and cfg.data.dataset in ("moons", "circles"):
-        raise ConfigError(f"model.kind = {m.kind!r} applies to image datasets only (mnist, fashion-mnist)")
+    if kind.images_only and _vectors(cfg, images) is True:
+        raise ConfigError(f"model.kind = {m.kind!r} applies to image data only (mnist, fashion-mnist, folder, "
+                          "or an npz of uint8 images)")
     if kind.flow:
         for k, allowed in VAE_ONLY_TRAIN.items():
             if getattr(cfg.train, k) != allowed:
@@ -218,16 +242,20 @@ def _check_model_kind(cfg: RunConfig) -> None:
                               f"model.kind = {m.kind!r}")
 
 
-def _check_no_silent_keys(cfg: RunConfig) -> None:
-    """Refuse combinations in which a key would silently do nothing."""
-    _check_model_kind(cfg)
-    m, toy = cfg.model, cfg.data.dataset in ("moons", "circles")
-    if not toy and m.kind == "scnf" and (m.unconditional != "glow" or m.conditional == "ffjord"):
+def _check_no_silent_keys(cfg: RunConfig, images: bool | None = None) -> None:
+    """Refuse combinations in which a key would silently do nothing. ``images``: what the data
+    hold, when known from the files (own data); else from ``data.dataset``. Checks that depend
+    on it wait for the data when it is not known (an npz file)."""
+    _check_model_kind(cfg, images)
+    _check_own_data(cfg)
+    m, vec = cfg.model, _vectors(cfg, images)
+    toy = cfg.data.dataset in TOY
+    if vec is False and m.kind == "scnf" and (m.unconditional != "glow" or m.conditional == "ffjord"):
         raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
     if m.h_net not in ("", "mlp", "resmlp"):
         raise ConfigError(f"config key 'model.h_net' must be 'mlp' or 'resmlp', got {m.h_net!r}")
     for key in ("h_net", "h_net_blocks"):
-        if getattr(m, key) and not toy:
+        if getattr(m, key) and vec is False:
             raise ConfigError(f"config key 'model.{key}' applies to vector data only; image models' h nets "
                               "are residual (model.h_hidden, model.h_blocks)")
     for key in ("h_net", "h_net_blocks", "embed_dim"):
@@ -248,11 +276,11 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
     if m.ffjord_train_tol > 0 and "ffjord" not in (m.unconditional, m.conditional):
         raise ConfigError("config key 'model.ffjord_train_tol' applies to FFJORD parts only; "
                           "set unconditional or conditional to 'ffjord', or remove it")
-    if toy and m.lu:
-        raise ConfigError("config key 'model.lu' applies to image models only (mnist, fashion-mnist)")
-    if toy and cfg.train.augment_shift > 0:
-        raise ConfigError("config key 'train.augment_shift' applies to image datasets only (mnist, fashion-mnist)")
-    if not toy and cfg.train.input_noise > 0:
+    if vec and m.lu:
+        raise ConfigError("config key 'model.lu' applies to image models only")
+    if vec and cfg.train.augment_shift > 0:
+        raise ConfigError("config key 'train.augment_shift' applies to image data only")
+    if vec is False and cfg.train.input_noise > 0:
         raise ConfigError("config key 'train.input_noise' applies to vector data only (moons, circles); "
                           "image pixels are dequantised instead")
     if cfg.data.evaluate_on not in ("test", "validation"):
@@ -261,7 +289,8 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
         raise ConfigError("config key 'data.evaluate_on' applies to toy data only (moons, circles); "
                           "image runs hold out validation images with data.n_validation")
     if toy and cfg.data.n_validation > 0:
-        raise ConfigError("config key 'data.n_validation' applies to image datasets only (mnist, fashion-mnist)")
+        raise ConfigError("config key 'data.n_validation' applies to image datasets and your own data (npz, "
+                          "folder), not to moons / circles (data.evaluate_on = 'validation' instead)")
     t = cfg.train
     if not t.pseudo_threshold <= 1.0:
         raise ConfigError(f"config key 'train.pseudo_threshold' must lie in [0, 1], got {t.pseudo_threshold}")
@@ -273,8 +302,8 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"config key 'train.ema_decay' must lie in [0, 1), got {t.ema_decay}")
     if t.early_stop_patience > 0 and (toy or cfg.data.n_validation == 0):
-        raise ConfigError("config key 'train.early_stop_patience' needs held-out images: set data.n_validation > 0 "
-                          "(image datasets)")
+        raise ConfigError("config key 'train.early_stop_patience' needs held-out rows: set data.n_validation > 0 "
+                          "(image datasets, own data)")
     if t.early_stop_patience > 0 and t.ema_decay > 0:
         raise ConfigError("config keys 'train.early_stop_patience' and 'train.ema_decay' cannot be combined")
     if t.alpha > 0 and (t.clf_weight > 0 or t.labelled_weight != 1.0):
@@ -285,6 +314,20 @@ def _check_no_silent_keys(cfg: RunConfig) -> None:
     if m.kind == "m1" and (t.alpha > 0 or t.clf_weight > 0 or t.pseudo_threshold > 0):
         raise ConfigError("model.kind = 'm1' is unsupervised: train.alpha, train.clf_weight and "
                           "train.pseudo_threshold do not apply")
+
+
+def _check_own_data(cfg: RunConfig) -> None:
+    d, default = cfg.data, DataConfig()
+    if d.dataset in OWN:
+        if not d.path:
+            raise ConfigError(f"data.dataset = {d.dataset!r} needs data.path (the .npz file or the image folder)")
+        for key in ("n_labelled", "n_train", "n_test", "noise"):
+            if getattr(d, key) != getattr(default, key):
+                raise ConfigError(f"config key 'data.{key}' does not apply to your own data (data.dataset = "
+                                  f"{d.dataset!r}): the file's labels say which rows are labelled (-1: unlabelled)")
+    elif d.path:
+        raise ConfigError(f"config key 'data.path' applies to your own data only (data.dataset = 'npz' or "
+                          f"'folder'), not to {d.dataset!r}")
 
 
 def from_dict(raw: dict) -> RunConfig:

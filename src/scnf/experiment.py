@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import RunConfig, dump_config, load_config
+from .config import RunConfig, check_for_data, dump_config, load_config
 from .data import labelled_split, load_dataset, toy_problem
+from .data.own import OWN_DATASETS, load_own
 from .model import SemiConditionalFlow, check_invertibility, class_aware_init, class_prior_from_labels
 from .interface import TrainableModel
 from .kinds import MODEL_KINDS
@@ -53,6 +54,8 @@ def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
         data = SemiSupervisedData(torch.from_numpy(x), torch.from_numpy(y_semi), torch.from_numpy(xt),
                                   torch.from_numpy(yt))
         return data, {"x": x, "y_semi": y_semi, "y_true": y_true}
+    if d.dataset in OWN_DATASETS:
+        return _build_own_data(cfg)
     data_dir = d.data_dir or None
     xi, yi = load_dataset(d.dataset, "train", data_dir)
     xt, yt = load_dataset(d.dataset, "test", data_dir)
@@ -79,6 +82,40 @@ def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
                               x_val=torch.from_numpy(xi[val][:, None]) if len(val) else None,
                               y_val=torch.from_numpy(yi[val]) if len(val) else None)
     return data, {"labelled_indices": lab, "validation_indices": val}
+
+
+def _build_own_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
+    """The user's npz file or image folder (:mod:`scnf.data.own`). ``data.n_validation`` rows are
+    held out of the LABELLED rows (the unlabelled ones have no label to score), drawn by
+    ``data.split_seed``; ``data.n_unlabelled`` subsamples the unlabelled ones."""
+    d = cfg.data
+    own = load_own(d.dataset, d.path)
+    check_for_data(cfg, own.images)
+    x, y = own.x, own.y
+    lab = np.flatnonzero(y >= 0)
+    keep = np.arange(len(y))
+    val = np.empty(0, dtype=np.int64)
+    if d.n_validation:
+        if d.n_validation >= len(lab):
+            raise ValueError(f"data.n_validation = {d.n_validation}: your data have {len(lab)} labelled rows; the "
+                             "validation rows are held out of them and at least one must stay for training")
+        val = np.sort(np.random.default_rng([d.split_seed, 1]).choice(lab, d.n_validation, replace=False))
+        keep = np.setdiff1d(keep, val)
+    if d.n_unlabelled:
+        unl = np.setdiff1d(keep, lab)
+        rng = np.random.default_rng(d.split_seed)
+        keep = np.sort(np.concatenate([np.intersect1d(keep, lab),
+                                       rng.choice(unl, min(d.n_unlabelled, len(unl)), replace=False)]))
+    xt, yt = own.x_test, own.y_test
+    if xt is not None and d.n_test_eval:
+        xt, yt = xt[: d.n_test_eval], yt[: d.n_test_eval]
+    t = (lambda a: None if a is None else torch.from_numpy(a))  # noqa: E731
+    data = SemiSupervisedData(t(x[keep]), t(y[keep]), t(xt), t(yt), images=own.images,
+                              x_val=t(x[val]) if len(val) else None, y_val=t(y[val]) if len(val) else None)
+    raw = {"source": own.source, "validation_indices": val}
+    if not own.images:
+        raw.update(x=x[keep], y_semi=y[keep])
+    return data, raw
 
 
 def build_model(cfg: RunConfig, data: SemiSupervisedData) -> TrainableModel:
@@ -217,6 +254,8 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
         group.run_on_main_first(lambda: prepare_run_dir(out, cfg, resume, overwrite), "run directory setup")
         set_seed(cfg.seed)
         data, raw = group.run_on_main_first(lambda: build_data(cfg), "loading the data")
+        if "source" in raw and group.is_main:  # own data: what was read, with its checksum
+            write_json_atomic(out / "data.json", raw["source"])
         model = build_model(cfg, data)
         trainer = Trainer(model, data, cfg.train, seed=cfg.seed, run_dir=out,
                           init_fn=class_aware_init if cfg.model.init_from_labels else None, group=group)
@@ -254,7 +293,7 @@ def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervised
                   history: list[dict]) -> None:
     """Figures (decision boundary of 2-D data, learning curve of images), metrics.json, report.md."""
     figures = []
-    if data.dims == 2 and not data.images:
+    if data.dims == 2 and not data.images and "x" in raw:
         from .plots import decision_boundary
 
         name = f"{model_name(cfg)} on {cfg.data.dataset}"
@@ -297,11 +336,17 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -
     for f in figures:
         lines += ["", f"![{f}]({f})"]
     lines += ["", METRIC_NOTES, ""]
-    if cfg.data.dataset not in ("moons", "circles"):
+    if cfg.data.dataset in ("mnist", "fashion-mnist"):
         n = cfg.data.n_test_eval or 10_000
         lines += [f"Test numbers over {n:,} test images"
                   + (f", validation numbers over {cfg.data.n_validation:,} held-out training images"
                      if cfg.data.n_validation else "") + ".", ""]
+    elif cfg.data.dataset in OWN_DATASETS and (out / "data.json").exists():
+        src = json.loads((out / "data.json").read_text())
+        lines += [f"Your data ({cfg.data.dataset}, {src['path']}, sha256 {src['sha256'][:16]}...): {src['rows']:,} "
+                  f"training rows of which {src['labelled']:,} labelled, {src['test_rows']:,} test rows"
+                  + (f"; {cfg.data.n_validation:,} labelled rows held out for validation" if cfg.data.n_validation
+                     else "") + ".", ""]
     (out / "report.md").write_text("\n".join(lines))
 
 
@@ -311,7 +356,11 @@ METRIC_NOTES = (
     "of x in the data's own units (for images: pixels in [0, 1], dequantised). bits_per_dim: the same "
     "density in 8-bit units, 8 - mean log p(x) / (D ln 2) with D = 784, so nll = (8 - bits_per_dim) "
     "* 784 ln 2 (a negative nll is a density above 1 on [0, 1]^784). val_*: the same on held-out "
-    "training images (data.n_validation). train_labelled_error_pct: error on the labelled training rows.")
+    "training images (data.n_validation). train_labelled_error_pct: error on the labelled training rows. "
+    "VAE baselines: nll is a bound (E_q(y|x)[L(x, y)] + H(q(y|x))); with their Bernoulli likelihood it "
+    "bounds -log P(b) of the image binarised once, reported as bits_per_dim_binarised = -log P(b) / (D ln 2), "
+    "a probability of binary images not comparable with bits_per_dim. best_step: the step whose weights "
+    "early stopping kept.")
 
 
 def load_run(run_dir: str | Path):

@@ -40,7 +40,7 @@ def _build_flow(cfg, data, k: int, prior):
 
     m = cfg.model
     if data.images:  # config validation refuses other parts on image data
-        return architectures.mnist_scnf(m.conditional, m.deep_dim or 196, k, hidden=m.hidden,
+        return architectures.image_scnf(tuple(data.x.shape[1:]), m.conditional, m.deep_dim or None, k, hidden=m.hidden,
                                         blocks=m.blocks or 4, h_hidden=m.h_hidden or 256, h_blocks=m.h_blocks,
                                         lu=m.lu, class_prior=prior, h_class_affine=m.h_class_affine,
                                         embed_dim=m.embed_dim or None)

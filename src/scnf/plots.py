@@ -62,14 +62,21 @@ def learning_curve(history: list[dict], path: str | Path, title: str = "") -> Pa
             a.plot(*zip(*pts), style, label=label, ms=3)
     a.set(xlabel="training seconds", ylabel="error %")
     a.grid(True, which="both", alpha=0.3)
-    a.legend()
-    for key, label, style in (("val_bits_per_dim", "validation", "-o"), ("test_bits_per_dim", "test", "-s")):
+    if a.lines:
+        a.legend()
+    else:  # a model that does not classify (M1)
+        a.text(0.5, 0.5, "no classifier", ha="center", va="center", transform=a.transAxes)
+    binarised = any("val_bits_per_dim_binarised" in r or "test_bits_per_dim_binarised" in r for r in history)
+    suffix = "_binarised" if binarised else ""
+    for key, label, style in ((f"val_bits_per_dim{suffix}", "validation", "-o"),
+                              (f"test_bits_per_dim{suffix}", "test", "-s")):
         pts = [(ti, r[key]) for ti, r in zip(t, history) if r.get(key) is not None]
         if pts:
             b.plot(*zip(*pts), style, label=label, ms=3)
-    b.set(xlabel="training seconds", ylabel="bits/dim")
+    b.set(xlabel="training seconds", ylabel="bits/dim of binarised pixels (bound)" if binarised else "bits/dim")
     b.grid(True, alpha=0.3)
-    b.legend()
+    if b.lines:
+        b.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
