@@ -7,7 +7,7 @@ import torch
 
 import scnf
 from scnf.checkpoint import load_checkpoint
-from scnf.config import TrainConfig, from_dict
+from scnf.config import TrainConfig, from_dict, load_config
 from scnf.errors import TrainingFailed
 from scnf.experiment import run
 from tests.helpers import StopTraining, stop_at
@@ -73,8 +73,22 @@ def test_resume_without_checkpoint_or_with_other_config(tmp_path):
     with pytest.raises(ValueError, match="no checkpoint"):
         run(_toy_cfg(), tmp_path / "none", resume=True)
     run(_toy_cfg(steps=5, eval_every=5), tmp_path / "r")
-    with pytest.raises(ValueError, match="config differs"):
-        run(_toy_cfg(steps=10), tmp_path / "r", resume=True)
+    with pytest.raises(ValueError, match=r"config differs.*train.lr: 0.001 -> 0.002.*only train.steps"):
+        run(_toy_cfg(steps=5, eval_every=5, lr=2e-3), tmp_path / "r", resume=True)
+    with pytest.raises(ValueError, match="config differs"):  # fewer steps is not an extension
+        run(_toy_cfg(steps=3, eval_every=5), tmp_path / "r", resume=True)
+
+
+def test_a_finished_run_is_extended_by_resuming_with_more_steps(tmp_path):
+    """--resume with only train.steps (and max_seconds / eval_every / checkpoint_every) raised
+    continues a finished run from its checkpoint: the first steps and log records are kept."""
+    first = run(_toy_cfg(steps=6, eval_every=3), tmp_path / "r")
+    log_before = (tmp_path / "r" / "log.jsonl").read_text().splitlines()
+    longer = run(_toy_cfg(steps=9, eval_every=3), tmp_path / "r", resume=True)
+    assert first["steps"] == 6 and longer["steps"] == 9
+    log_after = (tmp_path / "r" / "log.jsonl").read_text().splitlines()
+    assert log_after[:2] == log_before and [json.loads(r)["step"] for r in log_after] == [3, 6, 9]
+    assert load_config(tmp_path / "r" / "config.toml").train.steps == 9
 
 
 def _data(n=64):

@@ -1,6 +1,6 @@
 """scnf: semi-supervised learning with Semi-Conditional Normalizing Flows."""
 from . import bijectors
-from .architectures import mnist_scnf, vector_scnf
+from .architectures import image_scnf, mnist_scnf, vector_scnf
 from .data import load_dataset
 from .estimator import SCNFClassifier
 from .experiment import load_run
@@ -8,5 +8,5 @@ from .model import SemiConditionalFlow
 
 __version__ = "0.1.0"
 
-__all__ = ["SCNFClassifier", "SemiConditionalFlow", "bijectors", "load_dataset", "load_run", "mnist_scnf",
+__all__ = ["SCNFClassifier", "SemiConditionalFlow", "bijectors", "image_scnf", "load_dataset", "load_run", "mnist_scnf",
            "vector_scnf", "__version__"]

@@ -207,6 +207,22 @@ def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
     return out
 
 
+#: keys that ``--resume`` may change, to extend a run (finished or not): more steps or time, how often
+#: it evaluates and saves. The linear schedule is then spread over the new ``train.steps`` from
+#: where the run stands (its rate jumps from what the old length gave to what the new one gives).
+EXTENDABLE = ("train.steps", "train.max_seconds", "train.eval_every", "train.checkpoint_every", "train.progress")
+
+
+def is_extension(old: RunConfig, new: RunConfig) -> bool:
+    """Whether ``new`` differs from ``old`` only in :data:`EXTENDABLE` keys, with no fewer steps."""
+    a, b = old.to_dict(), new.to_dict()
+    for section in ("data", "model", "train"):
+        for key, value in a[section].items():
+            if b[section].get(key) != value and f"{section}.{key}" not in EXTENDABLE:
+                return False
+    return a.get("seed") == b.get("seed") and new.train.steps >= old.train.steps
+
+
 def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = False) -> None:
     """Raise :class:`RunDirError` if a run of ``cfg`` cannot start (or resume) in ``out``;
     writes nothing."""
@@ -219,12 +235,15 @@ def check_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = Fal
             raise RunDirError(f"--resume: no checkpoint.pt in {out}")
         if saved.exists() and not _same_config(out, cfg):
             try:
-                diff = config_differences(load_config(saved), cfg)
+                old = load_config(saved)
+                diff = config_differences(old, cfg)
             except ValueError:
-                diff = []
+                old, diff = None, []
+            if old is not None and diff and is_extension(old, cfg):
+                return  # more steps (or time) for the same run: it continues from its checkpoint
             detail = f" ({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''})" if diff else ""
             raise RunDirError(f"--resume: the config differs from the one the run in {out} was started "
-                              f"with{detail}")
+                              f"with{detail}; only {', '.join(EXTENDABLE)} may change, to extend a run")
     elif (ckpt.exists() or (out / "metrics.json").exists()) and not overwrite:
         raise RunDirError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
