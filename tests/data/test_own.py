@@ -56,7 +56,7 @@ def test_npz_vectors_train_and_the_run_records_the_file_checksum(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-def test_npz_colour_images_32x32_train_the_image_flow_and_m2(tmp_path, layout):
+def test_npz_colour_images_32x32_train_the_image_flow_and_m2(tmp_path, layout, capsys):
     x, y = _images(40)
     xt, yt = _images(10, seed=1)
     if layout == "NCHW":
@@ -75,6 +75,12 @@ def test_npz_colour_images_32x32_train_the_image_flow_and_m2(tmp_path, layout):
     _, model, data, _ = load_run(tmp_path / "flow")
     assert model.input_shape == (3, 32, 32) and model.deep_dim == 3 * 32 * 32 // 4
     assert data.x_val.shape[0] == 2 and data.x.shape[0] == 38
+    from scnf.cli import main
+
+    capsys.readouterr()
+    assert main(["analyse", str(tmp_path / "flow"), "samples"]) == 2  # the figures draw one channel
+    err = capsys.readouterr().err.strip()
+    assert "3x32x32" in err and len(err.splitlines()) == 1
     m2 = _train({"data": {"dataset": "npz", "path": str(path)}, "model": {"kind": "m2", "m2_hidden": 8, "m2_latent": 2},
                  "train": {**_SHORT, "alpha": 0.1, "optimizer": "adam"}}, tmp_path / "m2")
     assert np.isfinite(m2["bits_per_dim_binarised"])

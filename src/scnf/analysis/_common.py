@@ -68,6 +68,11 @@ def open_run(run, device: str = "cpu") -> LoadedRun:
 def require_images(lr: LoadedRun, what: str) -> None:
     if not lr.images:
         raise ValueError(f"{what} needs an image run (mnist or fashion-mnist), got dataset {lr.cfg.data.dataset!r}")
+    if lr.data.x.shape[1] != 1:
+        raise ValueError(f"{what} draws one-channel images; this run's images are "
+                         f"{'x'.join(map(str, lr.data.x.shape[1:]))} (C x H x W)")
+    if lr.data.x_test is None:
+        raise ValueError(f"{what} needs a test set; this run's data have none (x_test / test/ in your data)")
 
 
 def seed_all(seed: int) -> None:
