@@ -140,11 +140,22 @@ def run_one(task, method, draw, mode, scnf_params):
             model.fit(X, y_semi)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     acc = float((model.predict(X_te) == y_te).mean())
-    return {"task": task, "method": method, "draw": draw, "acc": acc, "seconds": round(seconds, 2),
+    ece = _ece(model, X_te, y_te)
+    return {"task": task, "method": method, "draw": draw, "acc": acc, "ece_pct": ece, "seconds": round(seconds, 2),
             "cpu_seconds": round(cpu_seconds, 2),
             "n_features": X.shape[1], "n_classes": int(len(np.unique(y_te))),
             "n_labelled": int((y_semi != -1).sum()), "n_unlabelled": int((y_semi == -1).sum()),
             "n_eval": len(y_te)}
+
+
+def _ece(model, X_te, y_te) -> float:
+    """Expected calibration error (%, 15 bins) of ``predict_proba`` on the test rows."""
+    from scnf.calibration import expected_calibration_error
+
+    classes = list(model.classes_)
+    if any(c not in classes for c in np.unique(y_te)):
+        return float("nan")  # a class the model never saw: no probability for it
+    return expected_calibration_error(model.predict_proba(X_te), np.array([classes.index(c) for c in y_te]))
 
 
 def summarise(records, tasks, methods):
@@ -158,6 +169,9 @@ def summarise(records, tasks, methods):
             rows.append({"task": t, "method": m, "draws": len(rs), "acc_mean": float(a.mean()),
                          "acc_std": float(a.std(ddof=1)) if len(a) > 1 else float("nan"),
                          "seconds_mean": float(np.mean([r["seconds"] for r in rs])),
+                         "ece_mean": float(np.mean([r.get("ece_pct", np.nan) for r in rs])),
+                         "ece_std": float(np.std([r.get("ece_pct", np.nan) for r in rs], ddof=1)) if len(rs) > 1
+                         else float("nan"),
                          "cpu_seconds_mean": float(np.mean([r.get("cpu_seconds", np.nan) for r in rs])), **{
                              k: rs[0][k] for k in ("n_features", "n_classes", "n_labelled", "n_unlabelled",
                                                    "n_eval")}})
@@ -187,6 +201,13 @@ def markdown(rows, tasks, methods):
             cells.append(s)
         lines.append(f"| {t} ({r0['n_features']}, {r0['n_classes']}, {r0['n_labelled']} / {r0['n_unlabelled']} / "
                      f"{r0['n_eval']}) | " + " | ".join(cells) + " |")
+    lines += ["", "Expected calibration error of predict_proba on the test rows (%, 15 bins; mean ± std over draws; "
+              "lower is better):", "", "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for t in tasks:
+        rs = {r["method"]: r for r in rows if r["task"] == t}
+        if rs:
+            lines.append(f"| {t} | " + " | ".join(f"{rs[m]['ece_mean']:.1f} ± {rs[m]['ece_std']:.1f}" if m in rs else ""
+                                                   for m in methods) + " |")
     return "\n".join(lines)
 
 

@@ -57,3 +57,22 @@ def evaluate(model: TrainableModel, data: SemiSupervisedData, x: torch.Tensor, y
     elif data.images:
         out["bits_per_dim"] = 8.0 - mean_lp / (data.dims * LN2)
     return out
+
+
+@torch.no_grad()
+def class_probabilities(model: TrainableModel, data: SemiSupervisedData, x: torch.Tensor, batch_size: int = 1000,
+                        seed: int = 12345) -> torch.Tensor:
+    """softmax of ``model.class_scores`` (N, K) in float64: the flows' exact posterior p(y | x),
+    a VAE's q(y | x); the same dequantisation and model noise as :func:`evaluate` (one process)."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for j, i in enumerate(range(0, x.shape[0], batch_size)):
+        xb = data.prepare(x[i:i + batch_size], g).to(dev)
+        with noise_from(torch.Generator().manual_seed((seed * 1_000_003 + 7919 * (j + 1)) % 2**63)):
+            lj = model.log_joint(xb)
+            out.append(torch.softmax(model.class_scores(xb, log_joint=lj).double(), 1).cpu())
+    model.train(was_training)
+    return torch.cat(out)
