@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set data.split_seed=1 (repeatable)")
     t.add_argument("--nproc", type=_positive_int, default=1, help="processes (DistributedDataParallel)")
 
-    e = sub.add_parser("evaluate", help="evaluate a run directory's checkpoint on its test set")
+    e = sub.add_parser("evaluate", help="evaluate a run directory's checkpoint on its test set (error, NLL, "
+                       "calibration; writes reliability.png)")
     e.add_argument("run_dir")
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper")
