@@ -2,7 +2,10 @@
 
 ``fit(X, y)`` takes ``y = -1`` for unlabelled rows, as ``sklearn.semi_supervised`` does.
 Features are standardised internally; densities and samples are reported in the caller's
-units (the standardisation's log-Jacobian is accounted for).
+units (the standardisation's log-Jacobian is accounted for). With the default
+``input_noise=0.3`` the flow is fitted to the training rows smoothed by Gaussian noise (0.3
+standard deviations of each standardised feature), so ``score_samples`` and ``sample`` describe
+that smoothed distribution, not the rows' own; ``input_noise=0`` fits the rows themselves.
 """
 from __future__ import annotations
 
@@ -291,13 +294,23 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         return float(accuracy_score(y[keep], self.predict(X[keep]), sample_weight=sw))
 
     def score_samples(self, X) -> np.ndarray:
-        """log p(x) per row, in the caller's units."""
+        """log p(x) per row, in the caller's units (a normalised density of x).
+
+        Which density: the one the flow was fitted to. With ``input_noise`` > 0 (the default
+        0.3) that is the training rows' distribution smoothed by Gaussian noise of std
+        ``input_noise`` in standardised units (``input_noise * scale_`` in your units; with
+        ``standardize=False`` ``input_noise`` in your units), i.e. roughly the data's density
+        convolved with that Gaussian, so it is lower at sharp peaks and wider than the data's.
+        Fit with ``input_noise=0`` for a density of the data themselves."""
         lp = torch.logsumexp(self._log_joint(X).double(), 1).numpy()
         return lp - np.log(self.scale_).sum()
 
     @torch.no_grad()
     def sample(self, n: int, y=None):
-        """Draw ``n`` rows (caller's units); returns (X, y) with y in ``classes_``."""
+        """Draw ``n`` rows (caller's units) from the fitted model; returns (X, y) with y in
+        ``classes_`` (drawn from p(y), or ``y`` if given). The rows follow the density
+        :meth:`score_samples` returns: with ``input_noise`` > 0 the smoothed one (samples spread
+        wider than the training rows by about ``input_noise`` standard deviations)."""
         check_is_fitted(self, "model_")
         yy = None
         if y is not None:
