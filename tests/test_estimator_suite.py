@@ -36,10 +36,12 @@ def test_tiny_run_writes_table_and_records(tmp_path):
     one, res = _records(tmp_path / "one")
     assert [(r["task"], r["method"], r["draw"]) for r in one] == [
         (t, m, d) for t in ("iris", "wine") for m in ("scnf", "logreg") for d in (0, 1)]
-    assert all(0.0 <= r["acc"] <= 1.0 for r in one)
+    assert all(0.0 <= r["acc"] <= 1.0 and 0.0 <= r["ece_pct"] <= 100.0 for r in one)
     assert res["meta"]["split"] == "val" and len(res["summary"]) == 4
     table = (tmp_path / "one" / "table.md").read_text()
-    assert table.count("\n") == 4 and "| iris (4, 3, " in table and "| wine (13, 3, " in table
+    accuracy, calibration = table.split("\n\n", 1)
+    assert accuracy.count("\n") == 3 and "| iris (4, 3, " in accuracy and "| wine (13, 3, " in accuracy
+    assert "Expected calibration error" in calibration and "| iris | " in calibration and "| wine | " in calibration
     _main(*args, "--jobs", "2", "--out", str(tmp_path / "two"))
     assert _records(tmp_path / "two")[0] == one  # same fits, same order, in two processes
 
