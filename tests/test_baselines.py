@@ -156,7 +156,7 @@ def _cfg(**model):
     (_cfg(kind="m2", m1_hidden=300), "model.m1_hidden"),
     (_cfg(kind="scnf", m2_latent=10), "model.m2_latent"),
     (_cfg(kind="vae"), "model.kind"),
-    ({"data": {"dataset": "moons"}, "model": {"kind": "m2"}}, "image datasets"),
+    ({"data": {"dataset": "moons"}, "model": {"kind": "m2"}}, "applies to image data only"),
     ({"data": {"dataset": "mnist"}, "model": {"kind": "m2"}, "train": {"optimisation": "em-sgd"}}, "optimisation"),
     ({"data": {"dataset": "mnist"}, "model": {"kind": "m1m2"}, "train": {"augment_shift": 2,
                                                                          "consistency_weight": 1.0}},

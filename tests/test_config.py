@@ -33,7 +33,7 @@ def test_round_trip_dump_and_load(tmp_path):
     ({"model": {"conditional": "gmm", "h_class_affine": True}}, "'model.h_class_affine' applies to conditional"),
     ({"model": {"ffjord_train_tol": 1e-3}}, "'model.ffjord_train_tol' applies to FFJORD parts only"),
     ({"model": {"lu": True}}, "'model.lu' applies to image models only"),
-    ({"train": {"augment_shift": 2}}, "'train.augment_shift' applies to image datasets only"),
+    ({"train": {"augment_shift": 2}}, "'train.augment_shift' applies to image data only"),
     ({"data": {"dataset": "mnist"}, "train": {"input_noise": 0.1}}, "'train.input_noise' applies to vector data"),
     ({"data": {"dataset": "mnist"}, "model": {"h_net": "resmlp"}}, "'model.h_net' applies to vector data only"),
     ({"model": {"h_net": "cnn"}}, "'model.h_net' must be 'mlp' or 'resmlp'"),
