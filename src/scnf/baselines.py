@@ -254,21 +254,21 @@ class SemiSupervisedVAE(nn.Module):
     def _m1(self, x_in: torch.Tensor, x_obs: torch.Tensor):
         """M1's encoder output at ``x_in`` (mean, log-scale), a sample z1 and the bound's terms
         log p(x_obs | z1) and log q(z1 | x_in) at the sample."""
-        mu, log_scale = self.m1_encoder(x_in).chunk(2, -1)
-        eps = randn_like(mu)
-        z1 = mu + torch.exp(log_scale) * eps
-        log_q = (-0.5 * eps ** 2 - log_scale - 0.5 * LOG2PI).sum(-1)
+        mu, log_scale, z1, log_q = self._q_z1(x_in)
         rec = self.pixels.log_prob(x_obs, self.m1_decoder(z1))
         return mu, log_scale, z1, rec, log_q
+
+    def _q_z1(self, x: torch.Tensor):
+        """M1's q(z1 | x): (mean, log-scale, a sample z1, log q at the sample)."""
+        mu, log_scale = self.m1_encoder(x).chunk(2, -1)
+        eps = randn_like(mu)
+        z1 = mu + torch.exp(log_scale) * eps
+        return mu, log_scale, z1, (-0.5 * eps ** 2 - log_scale - 0.5 * LOG2PI).sum(-1)
 
     def _frozen_features(self, x: torch.Tensor):
         """A pretrained M1's q(z1 | x) at the intensities x: (mean, log-scale, sample z1, log q)."""
         with torch.no_grad():
-            mu, log_scale = self.m1_encoder(x).chunk(2, -1)
-            eps = randn_like(mu)
-            z1 = mu + torch.exp(log_scale) * eps
-            log_q = (-0.5 * eps ** 2 - log_scale - 0.5 * LOG2PI).sum(-1)
-        return mu, log_scale, z1, log_q
+            return self._q_z1(x)
 
     def _inactive_log_prior(self, z1: torch.Tensor) -> torch.Tensor:
         """log N(z1; 0, I) over the dimensions M2 does not model."""

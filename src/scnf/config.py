@@ -389,7 +389,7 @@ def reference_toml() -> str:
         if sec != section and sec:
             lines += ["", f"[{sec}]"]
             section = sec
-        lines.append(f"{key} = {_toml_value(default)}".ljust(36) + f"# {meaning}")
+        lines.append(f"{key} = {toml_value(default)}".ljust(36) + f"# {meaning}")
     return "\n".join(lines) + "\n"
 
 
@@ -404,7 +404,8 @@ def load_config(path: str | Path) -> RunConfig:
     return from_dict(raw)
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
+    """``v`` (bool, str or number) as a TOML value."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
@@ -418,7 +419,7 @@ def dump_config(cfg: RunConfig) -> str:
     for section in ("data", "model", "train"):
         lines.append(f"[{section}]")
         for f in fields(getattr(cfg, section)):
-            lines.append(f"{f.name} = {_toml_value(getattr(getattr(cfg, section), f.name))}")
+            lines.append(f"{f.name} = {toml_value(getattr(getattr(cfg, section), f.name))}")
         lines.append("")
     return "\n".join(lines)
 

@@ -230,7 +230,7 @@ def table2_configs(profile: str, rows=None, splits=(0, 1, 2), overrides=(), conf
     ``overrides`` (``section.key=value``, as ``scnf train --set``) apply to every row after its own.
     ``m1_dir``: where the shared M1 lives; rows whose config names an ``model.m1_run`` point there
     (see :func:`table2_m1_config`)."""
-    from .config import ConfigError, load_config, with_overrides
+    from .config import ConfigError, load_config, toml_value, with_overrides
 
     if profile not in TABLE2_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(TABLE2_PROFILES)}")
@@ -256,15 +256,10 @@ def table2_configs(profile: str, rows=None, splits=(0, 1, 2), overrides=(), conf
             raise ConfigError(f"row {r!r}: config file not found: {path} (pass the repository's configs directory)")
         base = load_config(path)
         if base.model.m1_run and m1_dir is not None:
-            extra = list(extra) + [f"model.m1_run={_toml_string(str(m1_dir))}"]
+            extra = list(extra) + [f"model.m1_run={toml_value(str(m1_dir))}"]
         for s in splits:
             out[(r, s)] = with_overrides(base, list(extra) + [f"data.split_seed={s}"] + list(overrides))
     return out
-
-
-def _toml_string(text: str) -> str:
-    """``text`` as a TOML basic string (for a ``section.key=value`` override)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def table2_m1_config(profile: str, overrides=(), configs_dir=None):
