@@ -14,13 +14,16 @@ LN2 = math.log(2.0)
 
 @torch.no_grad()
 def evaluate(model: TrainableModel, data: SemiSupervisedData, x: torch.Tensor, y: torch.Tensor | None,
-             batch_size: int = 1000, seed: int = 12345, group: ProcessGroup | None = None) -> dict:
+             batch_size: int = 1000, seed: int = 12345, group: ProcessGroup | None = None,
+             probs_out: list | None = None) -> dict:
     """Test error (%), mean NLL (nats) and, for images, bits/dim on (x, y).
 
     The NLL is the mean of ``-model.log_density`` (exact for the flows, a bound for the VAEs).
     Images: ``bits_per_dim`` for a density of dequantised pixels (8 - log p / (D ln 2));
     ``bits_per_dim_binarised`` for a model of binarised pixels (-log P / (D ln 2)), a different
     quantity that is not comparable with the first. No error for a model that does not classify.
+    ``probs_out`` (one process): a list that receives softmax(class_scores) of each batch (float64,
+    CPU), the probabilities the error is computed from, for calibration.
 
     In a process ``group`` (called on every process) evaluation batch ``i`` runs on process
     ``i % N``; every process advances the dequantisation noise over all batches, so each
@@ -43,6 +46,8 @@ def evaluate(model: TrainableModel, data: SemiSupervisedData, x: torch.Tensor, y
             lj = model.log_joint(xb.to(dev))
             scores = model.class_scores(xb.to(dev), log_joint=lj) if classify else None
             tot[0] += model.log_density(xb.to(dev), lj).double().sum().cpu()
+        if classify and probs_out is not None:
+            probs_out.append(torch.softmax(scores.double(), 1).cpu())
         if classify:
             tot[1] += (scores.argmax(1).cpu() != torch.as_tensor(y[i:i + batch_size])).sum().double()
         tot[2] += xb.shape[0]
@@ -58,21 +63,3 @@ def evaluate(model: TrainableModel, data: SemiSupervisedData, x: torch.Tensor, y
         out["bits_per_dim"] = 8.0 - mean_lp / (data.dims * LN2)
     return out
 
-
-@torch.no_grad()
-def class_probabilities(model: TrainableModel, data: SemiSupervisedData, x: torch.Tensor, batch_size: int = 1000,
-                        seed: int = 12345) -> torch.Tensor:
-    """softmax of ``model.class_scores`` (N, K) in float64: the flows' exact posterior p(y | x),
-    a VAE's q(y | x); the same dequantisation and model noise as :func:`evaluate` (one process)."""
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for j, i in enumerate(range(0, x.shape[0], batch_size)):
-        xb = data.prepare(x[i:i + batch_size], g).to(dev)
-        with noise_from(torch.Generator().manual_seed((seed * 1_000_003 + 7919 * (j + 1)) % 2**63)):
-            lj = model.log_joint(xb)
-            out.append(torch.softmax(model.class_scores(xb, log_joint=lj).double(), 1).cpu())
-    model.train(was_training)
-    return torch.cat(out)

@@ -412,18 +412,17 @@ def evaluate_run(run_dir: str | Path, bins: int = 15) -> dict:
     the expected calibration error of its p(y | x) (``ece_pct``, ``bins`` confidence bins), with
     a reliability diagram written to ``run_dir/reliability.png``."""
     from .calibration import expected_calibration_error, reliability_diagram
-    from .evaluation import class_probabilities
 
     cfg, model, data, state = load_run(run_dir)
     out = {"run_dir": str(run_dir), "step": int(state["step"])}
     if data.x_test is None:
         raise ValueError(f"{run_dir}: the run's data have no test set to evaluate on")
-    out.update(evaluate(model, data, data.x_test, data.y_test))
+    probs: list = []
+    out.update(evaluate(model, data, data.x_test, data.y_test, probs_out=probs))
     if model.classifies:
-        probs = class_probabilities(model, data, data.x_test).numpy()
-        y = data.y_test.numpy()
-        out["ece_pct"] = expected_calibration_error(probs, y, bins)
-        reliability_diagram(probs, y, Path(run_dir) / "reliability.png", bins,
+        p, y = torch.cat(probs).numpy(), data.y_test.numpy()
+        out["ece_pct"] = expected_calibration_error(p, y, bins)
+        reliability_diagram(p, y, Path(run_dir) / "reliability.png", bins,
                             title=f"{model_name(cfg)}, test set: p(y | x)")
         out["reliability_diagram"] = str(Path(run_dir) / "reliability.png")
     return out
