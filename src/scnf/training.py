@@ -30,6 +30,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save
 from .config import TrainConfig
 from .errors import TrainingDiverged, TrainingFailed, TrainingInterrupted
 from .evaluation import LN2, evaluate
+from .flat import FlatGroups, flat_optimizer_state
 from .interface import TrainableModel, noise_from
 from .objective import backward_objective, has_uninitialised_actnorm, loss_terms, objective
 from .precision import apply_precision
@@ -150,8 +151,11 @@ class Trainer:
         apply_precision(self.model, cfg.precision, self.device)
         self.engine = None  # the log-joint the steps call: DDP-wrapped and/or compiled; built at the first step
         groups = _param_groups(model)
+        self._group_params = [list(g["params"]) for g in groups]  # as a per-tensor optimiser held them
+        # one flat tensor per group: the optimiser step and the gradient check are one op each
+        self.flat = FlatGroups(groups)
         opt = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam}[cfg.optimizer]
-        self.optimizer = opt(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = opt(self.flat.optimizer_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambdas(cfg, [g["name"] for g in groups]))
         self.sampler = MixedBatchSampler(data.y, cfg.batch_size, cfg.labelled_share, seed)
         self.noise = torch.Generator().manual_seed(seed + 1)  # batches: the same stream on every process
@@ -198,7 +202,7 @@ class Trainer:
 
     def load_state_dict(self, s: dict) -> None:
         self.model.load_state_dict(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
+        self.optimizer.load_state_dict(flat_optimizer_state(s["optimizer"], self.flat, self._group_params))
         self.scheduler.load_state_dict(s["scheduler"])
         self.sampler.load_state_dict(s["sampler"])
         torch.set_rng_state(s["torch_rng"])
@@ -332,11 +336,8 @@ class Trainer:
         self.engine = torch.compile(engine) if self.cfg.compile else engine
 
     def _grads_finite(self) -> bool:
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if not params:
-            return True
-        norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
-        return bool(torch.isfinite(norm))  # the same on every process: gradients are all-reduced
+        self.flat.gather_grads()
+        return self.flat.grads_finite()  # the same on every process: gradients are all-reduced
 
     def train_step(self) -> dict:
         self.model.train()
@@ -346,7 +347,7 @@ class Trainer:
         if self.engine is None:
             self._build_engine()
         x, y, view = self._shard(xg, yg, view)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.flat.zero_grad()
         pseudo = self.cfg.pseudo_threshold > 0 and self.step >= self.cfg.pseudo_start
         with noise_from(self.model_noise):
             loss, stats, ok = backward_objective(self.model, x, y, self.cfg, view=view, pseudo=pseudo,
@@ -366,7 +367,7 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.model)
         else:
-            self.optimizer.zero_grad(set_to_none=True)
+            self.flat.zero_grad()
             self.nonfinite_total += 1
             self.nonfinite_run += 1
         self.scheduler.step()
