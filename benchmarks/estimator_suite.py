@@ -53,7 +53,16 @@ DIAGNOSTIC_TASKS = {
     # classif-50 with one Gaussian cluster per class instead of two
     "classif-50-1c": ("classification_1c", 20, 0.3),
 }
-METHODS = ("scnf", "ls-rbf", "ls-knn", "self-svc", "logreg")
+METHODS = ("scnf", "scnf-auto", "ls-rbf", "ls-knn", "self-svc", "logreg", "kde", "gmm")
+#: the methods of a default run (scnf-auto, kde and gmm are asked for by name, e.g. with --density)
+DEFAULT_METHODS = ("scnf", "ls-rbf", "ls-knn", "self-svc", "logreg")
+#: density models: fitted to every training row without labels; they give a held-out
+#: log-likelihood (and novelty scores), no classification
+DENSITY_ONLY = ("kde", "gmm")
+#: methods with a density: the held-out log-likelihood column
+DENSITY_METHODS = ("scnf", "scnf-auto", "kde", "gmm")
+#: --novelty: the methods scored (-log p(x), or the detector's own outlier score)
+NOVELTY_METHODS = ("scnf", "kde", "iforest", "lof", "ocsvm")
 
 
 def load(name: str, seed: int):
@@ -89,8 +98,14 @@ def _mnist_pca(seed: int, n_train: int = 3000, n_test: int = 2000, components: i
     return pca.transform(a), ytr[i], pca.transform(b), yte[j]
 
 
-def split(task: str, draw: int, mode: str):
-    """Training rows with y = -1 for unlabelled rows, and the evaluation rows."""
+#: rough fit cost of each task, to start the slowest first
+_SIZE = {"mnist-pca40": 7, "classif-50": 5, "digits": 5, "moons": 3, "breast-cancer": 2, "wine": 1, "iris": 1,
+         "classif-50-1c": 5}
+
+
+def split(task: str, draw: int, mode: str, with_labels: bool = False):
+    """Training rows with y = -1 for unlabelled rows, and the evaluation rows (and, with
+    ``with_labels``, every training row's true label, for the novelty protocol to drop a class)."""
     from sklearn.model_selection import train_test_split
     loader, labels, test_share = {**TASKS, **DIAGNOSTIC_TASKS}[task]
     X, y, X_te, y_te = load(loader, 0 if loader in ("iris", "wine", "breast_cancer", "digits") else draw)
@@ -103,6 +118,8 @@ def split(task: str, draw: int, mode: str):
     for c in np.unique(y):
         idx = rng.choice(np.flatnonzero(y == c), labels, replace=False)
         y_semi[idx] = y[idx]
+    if with_labels:
+        return X, y_semi, X_te, y_te, y
     return X, y_semi, X_te, y_te
 
 
@@ -116,6 +133,8 @@ def make(method: str, n_features: int, scnf_params: dict, seed: int):
     from scnf import SCNFClassifier
     if method == "scnf":
         return SCNFClassifier(random_state=seed, **scnf_params)
+    if method == "scnf-auto":  # the noise level chosen by held-out likelihood
+        return SCNFClassifier(random_state=seed, **{**scnf_params, "input_noise": "auto"})
     if method == "ls-rbf":
         return make_pipeline(StandardScaler(), LabelSpreading(kernel="rbf", gamma=1.0 / n_features))
     if method == "ls-knn":
@@ -127,9 +146,46 @@ def make(method: str, n_features: int, scnf_params: dict, seed: int):
     raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
 
 
+class _Density:
+    """A scikit-learn density model on standardised rows, reported in the caller's units:
+    ``kde`` KernelDensity (Gaussian) with the bandwidth chosen by 5-fold cross-validated
+    likelihood over 16 values from 0.02 to 2 standard deviations; ``gmm`` GaussianMixture (full
+    covariances) with 1-10 components chosen by BIC. ``score_samples`` is log p(x)."""
+
+    def __init__(self, kind: str, seed: int):
+        self.kind, self.seed = kind, seed
+
+    def fit(self, X, y=None):
+        from sklearn.mixture import GaussianMixture
+        from sklearn.model_selection import GridSearchCV
+        from sklearn.neighbors import KernelDensity
+        from sklearn.preprocessing import StandardScaler
+        self.scaler = StandardScaler().fit(X)
+        Z = self.scaler.transform(X)
+        self.log_jac = float(np.log(self.scaler.scale_).sum())
+        if self.kind == "kde":
+            search = GridSearchCV(KernelDensity(), {"bandwidth": np.logspace(np.log10(0.02), np.log10(2.0), 16)},
+                                  cv=5).fit(Z)
+            self.model, self.chosen = search.best_estimator_, float(search.best_params_["bandwidth"])
+        else:
+            fits = [GaussianMixture(k, covariance_type="full", random_state=self.seed, reg_covar=1e-6).fit(Z)
+                    for k in range(1, min(10, len(Z) // 2) + 1)]
+            self.model = min(fits, key=lambda g: g.bic(Z))
+            self.chosen = int(self.model.n_components)
+        return self
+
+    def score_samples(self, X):
+        return self.model.score_samples(self.scaler.transform(X)) - self.log_jac
+
+
+def _held_out_ll(model, X_te) -> float:
+    """Mean log p(x) of the evaluation rows (nats per row, caller's units); NaN without a density."""
+    return float(np.mean(model.score_samples(X_te))) if hasattr(model, "score_samples") else float("nan")
+
+
 def run_one(task, method, draw, mode, scnf_params):
     X, y_semi, X_te, y_te = split(task, draw, mode)
-    model = make(method, X.shape[1], scnf_params, draw)
+    model = _Density(method, draw) if method in DENSITY_ONLY else make(method, X.shape[1], scnf_params, draw)
     t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -139,13 +195,88 @@ def run_one(task, method, draw, mode, scnf_params):
         else:  # every training row; y = -1 marks the unlabelled ones (the scalers use no labels)
             model.fit(X, y_semi)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    acc = float((model.predict(X_te) == y_te).mean())
-    ece = _ece(model, X_te, y_te)
-    return {"task": task, "method": method, "draw": draw, "acc": acc, "ece_pct": ece, "seconds": round(seconds, 2),
+    ll = _held_out_ll(model, X_te) if method in DENSITY_METHODS else float("nan")
+    extra = {"chosen": model.chosen} if method in DENSITY_ONLY else {}
+    if method.startswith("scnf"):
+        extra = {"input_noise": model.input_noise_, "noise_validation": model.noise_validation_}
+    if method in DENSITY_ONLY:
+        acc = ece = float("nan")
+    else:
+        acc = float((model.predict(X_te) == y_te).mean())
+        ece = _ece(model, X_te, y_te)
+    return {"task": task, "method": method, "draw": draw, "acc": acc, "ece_pct": ece, "ll": ll, **extra,
+            "seconds": round(seconds, 2),
             "cpu_seconds": round(cpu_seconds, 2),
             "n_features": X.shape[1], "n_classes": int(len(np.unique(y_te))),
             "n_labelled": int((y_semi != -1).sum()), "n_unlabelled": int((y_semi == -1).sum()),
             "n_eval": len(y_te)}
+
+
+def _novelty_detector(method: str, seed: int):
+    from sklearn.ensemble import IsolationForest
+    from sklearn.neighbors import LocalOutlierFactor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import OneClassSVM
+    if method == "iforest":
+        return make_pipeline(StandardScaler(), IsolationForest(random_state=seed))
+    if method == "lof":
+        return make_pipeline(StandardScaler(), LocalOutlierFactor(novelty=True))
+    if method == "ocsvm":
+        return make_pipeline(StandardScaler(), OneClassSVM(gamma="scale"))
+    raise ValueError(method)
+
+
+def run_novelty(task, method, draw, scnf_params):
+    """One class held out of training (its labelled and unlabelled rows), the detector fitted to
+    the rest; AUROC and FPR at 95 % TPR of the novelty score on the test rows, the held-out
+    class's rows being the positives. Draw d holds out class ``classes[d % K]``. SCNF's score is
+    -log p(x) (``-score_samples``); the detectors' is their own ``-score_samples``."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+    X, y_semi, X_te, y_te, y_true = split(task, draw, "test", with_labels=True)
+    classes = np.unique(y_true)
+    novel = classes[draw % len(classes)]
+    keep = y_true != novel
+    X, y_semi = X[keep], y_semi[keep]
+    if method == "scnf":
+        model = make("scnf", X.shape[1], scnf_params, draw)
+    elif method in DENSITY_ONLY:
+        model = _Density(method, draw)
+    else:
+        model = _novelty_detector(method, draw)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y_semi) if method == "scnf" else model.fit(X)
+    seconds = time.perf_counter() - t0
+    score = -np.asarray(model.score_samples(X_te), dtype=np.float64)
+    score = np.nan_to_num(score, nan=np.inf, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
+    positive = y_te == novel
+    fpr, tpr, _ = roc_curve(positive, score)
+    return {"task": task, "method": method, "draw": draw, "novel_class": novel.item(),
+            "auroc": float(roc_auc_score(positive, score)),
+            "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
+            "seconds": round(seconds, 2), "n_novel": int(positive.sum()), "n_eval": len(y_te)}
+
+
+def novelty_markdown(records, tasks, methods) -> str:
+    lines = ["AUROC of the novelty score for test rows of a class held out of training (higher is better; "
+             "mean ± std over draws, draw d holds out class d mod K), with FPR at 95 % TPR:", "",
+             "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for t in tasks:
+        cells = []
+        for m in methods:
+            rs = [r for r in records if r["task"] == t and r["method"] == m]
+            if not rs:
+                cells.append("")
+                continue
+            a = np.array([r["auroc"] for r in rs])
+            f = np.array([r["fpr_at_95_tpr"] for r in rs])
+            sd = f" ± {a.std(ddof=1):.3f}" if len(a) > 1 else ""
+            cells.append(f"{a.mean():.3f}{sd} (FPR95 {f.mean():.2f})")
+        if any(cells):
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _ece(model, X_te, y_te) -> float:
@@ -170,6 +301,9 @@ def summarise(records, tasks, methods):
                          "acc_std": float(a.std(ddof=1)) if len(a) > 1 else float("nan"),
                          "seconds_mean": float(np.mean([r["seconds"] for r in rs])),
                          "ece_mean": float(np.mean([r.get("ece_pct", np.nan) for r in rs])),
+                         "ll_mean": float(np.mean([r.get("ll", np.nan) for r in rs])),
+                         "ll_std": float(np.std([r.get("ll", np.nan) for r in rs], ddof=1)) if len(rs) > 1
+                         else float("nan"),
                          "ece_std": float(np.std([r.get("ece_pct", np.nan) for r in rs], ddof=1)) if len(rs) > 1
                          else float("nan"),
                          "cpu_seconds_mean": float(np.mean([r.get("cpu_seconds", np.nan) for r in rs])), **{
@@ -190,24 +324,43 @@ def markdown(rows, tasks, methods):
         best_base = max((rs[m]["acc_mean"] for m in ("ls-rbf", "ls-knn", "self-svc") if m in rs), default=None)
         cells = []
         for m in methods:
-            if m not in rs:
+            if m not in rs or m in DENSITY_ONLY:
                 cells.append("")
                 continue
             r = rs[m]
             cpu = "" if np.isnan(r["cpu_seconds_mean"]) else f", {r['cpu_seconds_mean']:.1f} s CPU"
             s = f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f} ({r['seconds_mean']:.1f} s{cpu})"
-            if m == "scnf" and best_base is not None and r["acc_mean"] >= best_base:
+            if m.startswith("scnf") and best_base is not None and r["acc_mean"] >= best_base:
                 s = f"**{s}**"
             cells.append(s)
         lines.append(f"| {t} ({r0['n_features']}, {r0['n_classes']}, {r0['n_labelled']} / {r0['n_unlabelled']} / "
                      f"{r0['n_eval']}) | " + " | ".join(cells) + " |")
+    clf = [m for m in methods if m not in DENSITY_ONLY]
     lines += ["", "Expected calibration error of predict_proba on the test rows (%, 15 bins; mean ± std over draws; "
-              "lower is better):", "", "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+              "lower is better):", "", "| task | " + " | ".join(clf) + " |", "|---" * (len(clf) + 1) + "|"]
     for t in tasks:
         rs = {r["method"]: r for r in rows if r["task"] == t}
         if rs:
             lines.append(f"| {t} | " + " | ".join(f"{rs[m]['ece_mean']:.1f} ± {rs[m]['ece_std']:.1f}" if m in rs else ""
-                                                   for m in methods) + " |")
+                                                   for m in clf) + " |")
+    dens = [m for m in methods if m in DENSITY_METHODS]
+    if dens:
+        lines += ["", "Held-out log-likelihood of the test rows (nats per row in the data's own units, mean ± std "
+                  "over draws; higher is better; best in bold):", "",
+                  "| task | " + " | ".join(dens) + " |", "|---" * (len(dens) + 1) + "|"]
+        for t in tasks:
+            rs = {r["method"]: r for r in rows if r["task"] == t and r["method"] in dens}
+            if not rs:
+                continue
+            best = max(rs, key=lambda m: rs[m]["ll_mean"] if np.isfinite(rs[m]["ll_mean"]) else -np.inf)
+            cells = []
+            for m in dens:
+                if m not in rs:
+                    cells.append("")
+                    continue
+                c = f"{rs[m]['ll_mean']:.2f} ± {rs[m]['ll_std']:.2f}"
+                cells.append(f"**{c}**" if m == best else c)
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -223,7 +376,14 @@ def main(argv=None):
     p.add_argument("--tasks", default=",".join(TASKS),
                    help=f"comma-separated, from {', '.join(TASKS)} (default: all of these) and the diagnostic "
                         f"{', '.join(DIAGNOSTIC_TASKS)}")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated, from {', '.join(METHODS)} (default: {', '.join(DEFAULT_METHODS)}; "
+                        f"with --density also scnf-auto, kde and gmm; with --novelty from "
+                        f"{', '.join(NOVELTY_METHODS)}, default all of these)")
+    p.add_argument("--density", action="store_true",
+                   help="add the density methods (scnf-auto, kde, gmm) to the default methods")
+    p.add_argument("--novelty", action="store_true",
+                   help="the novelty protocol instead: one class held out of training, AUROC of the novelty score")
     p.add_argument("--draws", type=int, default=5, help="label draws (seeds 0..draws-1)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="score on the held-out test rows, or on validation rows carved from the training rows")
@@ -234,13 +394,16 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="directory for results.json and table.md")
     a = p.parse_args(argv)
     tasks = [t for t in a.tasks.split(",") if t]
-    methods = [m for m in a.methods.split(",") if m]
+    known = NOVELTY_METHODS if a.novelty else METHODS
+    default = NOVELTY_METHODS if a.novelty else (
+        (*DEFAULT_METHODS[:1], "scnf-auto", *DEFAULT_METHODS[1:], *DENSITY_ONLY) if a.density else DEFAULT_METHODS)
+    methods = [m for m in a.methods.split(",") if m] if a.methods else list(default)
     for t in tasks:
         if t not in TASKS and t not in DIAGNOSTIC_TASKS:
             p.error(f"unknown task {t!r}; known: {', '.join([*TASKS, *DIAGNOSTIC_TASKS])}")
     for m in methods:
-        if m not in METHODS:
-            p.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+        if m not in known:
+            p.error(f"unknown method {m!r}{' for --novelty' if a.novelty else ''}; known: {', '.join(known)}")
     if a.jobs < 1 or a.threads < 1:
         p.error("--jobs and --threads must be at least 1")
     scnf_params = json.loads(a.scnf_params)
@@ -248,22 +411,32 @@ def main(argv=None):
     out = Path(a.out) if a.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    work = [(t, m, d, a.split, scnf_params) for t in tasks for m in methods for d in range(a.draws)]
+    if a.novelty:
+        if a.split != "test":
+            p.error("--novelty scores the test rows; it has no --split val")
+        fn, work = run_novelty, [(t, m, d, scnf_params) for t in tasks for m in methods for d in range(a.draws)]
+    else:
+        fn, work = run_one, [(t, m, d, a.split, scnf_params) for t in tasks for m in methods for d in range(a.draws)]
+    # the slow fits first, so that two jobs finish together
+    work.sort(key=lambda w: (not w[1].startswith("scnf"), -_SIZE.get(w[0], 0)))
     records = []
     with ProcessPoolExecutor(a.jobs, initializer=_limit_threads, initargs=(a.threads,)) if a.jobs > 1 \
             else nullcontext() as pool:
-        for r in (pool.map(run_one, *zip(*work)) if pool else (run_one(*w) for w in work)):
+        for r in (pool.map(fn, *zip(*work)) if pool else (fn(*w) for w in work)):
             records.append(r)
-            print(f"{r['task']:14s} {r['method']:9s} draw {r['draw']}: acc {r['acc']:.3f}  {r['seconds']:.1f} s",
-                  flush=True)
+            what = f"auroc {r['auroc']:.3f}" if a.novelty else f"acc {r['acc']:.3f}  ll {r['ll']:.2f}"
+            print(f"{r['task']:14s} {r['method']:9s} draw {r['draw']}: {what}  {r['seconds']:.1f} s", flush=True)
             if out:
                 (out / "records.json").write_text(json.dumps(records, indent=1))
-    rows = summarise(records, tasks, methods)
-    table = markdown(rows, tasks, methods)
+    if a.novelty:
+        rows, table = [], novelty_markdown(records, tasks, methods)
+    else:
+        rows = summarise(records, tasks, methods)
+        table = markdown(rows, tasks, methods)
     print(table)
     if out:
         meta = {"argv": sys.argv[1:], "split": a.split, "scnf_params": scnf_params, "draws": a.draws,
-                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                "novelty": a.novelty, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         (out / "results.json").write_text(json.dumps({"meta": meta, "summary": rows, "records": records}, indent=1))
         (out / "table.md").write_text(table + "\n")
 

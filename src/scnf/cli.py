@@ -148,7 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--steps", type=_positive_int, help="dimension-ablation: override training steps")
     an.add_argument("--dims", type=_dims, help="dimension-ablation: comma-separated deep_dims "
                                                "(default 49,98,196,392,784)")
+
+    o = sub.add_parser("ood", help="out-of-distribution detection with an image run's density: AUROC of log p(x), "
+                                   "a complexity-corrected score and a typicality test against another data set")
+    o.add_argument("run_dir", help="run directory of an image run (mnist or fashion-mnist)")
+    o.add_argument("--against", required=True, choices=["mnist", "fashion-mnist"],
+                   help="the out-of-distribution data set (its test split)")
+    o.add_argument("--n", type=_positive_int, default=2000, help="test images of each data set (default 2000)")
+    o.add_argument("--n-train", type=_positive_int, default=2000,
+                   help="training images that give the typical set's mean -log p (default 2000)")
+    o.add_argument("--out", help="where ood.json and ood.png go (default: RUN_DIR)")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     return p
+
+
+def _cmd_ood(args) -> int:
+    from .ood import run_ood
+
+    print(json.dumps(run_ood(args.run_dir, args.against, n=args.n, n_train=args.n_train, out=args.out,
+                             device=args.device, seed=args.seed), indent=2))
+    return 0
 
 
 def _cmd_demo(args) -> int:
@@ -282,7 +302,7 @@ def _cmd_analyse(args) -> int:
 COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "reproduce": _cmd_reproduce,
             "data": _cmd_data, "summary": _cmd_summary, "import-released": _cmd_import_released,
             "config": _cmd_config,
-            "analyse": _cmd_analyse}
+            "analyse": _cmd_analyse, "ood": _cmd_ood}
 
 
 def _one_line(e: BaseException) -> str:

@@ -5,10 +5,13 @@ Features are standardised internally; densities and samples are reported in the 
 units (the standardisation's log-Jacobian is accounted for). With the default
 ``input_noise=0.3`` the flow is fitted to the training rows smoothed by Gaussian noise (0.3
 standard deviations of each standardised feature), so ``score_samples`` and ``sample`` describe
-that smoothed distribution, not the rows' own; ``input_noise=0`` fits the rows themselves.
+that smoothed distribution, not the rows' own; ``input_noise=0`` fits the rows themselves, and
+``input_noise="auto"`` lowers the noise in stages and keeps the stage whose held-out rows are
+most likely without noise (``input_noise_`` says which), as one chooses a kernel bandwidth.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -42,6 +45,13 @@ EPOCHS = 300
 MIN_STEPS = 500
 CLF_WEIGHT = 1.0
 INPUT_NOISE = 0.3
+#: ``input_noise="auto"``: the noise levels tried, in the order trained, and the share of the
+#: steps each gets (see :meth:`SCNFClassifier.fit`).
+NOISE_LEVELS = (0.3, 0.1, 0.03)
+NOISE_SHARES = (0.6, 0.2, 0.2)
+#: the share of the unlabelled rows held out to choose the noise level, and the fewest such rows
+NOISE_VALIDATION_SHARE = 0.1
+NOISE_VALIDATION_MIN = 20
 LR = 3e-3
 
 
@@ -70,6 +80,50 @@ def _check_no_negative_classes(labels: np.ndarray) -> None:
                              "other negative label is allowed (encode classes as 0, 1, ... or as names)")
 
 
+class _NoiseSelection:
+    """The trainer's callback for several noise levels: level i is trained for its share of the
+    steps (:data:`NOISE_SHARES`: the first 0.6, the others the rest in equal parts); at the end
+    of each share the mean log-likelihood of the held-out rows *without* noise is recorded with
+    a copy of the weights, and the next level starts. :meth:`choose` keeps the best weights."""
+
+    def __init__(self, levels: tuple[float, ...], steps: int, x_val: torch.Tensor):
+        self.levels, self.x_val = levels, x_val
+        shares = NOISE_SHARES if len(levels) == len(NOISE_SHARES) else \
+            (0.6, *[0.4 / (len(levels) - 1)] * (len(levels) - 1))
+        ends = np.round(np.cumsum(shares) * steps).astype(int)
+        ends[-1] = steps
+        self.ends = [max(int(e), i + 1) for i, e in enumerate(ends)]
+        self.scores: dict[float, float] = {}
+        self.weights: dict[float, dict] = {}
+
+    @torch.no_grad()
+    def _held_out(self, model) -> float:
+        was = model.training
+        model.eval()
+        lp = torch.logsumexp(model.log_joint(self.x_val), 1)
+        model.train(was)
+        return float(lp.double().mean())
+
+    def __call__(self, trainer, step: int) -> bool:
+        if step in self.ends:
+            i = self.ends.index(step)
+            level = self.levels[i]
+            self.scores[level] = self._held_out(trainer.model)
+            self.weights[level] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            if i + 1 < len(self.levels):
+                trainer.cfg = dataclasses.replace(trainer.cfg, input_noise=self.levels[i + 1])
+        return False
+
+    def choose(self, model) -> tuple[float, dict[float, float]]:
+        """Load the weights of the level with the best held-out log-likelihood (a NaN one never
+        wins); returns it and every level's score."""
+        finite = {k: v for k, v in self.scores.items() if math.isfinite(v)}
+        best = max(finite, key=finite.get) if finite else self.levels[-1]
+        if best in self.weights:
+            model.load_state_dict(self.weights[best])
+        return best, dict(self.scores)
+
+
 class SCNFClassifier(ClassifierMixin, BaseEstimator):
     """Semi-Conditional Normalizing Flow classifier.
 
@@ -89,7 +143,13 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
       a smoothed density. Without it the likelihood has no upper bound on integer-valued or
       exactly collinear features (the flow squeezes them onto their lattice or subspace), and
       a flow of a few thousand parameters memorises a hundred rows. ``score_samples`` stays a
-      normalised density in the caller's units: that of the smoothed fit;
+      normalised density in the caller's units: that of the smoothed fit.
+      A sequence of levels (or ``"auto"``: 0.3, 0.1, 0.03) trains with each in turn (the first
+      for 60 % of the steps, the others for equal shares of the rest), records after each the
+      mean log-likelihood, *without* noise, of 10 % of the unlabelled rows held out of training,
+      and keeps the weights of the best level: ``input_noise_`` is that level and
+      ``noise_validation_`` every level's score. With fewer than 200 unlabelled rows nothing is
+      held out and the first level is used throughout. No label chooses the level;
     * ``init_from_labels`` (True): SCNF-GMM's class means start at the labelled rows' means in
       z_f instead of at random (the config key ``model.init_from_labels``); it sets nothing
       for a Glow h.
@@ -171,6 +231,21 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------ helpers
+    def _noise_levels(self) -> tuple[float, ...]:
+        """``input_noise`` as the levels to train with, in order (one: a fixed level)."""
+        v = self.input_noise
+        if isinstance(v, str):
+            if v != "auto":
+                raise ValueError(f"parameter 'input_noise' must be 'auto', a number >= 0 or a sequence of them, "
+                                 f"got {v!r}")
+            return NOISE_LEVELS
+        seq = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+        if not seq or not all(isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, bool)
+                              and math.isfinite(a) and a >= 0 for a in seq):
+            raise ValueError(f"parameter 'input_noise' must be 'auto', a number >= 0 or a non-empty sequence of "
+                             f"them, got {v!r}")
+        return tuple(float(a) for a in seq)
+
     def _check_X(self, X, fitted=True) -> np.ndarray:
         # scikit-learn's own validation: sparse, complex, object and empty inputs, and
         # n_features_in_ (set when fitting, checked after), with its standard messages.
@@ -235,12 +310,13 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         steps = auto["steps"]
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
             raise ValueError(f"parameter 'steps' must be a positive integer or None, got {steps!r}")
+        levels = self._noise_levels()
         cfg = TrainConfig(optimisation=self.optimisation, clf_weight=float(self.clf_weight),
                           labelled_share=float(self.labelled_share), batch_size=int(self.batch_size),
                           steps=int(steps), lr=float(self.lr), weight_decay=float(self.weight_decay),
                           schedule=self.schedule,
                           eval_every=max(int(steps), 1), checkpoint_every=max(int(steps), 1), device=self.device,
-                          progress=False, input_noise=float(self.input_noise))
+                          progress=False, input_noise=levels[0])
         from .config import ConfigError, RunConfig, validate
         try:
             validate(RunConfig(train=cfg))
@@ -252,11 +328,26 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             blocks=self.blocks, hidden=auto["hidden"], h_blocks=self.h_blocks, h_hidden=self.h_hidden,
             class_prior=class_prior_from_labels(y_int, k))
         self.n_steps_ = int(steps)
-        data = SemiSupervisedData(self._to_model(X, torch.float32), y_int)
+        x_all = self._to_model(X, torch.float32)
+        # several noise levels: hold out some unlabelled rows to choose among them
+        unl = np.flatnonzero(~labelled)
+        n_val = int(NOISE_VALIDATION_SHARE * unl.size)
+        val = np.sort(np.random.default_rng(seed).choice(unl, n_val, replace=False)) \
+            if len(levels) > 1 and n_val >= NOISE_VALIDATION_MIN else np.zeros(0, dtype=int)
+        if len(levels) > 1 and val.size == 0:
+            levels = levels[:1]
+        train_rows = np.setdiff1d(np.arange(X.shape[0]), val)
+        data = SemiSupervisedData(x_all[train_rows], y_int[train_rows])
+        selector = _NoiseSelection(levels, int(steps), x_all[val]) if len(levels) > 1 else None
         # verbose: the trainer's bar, shown whether or not stderr is a terminal
         init_fn = class_aware_init if self.init_from_labels else None  # sets nothing for a Glow h
-        Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn,
+        Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn, callback=selector,
                 progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True)).fit()
+        if selector is not None:
+            self.input_noise_, self.noise_validation_ = selector.choose(self.model_)
+        else:
+            self.input_noise_, self.noise_validation_ = levels[0], {}
+        self.n_noise_validation_rows_ = int(val.size)
         # Trained in float32; predicts in float64, so that a row's outputs do not depend on
         # which other rows share its batch (float32 matrix products differ in the last bit
         # with a row's position, which scikit-learn's invariance checks catch).
@@ -294,14 +385,16 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         return float(accuracy_score(y[keep], self.predict(X[keep]), sample_weight=sw))
 
     def score_samples(self, X) -> np.ndarray:
-        """log p(x) per row, in the caller's units (a normalised density of x).
+        """log p(x) per row, in the caller's units (a normalised density of x; higher = more
+        typical of the training rows, as scikit-learn's density and novelty estimators score).
 
-        Which density: the one the flow was fitted to. With ``input_noise`` > 0 (the default
-        0.3) that is the training rows' distribution smoothed by Gaussian noise of std
-        ``input_noise`` in standardised units (``input_noise * scale_`` in your units; with
-        ``standardize=False`` ``input_noise`` in your units), i.e. roughly the data's density
-        convolved with that Gaussian, so it is lower at sharp peaks and wider than the data's.
-        Fit with ``input_noise=0`` for a density of the data themselves."""
+        Which density: the one the flow was fitted to. With a noise level ``input_noise_`` > 0
+        (the default 0.3; with ``"auto"`` the level chosen) that is the training rows'
+        distribution smoothed by Gaussian noise of std ``input_noise_`` in standardised units
+        (``input_noise_ * scale_`` in your units; with ``standardize=False`` in your units),
+        i.e. roughly the data's density convolved with that Gaussian, so it is lower at sharp
+        peaks and wider than the data's. ``input_noise=0`` fits the data themselves. As a
+        novelty score, ``-score_samples(X)`` is larger for rows unlike the training rows."""
         lp = torch.logsumexp(self._log_joint(X).double(), 1).numpy()
         return lp - np.log(self.scale_).sum()
 
@@ -309,8 +402,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     def sample(self, n: int, y=None):
         """Draw ``n`` rows (caller's units) from the fitted model; returns (X, y) with y in
         ``classes_`` (drawn from p(y), or ``y`` if given). The rows follow the density
-        :meth:`score_samples` returns: with ``input_noise`` > 0 the smoothed one (samples spread
-        wider than the training rows by about ``input_noise`` standard deviations)."""
+        :meth:`score_samples` returns: with ``input_noise_`` > 0 the smoothed one (samples spread
+        wider than the training rows by about ``input_noise_`` standard deviations)."""
         check_is_fitted(self, "model_")
         yy = None
         if y is not None:

@@ -1,0 +1,101 @@
+"""scnf.ood: each score on a case with a known answer, and scnf ood end to end on a tiny run."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import scnf.data.images
+import scnf.experiment
+from scnf.cli import main
+from scnf.config import from_dict
+from scnf.ood import auroc, fpr_at_tpr, png_bits, run_ood, scores_of
+
+from .test_analysis import TINY, fake_load_dataset
+
+
+def test_auroc_and_fpr_on_known_cases():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 500), rng.normal(0, 1, 500)
+    assert abs(auroc(a, b) - 0.5) < 0.05                     # the same distribution: chance
+    assert auroc(a, b + 10) == 1.0 and fpr_at_tpr(a, b + 10) == 0.0   # separated: perfect
+    assert auroc(a + 10, b) == 0.0 and fpr_at_tpr(a + 10, b) == 1.0   # reversed: always wrong
+    # FPR at 95 % TPR of N(0,1) against N(2,1): the negatives above the positives' 5 % quantile
+    want = np.mean(a >= np.quantile(b + 2, 0.05, method="lower"))
+    assert fpr_at_tpr(a, b + 2) == pytest.approx(want)
+    assert 0.2 < fpr_at_tpr(a, b + 2) < 0.5
+
+
+def test_png_length_measures_complexity():
+    rng = np.random.default_rng(0)
+    flat = np.full((3, 28, 28), 7, np.uint8)
+    noise = rng.integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    lf, ln = png_bits(flat), png_bits(noise[:, None])
+    assert (lf < 1000).all() and (ln > 8 * 28 * 28 * 0.9).all()  # random bytes do not compress
+    with pytest.raises(ValueError, match="uint8"):
+        png_bits(noise.astype(np.float32))
+
+
+def test_typicality_catches_the_too_likely_and_complexity_the_simple():
+    """The likelihood failure (Nalisnick et al.): the out-of-distribution images are *more*
+    likely. -log p ranks them as in-distribution (AUROC ~ 0); the typicality test flags them;
+    the complexity correction does too when they are also simpler (shorter PNGs)."""
+    rng = np.random.default_rng(1)
+    nll_in, nll_out = rng.normal(2000, 30, 400), rng.normal(1200, 30, 400)
+    png_in, png_out = rng.normal(3000, 30, 400), rng.normal(1500, 30, 400)
+    h = 2000.0  # the training images' mean -log2 p
+    s_in, s_out = scores_of(nll_in, png_in, h), scores_of(nll_out, png_out, h)
+    assert auroc(s_in["nll"], s_out["nll"]) < 0.01
+    assert auroc(s_in["typicality"], s_out["typicality"]) > 0.99
+    assert auroc(s_in["complexity"], s_out["complexity"]) > 0.99
+
+
+def _fake_with_noise(name, split="train", data_dir=None, **kw):
+    """'mnist': the bar images of the analysis tests; 'fashion-mnist': uniform noise images."""
+    if name == "mnist":
+        return fake_load_dataset(name, split, data_dir)
+    n = 200 if split == "train" else 100
+    rng = np.random.default_rng(5)
+    return rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), (np.arange(n) % 10).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def ood_run(tmp_path_factory):
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scnf.experiment, "load_dataset", _fake_with_noise)
+        mp.setattr(scnf.data.images, "load_dataset", _fake_with_noise)
+        cfg = from_dict({**TINY, "train": {**TINY["train"], "steps": 30, "eval_every": 30, "checkpoint_every": 30}})
+        d = tmp_path_factory.mktemp("ood") / "run"
+        scnf.experiment.run(cfg, d)
+        yield d, mp
+    torch.set_num_threads(threads)
+
+
+def test_scnf_ood_end_to_end(ood_run, tmp_path, capsys):
+    d, _ = ood_run
+    res = run_ood(d, "fashion-mnist", n=50, n_train=60, out=tmp_path)
+    assert res["n_in"] == 50 and res["n_out"] == 50
+    for k in ("nll", "complexity", "typicality"):
+        assert 0.0 <= res["scores"][k]["auroc"] <= 1.0 and 0.0 <= res["scores"][k]["fpr_at_95_tpr"] <= 1.0
+    # uniform noise is far less likely than the bar images under a model trained on them
+    assert res["bits_per_dim"]["out"] > res["bits_per_dim"]["in"]
+    assert res["scores"]["nll"]["auroc"] > 0.9
+    assert (tmp_path / "ood.png").stat().st_size > 0
+    assert json.loads((tmp_path / "ood.json").read_text())["scores"] == res["scores"]
+    assert run_ood(d, "fashion-mnist", n=50, n_train=60, out=tmp_path)["scores"] == res["scores"]  # reproducible
+    code = main(["ood", str(d), "--against", "fashion-mnist", "--n", "20", "--n-train", "20", "--out", str(tmp_path)])
+    assert code == 0 and json.loads(capsys.readouterr().out)["n_in"] == 20
+
+
+def test_scnf_ood_refuses_what_it_cannot_score(ood_run, tmp_path, capsys):
+    d, _ = ood_run
+    with pytest.raises(ValueError, match="trained on mnist"):
+        run_ood(d, "mnist", out=tmp_path)
+    with pytest.raises(ValueError, match="--against must be one of"):
+        run_ood(d, "cifar10", out=tmp_path)
+    with pytest.raises(ValueError, match="n must be an integer"):
+        run_ood(d, "fashion-mnist", n=1, out=tmp_path)
+    assert main(["ood", str(d), "--against", "mnist"]) == 2
+    assert "trained on mnist" in capsys.readouterr().err
+    assert main(["ood", str(tmp_path / "nothing"), "--against", "fashion-mnist"]) == 2
