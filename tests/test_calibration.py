@@ -74,3 +74,36 @@ def test_scnf_evaluate_reports_ece_and_writes_the_diagram(tmp_path):
     out = evaluate_run(tmp_path / "r")
     assert out["error_pct"] == m["error_pct"] and 0 <= out["ece_pct"] <= 100
     assert (tmp_path / "r" / "reliability.png").exists()
+
+
+def test_scnf_evaluate_fits_a_temperature_on_the_validation_rows_only(tmp_path, monkeypatch):
+    """With labelled validation rows held out (data.n_validation), evaluate fits T on them
+    (the same T as fitting by hand on their posteriors) and reports the test ECE after it."""
+    import numpy as np
+    import torch
+
+    import scnf.experiment
+    from scnf.calibration import expected_calibration_error, fit_temperature
+    from scnf.config import from_dict
+    from scnf.experiment import evaluate_run, load_run, run
+    from scnf.training import evaluate
+    from tests.analysis.test_analysis import TINY, fake_load_dataset
+
+    monkeypatch.setattr(scnf.experiment, "load_dataset", fake_load_dataset)
+    threads = torch.get_num_threads()
+    cfg = from_dict({**TINY, "data": {**TINY["data"], "n_validation": 60},
+                     "train": {**TINY["train"], "steps": 10, "eval_every": 10, "checkpoint_every": 10}})
+    run(cfg, tmp_path / "r")
+    torch.set_num_threads(threads)
+    out = evaluate_run(tmp_path / "r")
+    _, model, data, _ = load_run(tmp_path / "r")
+    val: list = []
+    evaluate(model, data, data.x_val, data.y_val, probs_out=val)
+    want = fit_temperature(np.log(torch.cat(val).numpy().clip(1e-300)), data.y_val.numpy())
+    assert out["temperature"] == want
+    test: list = []
+    evaluate(model, data, data.x_test, data.y_test, probs_out=test)
+    lp = np.log(torch.cat(test).numpy().clip(1e-300)) / want
+    q = np.exp(lp - lp.max(1, keepdims=True))
+    assert out["ece_pct_temperature"] == expected_calibration_error(q / q.sum(1, keepdims=True), data.y_test.numpy())
+    assert out["ece_pct_temperature"] != out["ece_pct"]

@@ -410,8 +410,11 @@ def load_run(run_dir: str | Path):
 def evaluate_run(run_dir: str | Path, bins: int = 15) -> dict:
     """Re-evaluate a run's checkpoint on its test set: error, NLL, bits/dim, and for a classifier
     the expected calibration error of its p(y | x) (``ece_pct``, ``bins`` confidence bins), with
-    a reliability diagram written to ``run_dir/reliability.png``."""
-    from .calibration import expected_calibration_error, reliability_diagram
+    a reliability diagram written to ``run_dir/reliability.png``. When the run holds out
+    labelled validation rows (``data.n_validation``), a temperature T is fitted on them
+    (:func:`scnf.calibration.fit_temperature`, never on the test set) and the test set's ECE of
+    softmax(log p(x, y) / T) is reported beside it (``temperature``, ``ece_pct_temperature``)."""
+    from .calibration import expected_calibration_error, fit_temperature, reliability_diagram
 
     cfg, model, data, state = load_run(run_dir)
     out = {"run_dir": str(run_dir), "step": int(state["step"])}
@@ -425,4 +428,12 @@ def evaluate_run(run_dir: str | Path, bins: int = 15) -> dict:
         reliability_diagram(p, y, Path(run_dir) / "reliability.png", bins,
                             title=f"{model_name(cfg)}, test set: p(y | x)")
         out["reliability_diagram"] = str(Path(run_dir) / "reliability.png")
+        if data.x_val is not None and data.y_val is not None and len(data.y_val):
+            val_probs: list = []
+            evaluate(model, data, data.x_val, data.y_val, probs_out=val_probs)
+            t = fit_temperature(np.log(torch.cat(val_probs).numpy().clip(1e-300)), data.y_val.numpy())
+            lp = np.log(p.clip(1e-300)) / t
+            q = np.exp(lp - lp.max(1, keepdims=True))
+            out["temperature"] = t
+            out["ece_pct_temperature"] = expected_calibration_error(q / q.sum(1, keepdims=True), y, bins)
     return out
