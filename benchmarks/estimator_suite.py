@@ -21,9 +21,23 @@ Standardisation (StandardScaler) is fitted on all training rows, labelled or not
 used). ``--split val`` never touches the test rows: it carves a validation share out of each
 draw's training rows and scores there, for comparing settings.
 
-Example (two fits at a time on two cores)::
+Densities (``--density``): adds ``scnf-auto`` (``input_noise="auto"``) and two density anchors
+fitted to every training row without labels, ``kde`` (KernelDensity, bandwidth by 5-fold
+cross-validation) and ``gmm`` (GaussianMixture, 1-10 components by BIC), and reports every
+density method's held-out log-likelihood of the test rows in the data's units.
+
+Novelty (``--novelty``): for draw d, class ``classes[d mod K]`` is removed from the training
+rows; SCNF (-log p(x)), KernelDensity, IsolationForest, LocalOutlierFactor(novelty=True) and
+OneClassSVM score the test rows; AUROC and FPR at 95 % TPR with the removed class as positives
+(tasks with three classes or more).
+
+``--resume`` keeps the records of an earlier run in ``--out`` and runs only the missing fits.
+
+Examples (two fits at a time on two cores)::
 
     python benchmarks/estimator_suite.py --draws 5 --jobs 2 --out runs/estimator-suite/after
+    python benchmarks/estimator_suite.py --draws 3 --density --out runs/suite-density
+    python benchmarks/estimator_suite.py --draws 3 --novelty --out runs/suite-novelty
 """
 from __future__ import annotations
 
@@ -63,6 +77,8 @@ DENSITY_ONLY = ("kde", "gmm")
 DENSITY_METHODS = ("scnf", "scnf-auto", "kde", "gmm")
 #: --novelty: the methods scored (-log p(x), or the detector's own outlier score)
 NOVELTY_METHODS = ("scnf", "kde", "iforest", "lof", "ocsvm")
+#: tasks with two classes: holding one out leaves a single class, which no classifier can be fitted to
+TWO_CLASS_TASKS = ("moons", "breast-cancer")
 
 
 def load(name: str, seed: int):
@@ -286,7 +302,10 @@ def _ece(model, X_te, y_te) -> float:
     classes = list(model.classes_)
     if any(c not in classes for c in np.unique(y_te)):
         return float("nan")  # a class the model never saw: no probability for it
-    return expected_calibration_error(model.predict_proba(X_te), np.array([classes.index(c) for c in y_te]))
+    probs = model.predict_proba(X_te)
+    if not np.isfinite(probs).all():
+        return float("nan")  # LabelSpreading leaves rows it cannot reach as 0/0: no calibration to measure
+    return expected_calibration_error(probs, np.array([classes.index(c) for c in y_te]))
 
 
 def summarise(records, tasks, methods):
@@ -383,7 +402,8 @@ def main(argv=None):
     p.add_argument("--density", action="store_true",
                    help="add the density methods (scnf-auto, kde, gmm) to the default methods")
     p.add_argument("--novelty", action="store_true",
-                   help="the novelty protocol instead: one class held out of training, AUROC of the novelty score")
+                   help="the novelty protocol instead: one class held out of training, AUROC of the novelty score "
+                        f"(tasks with three classes or more: not {', '.join(TWO_CLASS_TASKS)})")
     p.add_argument("--draws", type=int, default=5, help="label draws (seeds 0..draws-1)")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="score on the held-out test rows, or on validation rows carved from the training rows")
@@ -392,6 +412,8 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=1, help="fits run at once, in separate processes (seconds then "
                                                        "include the other fits' competition for the cores)")
     p.add_argument("--out", default=None, help="directory for results.json and table.md")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the records already in OUT/records.json and run only the missing fits")
     a = p.parse_args(argv)
     tasks = [t for t in a.tasks.split(",") if t]
     known = NOVELTY_METHODS if a.novelty else METHODS
@@ -414,12 +436,23 @@ def main(argv=None):
     if a.novelty:
         if a.split != "test":
             p.error("--novelty scores the test rows; it has no --split val")
+        two = [t for t in tasks if t in TWO_CLASS_TASKS]
+        if a.tasks != p.get_default("tasks") and two:
+            p.error(f"--novelty holds out one class: {', '.join(two)} would keep one class only")
+        tasks = [t for t in tasks if t not in TWO_CLASS_TASKS]
         fn, work = run_novelty, [(t, m, d, scnf_params) for t in tasks for m in methods for d in range(a.draws)]
     else:
         fn, work = run_one, [(t, m, d, a.split, scnf_params) for t in tasks for m in methods for d in range(a.draws)]
     # the slow fits first, so that two jobs finish together
     work.sort(key=lambda w: (not w[1].startswith("scnf"), -_SIZE.get(w[0], 0)))
     records = []
+    if a.resume:
+        if not out or not (out / "records.json").is_file():
+            p.error("--resume needs --out with a records.json from an earlier run")
+        done = {(r["task"], r["method"], r["draw"]) for r in json.loads((out / "records.json").read_text())}
+        records = [r for r in json.loads((out / "records.json").read_text())
+                   if r["task"] in tasks and r["method"] in methods and r["draw"] < a.draws]
+        work = [w for w in work if (w[0], w[1], w[2]) not in done]
     with ProcessPoolExecutor(a.jobs, initializer=_limit_threads, initargs=(a.threads,)) if a.jobs > 1 \
             else nullcontext() as pool:
         for r in (pool.map(fn, *zip(*work)) if pool else (fn(*w) for w in work)):
@@ -428,6 +461,8 @@ def main(argv=None):
             print(f"{r['task']:14s} {r['method']:9s} draw {r['draw']}: {what}  {r['seconds']:.1f} s", flush=True)
             if out:
                 (out / "records.json").write_text(json.dumps(records, indent=1))
+    # the canonical order (task, method, draw), whatever order the fits ran in
+    records.sort(key=lambda r: (tasks.index(r["task"]), methods.index(r["method"]), r["draw"]))
     if a.novelty:
         rows, table = [], novelty_markdown(records, tasks, methods)
     else:

@@ -390,7 +390,7 @@ def test_auto_noise_prefers_less_noise_for_sharp_clusters():
     assert auto.score_samples(X[1000:]).mean() > fixed.score_samples(X[1000:]).mean() + 1.0
 
 
-@pytest.mark.parametrize("bad", ["high", [], [0.3, -0.1], [0.3, float("nan")], True])
+@pytest.mark.parametrize("bad", ["high", [], [0.3, -0.1], [0.3, float("nan")], True, [0.3, 0.3]])
 def test_bad_noise_levels_are_refused_by_name(bad):
     X, y = make_blobs(60, n_features=2, centers=2, random_state=0)
     y_semi = np.full(60, -1)

@@ -53,3 +53,32 @@ def test_diagnostic_task_and_bad_names(suite, capsys):
         with pytest.raises(SystemExit) as e:
             suite.main(bad)  # refused while parsing, before any thread setting
         assert e.value.code == 2
+
+
+def test_density_and_novelty_scores_on_known_answers(suite):
+    """The anchors' densities are normalised in the data's units (a scaled copy of the data
+    loses exactly log(scale) per feature), and the novelty protocol's AUROC is near 1 for a
+    class far from the others and near 0.5 for one the model cannot tell apart."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from scnf import SCNFClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 2))
+    for kind in ("kde", "gmm"):
+        a = suite._Density(kind, 0).fit(X)
+        b = suite._Density(kind, 0).fit(X * 10)
+        assert np.allclose(b.score_samples(X[:50] * 10), a.score_samples(X[:50]) - 2 * np.log(10), atol=1e-6)
+    # two training classes near the origin; the novel class far away, or on top of them
+    train = np.r_[rng.normal([0, 0], 0.5, (200, 2)), rng.normal([2, 0], 0.5, (200, 2))]
+    y = np.r_[np.zeros(200, int), np.ones(200, int)]
+    y_semi = np.full(400, -1)
+    y_semi[[0, 1, 2, 200, 201, 202]] = y[[0, 1, 2, 200, 201, 202]]
+    clf = SCNFClassifier(steps=300, blocks=2, hidden=16, h_blocks=1, h_hidden=16, random_state=0).fit(train, y_semi)
+    normal = rng.normal([0, 0], 0.5, (100, 2))
+    far, near = rng.normal([8, 8], 0.5, (100, 2)), rng.normal([0, 0], 0.5, (100, 2))  # near: no novelty at all
+    for novel, lo, hi in ((far, 0.99, 1.0), (near, 0.35, 0.65)):
+        score = -clf.score_samples(np.r_[normal, novel])
+        auc = roc_auc_score(np.r_[np.zeros(100), np.ones(100)], score)
+        assert lo <= auc <= hi, auc

@@ -244,6 +244,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                               and math.isfinite(a) and a >= 0 for a in seq):
             raise ValueError(f"parameter 'input_noise' must be 'auto', a number >= 0 or a non-empty sequence of "
                              f"them, got {v!r}")
+        if len(set(map(float, seq))) != len(seq):
+            raise ValueError(f"parameter 'input_noise': the levels must differ, got {v!r}")
         return tuple(float(a) for a in seq)
 
     def _check_X(self, X, fitted=True) -> np.ndarray:
