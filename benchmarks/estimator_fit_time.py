@@ -15,6 +15,21 @@ import time
 import numpy as np
 
 
+def digits_rows(n: int = 1000, per_class: int = 10):
+    """``n`` rows of scikit-learn's digits (64 features) and their semi-supervised labels:
+    ``per_class`` labelled rows of each class, -1 for the others (seeded, the same every call)."""
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(y), n, replace=False)
+    X, y = X[rows], y[rows]
+    y_semi = np.full(n, -1)
+    for c in range(10):
+        idx = rng.choice(np.flatnonzero(y == c), per_class, replace=False)
+        y_semi[idx] = c
+    return X, y_semi
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1)
@@ -22,20 +37,12 @@ def main(argv=None):
     p.add_argument("--params", default="{}", help="JSON object of SCNFClassifier parameters to override")
     a = p.parse_args(argv)
     import torch
-    from sklearn.datasets import load_digits
     from threadpoolctl import threadpool_limits
 
     from scnf import SCNFClassifier
     torch.set_num_threads(a.threads)
     threadpool_limits(a.threads)
-    X, y = load_digits(return_X_y=True)
-    rng = np.random.default_rng(0)
-    rows = rng.choice(len(y), 1000, replace=False)
-    X, y = X[rows], y[rows]
-    y_semi = np.full(1000, -1)
-    for c in range(10):
-        idx = rng.choice(np.flatnonzero(y == c), 10, replace=False)
-        y_semi[idx] = c
+    X, y_semi = digits_rows()
     params = json.loads(a.params)
     for r in range(a.repeats):
         est = SCNFClassifier(random_state=r, **params)

@@ -81,18 +81,12 @@ if what == "demo":
                       "python_and_rest": max(0.0, 1 - (kernels + engine + opt_total) / wall_us)}
     out["ops_per_step"] = sum(1 for e in events if e.name.startswith("aten::")) / 30
 else:
-    import numpy as np
-    from sklearn.datasets import load_digits
     from threadpoolctl import threadpool_limits
     from scnf import SCNFClassifier
     threadpool_limits(threads)
-    X, y = load_digits(return_X_y=True)
-    rng = np.random.default_rng(0)
-    rows = rng.choice(len(y), 1000, replace=False)
-    X, y = X[rows], y[rows]
-    y_semi = np.full(1000, -1)
-    for c in range(10):
-        y_semi[rng.choice(np.flatnonzero(y == c), 10, replace=False)] = c
+    sys.path.insert(0, sys.argv[4])  # benchmarks/: the fit-time benchmark's rows
+    from estimator_fit_time import digits_rows
+    X, y_semi = digits_rows()
     est = SCNFClassifier(random_state=0)
     w, c = time.perf_counter(), time.process_time()
     est.fit(X, y_semi)
@@ -105,7 +99,8 @@ print("RESULT " + json.dumps(out))
 
 def _run(src: str, what: str, steps: int, threads: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-c", _CHILD, what, str(steps), str(threads)], env=env,
+    p = subprocess.run([sys.executable, "-c", _CHILD, what, str(steps), str(threads), str(Path(__file__).parent)],
+                       env=env,
                        capture_output=True, text=True)
     lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
     if p.returncode or not lines:

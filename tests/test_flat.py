@@ -123,3 +123,23 @@ def test_an_optimiser_state_written_per_tensor_resumes_in_the_flat_form(opt):
     # a state already flat is passed through
     sd = o_flat.state_dict()
     assert flat_optimizer_state(sd, fg, [list(g["params"]) for g in _param_groups(resumed)]) is sd
+
+
+def test_the_small_model_benchmark_runs_and_reports_both_versions(tmp_path):
+    """benchmarks/small_model.py as benchmarks/RESULTS.md runs it, tiny: two names for this
+    checkout's source, one round of a few steps, no estimator fit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    src = str(root / "src")
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "small_model.py"), "--version", f"a={src}",
+                        "--version", f"b={src}", "--rounds", "1", "--steps", "3", "--estimator-rounds", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [l for l in p.stdout.splitlines() if l.startswith("| a |") or l.startswith("| b |")]
+    assert len(rows) == 2 and "1.00x" in rows[0]
+    bad = subprocess.run([sys.executable, str(root / "benchmarks" / "small_model.py"), "--version", "x=/nowhere"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "DIR/scnf/__init__.py" in bad.stderr
