@@ -248,7 +248,7 @@ def run_novelty(task, method, draw, scnf_params):
     the rest; AUROC and FPR at 95 % TPR of the novelty score on the test rows, the held-out
     class's rows being the positives. Draw d holds out class ``classes[d % K]``. SCNF's score is
     -log p(x) (``-score_samples``); the detectors' is their own ``-score_samples``."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from scnf.ood import auroc, fpr_at_tpr
     X, y_semi, X_te, y_te, y_true = split(task, draw, "test", with_labels=True)
     classes = np.unique(y_true)
     novel = classes[draw % len(classes)]
@@ -268,10 +268,9 @@ def run_novelty(task, method, draw, scnf_params):
     score = -np.asarray(model.score_samples(X_te), dtype=np.float64)
     score = np.nan_to_num(score, nan=np.inf, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
     positive = y_te == novel
-    fpr, tpr, _ = roc_curve(positive, score)
     return {"task": task, "method": method, "draw": draw, "novel_class": novel.item(),
-            "auroc": float(roc_auc_score(positive, score)),
-            "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
+            "auroc": auroc(score[~positive], score[positive]),
+            "fpr_at_95_tpr": fpr_at_tpr(score[~positive], score[positive]),
             "seconds": round(seconds, 2), "n_novel": int(positive.sum()), "n_eval": len(y_te)}
 
 

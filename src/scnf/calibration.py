@@ -75,6 +75,13 @@ def reliability_diagram(probs, y, path: str | Path, bins: int = 15, title: str =
     return path
 
 
+def temperature_scale(probs, t: float) -> np.ndarray:
+    """softmax(log(probs) / t): probabilities softened (t > 1) or sharpened (t < 1) by a temperature."""
+    lp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-300, None)) / t
+    q = np.exp(lp - lp.max(1, keepdims=True))
+    return q / q.sum(1, keepdims=True)
+
+
 def fit_temperature(log_probs, y, lo: float = 0.05, hi: float = 20.0, iters: int = 60) -> float:
     """The temperature T minimising the NLL of softmax(log_probs / T) on (validation) rows, by
     golden-section search on log T in [lo, hi] (the NLL is convex in 1/T). Apply it as

@@ -15,13 +15,15 @@ LN2 = math.log(2.0)
 @torch.no_grad()
 def evaluate(model: TrainableModel, data: SemiSupervisedData, x: torch.Tensor, y: torch.Tensor | None,
              batch_size: int = 1000, seed: int = 12345, group: ProcessGroup | None = None,
-             probs_out: list | None = None) -> dict:
+             probs_out: list | None = None, log_density_out: list | None = None) -> dict:
     """Test error (%), mean NLL (nats) and, for images, bits/dim on (x, y).
 
     The NLL is the mean of ``-model.log_density`` (exact for the flows, a bound for the VAEs).
     Images: ``bits_per_dim`` for a density of dequantised pixels (8 - log p / (D ln 2));
     ``bits_per_dim_binarised`` for a model of binarised pixels (-log P / (D ln 2)), a different
     quantity that is not comparable with the first. No error for a model that does not classify.
+    ``log_density_out`` (one process): a list that receives each batch's log density per row
+    (float64, CPU), the values the NLL averages.
     ``probs_out`` (one process): a list that receives softmax(class_scores) of each batch (float64,
     CPU), the probabilities the error is computed from, for calibration.
 
@@ -45,7 +47,10 @@ def evaluate(model: TrainableModel, data: SemiSupervisedData, x: torch.Tensor, y
         with noise_from(torch.Generator().manual_seed((seed * 1_000_003 + 7919 * (j + 1)) % 2**63)):
             lj = model.log_joint(xb.to(dev))
             scores = model.class_scores(xb.to(dev), log_joint=lj) if classify else None
-            tot[0] += model.log_density(xb.to(dev), lj).double().sum().cpu()
+            lp = model.log_density(xb.to(dev), lj).double().cpu()
+            tot[0] += lp.sum()
+        if log_density_out is not None:
+            log_density_out.append(lp)
         if classify and probs_out is not None:
             probs_out.append(torch.softmax(scores.double(), 1).cpu())
         if classify:

@@ -414,7 +414,7 @@ def evaluate_run(run_dir: str | Path, bins: int = 15) -> dict:
     labelled validation rows (``data.n_validation``), a temperature T is fitted on them
     (:func:`scnf.calibration.fit_temperature`, never on the test set) and the test set's ECE of
     softmax(log p(x, y) / T) is reported beside it (``temperature``, ``ece_pct_temperature``)."""
-    from .calibration import expected_calibration_error, fit_temperature, reliability_diagram
+    from .calibration import expected_calibration_error, fit_temperature, reliability_diagram, temperature_scale
 
     cfg, model, data, state = load_run(run_dir)
     out = {"run_dir": str(run_dir), "step": int(state["step"])}
@@ -432,8 +432,6 @@ def evaluate_run(run_dir: str | Path, bins: int = 15) -> dict:
             val_probs: list = []
             evaluate(model, data, data.x_val, data.y_val, probs_out=val_probs)
             t = fit_temperature(np.log(torch.cat(val_probs).numpy().clip(1e-300)), data.y_val.numpy())
-            lp = np.log(p.clip(1e-300)) / t
-            q = np.exp(lp - lp.max(1, keepdims=True))
             out["temperature"] = t
-            out["ece_pct_temperature"] = expected_calibration_error(q / q.sum(1, keepdims=True), y, bins)
+            out["ece_pct_temperature"] = expected_calibration_error(temperature_scale(p, t), y, bins)
     return out

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .interface import noise_from
+from .evaluation import evaluate
 
 SCORES = ("nll", "complexity", "typicality")
 DATASETS = ("mnist", "fashion-mnist")
@@ -55,20 +55,12 @@ def png_bits(images: np.ndarray) -> np.ndarray:
     return out
 
 
-@torch.no_grad()
 def _nll_bits(model, data, x_uint8: torch.Tensor, batch_size: int, seed: int) -> np.ndarray:
-    """-log2 p(x) of each image in bits (dequantised as in evaluation; fixed noise by ``seed``)."""
-    g = torch.Generator().manual_seed(seed)
-    dev = next(model.parameters()).device
-    out = []
-    for j, i in enumerate(range(0, x_uint8.shape[0], batch_size)):
-        xb = data.prepare(x_uint8[i:i + batch_size], g).to(dev)
-        with noise_from(torch.Generator().manual_seed((seed * 1_000_003 + 7919 * (j + 1)) % 2**63)):
-            lp = model.log_density(xb, model.log_joint(xb))
-        out.append(-lp.double().cpu() / math.log(2.0))
-    bits = torch.cat(out).numpy()
-    # a density of dequantised pixels in [0, 1]: the 8-bit images' codelength adds 8 bits a pixel
-    return bits + 8.0 * data.dims
+    """-log2 p(x) of each image in bits: evaluation's log density (dequantised, its noise fixed by
+    ``seed``) plus the 8 bits a pixel of the 8-bit images' codelength (a density on [0, 1])."""
+    lp: list = []
+    evaluate(model, data, x_uint8, None, batch_size=batch_size, seed=seed, log_density_out=lp)
+    return -torch.cat(lp).numpy() / math.log(2.0) + 8.0 * data.dims
 
 
 def scores_of(nll_bits: np.ndarray, png: np.ndarray, typical_bits: float) -> dict[str, np.ndarray]:
@@ -86,9 +78,11 @@ def auroc(neg: np.ndarray, pos: np.ndarray) -> float:
 
 
 def fpr_at_tpr(neg: np.ndarray, pos: np.ndarray, tpr: float = 0.95) -> float:
-    """The share of ``neg`` flagged when the threshold flags ``tpr`` of ``pos``."""
-    thr = np.quantile(pos, 1 - tpr, method="lower")
-    return float(np.mean(neg >= thr))
+    """The share of ``neg`` flagged (score >= threshold) at the highest threshold that flags at
+    least ``tpr`` of ``pos`` (the first point of the ROC curve with TPR >= ``tpr``)."""
+    pos = np.sort(np.asarray(pos, dtype=np.float64))[::-1]
+    thr = pos[max(math.ceil(tpr * len(pos) - 1e-9), 1) - 1]
+    return float(np.mean(np.asarray(neg) >= thr))
 
 
 def run_ood(run_dir: str | Path, against: str, n: int = 2000, n_train: int = 2000, out: str | Path | None = None,

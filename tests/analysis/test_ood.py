@@ -20,9 +20,10 @@ def test_auroc_and_fpr_on_known_cases():
     assert abs(auroc(a, b) - 0.5) < 0.05                     # the same distribution: chance
     assert auroc(a, b + 10) == 1.0 and fpr_at_tpr(a, b + 10) == 0.0   # separated: perfect
     assert auroc(a + 10, b) == 0.0 and fpr_at_tpr(a + 10, b) == 1.0   # reversed: always wrong
-    # FPR at 95 % TPR of N(0,1) against N(2,1): the negatives above the positives' 5 % quantile
-    want = np.mean(a >= np.quantile(b + 2, 0.05, method="lower"))
-    assert fpr_at_tpr(a, b + 2) == pytest.approx(want)
+    # FPR at 95 % TPR of N(0,1) against N(2,1): the first point of the ROC curve with TPR >= 0.95
+    from sklearn.metrics import roc_curve
+    fpr, tpr, _ = roc_curve(np.r_[np.zeros(500), np.ones(500)], np.r_[a, b + 2], drop_intermediate=False)
+    assert fpr_at_tpr(a, b + 2) == pytest.approx(fpr[np.searchsorted(tpr, 0.95)])
     assert 0.2 < fpr_at_tpr(a, b + 2) < 0.5
 
 
