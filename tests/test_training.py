@@ -155,6 +155,22 @@ def test_callback_returning_true_ends_the_run():
     assert trainer.step == 3 and seen == [1, 2, 3]
 
 
+def test_a_step_puts_every_module_back_in_training_mode():
+    """train_step skips model.train() while every module trains; one module in eval mode
+    (set by a callback or an evaluation that did not restore it) is noticed."""
+    torch.manual_seed(0)
+    model = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8)
+    trainer = Trainer(model, _data(), TrainConfig(steps=5, batch_size=16, eval_every=5, progress=False))
+    trainer.train_step()
+    model.eval()
+    trainer.train_step()
+    assert all(m.training for m in model.modules())
+    inner = next(m for m in model.modules() if isinstance(m, scnf.bijectors.ActNorm))
+    inner.eval()
+    trainer.train_step()
+    assert inner.training
+
+
 def test_sampler_mixes_labelled_share_and_covers_unlabelled_once_per_epoch():
     y = torch.full((100,), -1)
     y[:10] = torch.arange(10) % 2
