@@ -20,6 +20,11 @@ Measured per version:
   ``autograd::``/``*Backward`` events), the optimiser (``Optimizer.step`` in total, with its
   kernels) and the rest (Python, module calls, dispatch), as shares of the profiled wall time
   (the profiler adds its own overhead to every op, so the shares are indicative).
+  The kernels' share is also given for the matrix products alone (``aten::mm``/``addmm``):
+  the step's arithmetic, which no cut of overhead removes (1 / that share bounds the
+  speed-up of removing everything else).
+* ``--demo-runs N``: whole ``scnf demo`` runs (training seconds as the demo reports them,
+  test error and NLL), alternating versions.
 * ``estimator``: wall and CPU seconds of ``SCNFClassifier().fit`` with the defaults on 1,000
   rows x 64 features (benchmarks/estimator_fit_time.py's data), with ``--threads``.
 """
@@ -72,14 +77,26 @@ if what == "demo":
         return any(a <= e.time_range.start and e.time_range.end <= b for a, b in spans)
 
     kernels = sum(e.self_cpu_time_total for e in events if e.name.startswith("aten::") and not in_opt(e))
+    matmul = sum(e.self_cpu_time_total for e in events if e.name in ("aten::mm", "aten::addmm", "aten::bmm"))
     engine = sum(e.self_cpu_time_total for e in events
                  if (e.name.startswith("autograd::") or e.name.endswith("Backward0")
                      or e.name.startswith("torch::autograd")) and not in_opt(e))
     wall_us = wall * 1e6
-    out["profile"] = {"kernels": kernels / wall_us, "autograd_engine": engine / wall_us,
+    out["profile"] = {"kernels": kernels / wall_us, "matmul": matmul / wall_us, "autograd_engine": engine / wall_us,
                       "optimiser": opt_total / wall_us,
                       "python_and_rest": max(0.0, 1 - (kernels + engine + opt_total) / wall_us)}
     out["ops_per_step"] = sum(1 for e in events if e.name.startswith("aten::")) / 30
+elif what == "demo_run":
+    import tempfile
+    from pathlib import Path
+    from scnf.cli import main
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        rc = main(["demo", "--out", str(Path(d) / "demo")])
+        out["wall_s"] = time.perf_counter() - t0
+        m = json.loads((Path(d) / "demo" / "metrics.json").read_text())
+    out["rc"], out["train_s"] = rc, m["seconds"]
+    out["error_pct"], out["nll"] = m["error_pct"], m["nll"]
 else:
     from threadpoolctl import threadpool_limits
     from scnf import SCNFClassifier
@@ -116,6 +133,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=200, help="timed demo steps per round")
     ap.add_argument("--estimator-rounds", type=int, default=1, help="estimator fits per version (0: none)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the estimator fit")
+    ap.add_argument("--demo-runs", type=int, default=0,
+                    help="whole `scnf demo` runs per version (alternating): training seconds, error, NLL")
     a = ap.parse_args(argv)
     versions = []
     for v in a.version:
@@ -125,6 +144,7 @@ def main(argv=None):
         versions.append((name, src))
     demo = {n: [] for n, _ in versions}
     est = {n: [] for n, _ in versions}
+    runs = {n: [] for n, _ in versions}
     for r in range(a.rounds):
         for name, src in (versions if r % 2 == 0 else versions[::-1]):
             res = _run(src, "demo", a.steps, 1)
@@ -135,16 +155,21 @@ def main(argv=None):
             res = _run(src, "estimator", 0, a.threads)
             est[name].append(res)
             print(json.dumps({"version": name, "round": r, "estimator": res}), flush=True)
+    for r in range(a.demo_runs):
+        for name, src in (versions if r % 2 == 0 else versions[::-1]):
+            res = _run(src, "demo_run", 0, 1)
+            runs[name].append(res)
+            print(json.dumps({"version": name, "round": r, "demo_run": res}), flush=True)
     base = versions[0][0]
     base_ms = statistics.median(d["ms_per_step"] for d in demo[base])
     print("\n| version | demo ms/step (median of rounds) | steps/s | speed-up vs " + base +
-          " | aten ops/step | kernels | autograd engine | optimiser | Python and rest |")
+          " | aten ops/step | kernels (of which matrix products) | autograd engine | optimiser | Python and rest |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, _ in versions:
         ms = statistics.median(d["ms_per_step"] for d in demo[name])
         pr = demo[name][-1]["profile"]
         print(f"| {name} | {ms:.1f} | {1e3 / ms:.1f} | {base_ms / ms:.2f}x | {demo[name][-1]['ops_per_step']:.0f} | "
-              f"{pr['kernels']:.0%} | {pr['autograd_engine']:.0%} | {pr['optimiser']:.0%} | {pr['python_and_rest']:.0%} |")
+              f"{pr['kernels']:.0%} ({pr['matmul']:.0%}) | {pr['autograd_engine']:.0%} | {pr['optimiser']:.0%} | {pr['python_and_rest']:.0%} |")
     if a.estimator_rounds:
         base_s = statistics.median(e["wall_s"] for e in est[base])
         print(f"\n| version | estimator fit wall s ({a.threads} thread(s)) | CPU s | steps | speed-up vs {base} |")
@@ -153,6 +178,16 @@ def main(argv=None):
             w = statistics.median(e["wall_s"] for e in est[name])
             c = statistics.median(e["cpu_s"] for e in est[name])
             print(f"| {name} | {w:.1f} | {c:.1f} | {est[name][-1]['steps']} | {base_s / w:.2f}x |")
+    if a.demo_runs:
+        base_s = statistics.median(r["train_s"] for r in runs[base])
+        print(f"\n| version | `scnf demo` training s (median of {a.demo_runs}) | wall s | test error % | test NLL | "
+              f"speed-up vs {base} |")
+        print("|---|---|---|---|---|---|")
+        for name, _ in versions:
+            t = statistics.median(r["train_s"] for r in runs[name])
+            w = statistics.median(r["wall_s"] for r in runs[name])
+            last = runs[name][-1]
+            print(f"| {name} | {t:.1f} | {w:.1f} | {last['error_pct']:.2f} | {last['nll']:.4f} | {base_s / t:.2f}x |")
 
 
 if __name__ == "__main__":

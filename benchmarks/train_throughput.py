@@ -3,9 +3,11 @@ own limit for the model's convolutions.
 
 For every batch size it reports
 
-* train img/s — one full training step: ``backward_objective`` (log_joint + Eq. 1 loss
-  with a TrainConfig, backward; with ``--micro-batch M`` in chunks of M rows whose
-  gradients add up to the whole batch's), Adamax step;
+* train img/s — one full training step as the Trainer takes it: ``backward_objective``
+  (log_joint + Eq. 1 loss with a TrainConfig, backward; with ``--micro-batch M`` in chunks
+  of M rows whose gradients add up to the whole batch's), the gradients gathered into the
+  Trainer's flat tensors (:class:`scnf.flat.FlatGroups`, one per parameter group), their
+  finiteness check, one Adamax step per group;
 * eval img/s — ``log_marginal`` in eval mode under ``no_grad``;
 * conv share — the share of a training step's CPU time spent in convolution ops
   (aten::convolution / mkldnn_convolution / convolution_backward and their internals),
@@ -19,7 +21,16 @@ For every batch size it reports
   runs) and the step is compared with that bound as well, and with the whole-batch step
   (``micro_batch = 0``) timed in the same rounds. The same is done
   for evaluation with forward-only convolutions. Linear layers (the conditional flow h)
-  and the 1x1 invertible convolutions are not counted, so the bound is optimistic;
+  and the 1x1 invertible convolutions are not counted, so this bound is optimistic: a
+  step cannot reach it while h's matrix products take a tenth of it;
+* the dense limit — the same bound with every dense op of the step timed in isolation: the
+  convolutions above, every nn.Linear (h's nets, at B x K rows: log p(x) runs h over all K
+  labels) and every invertible 1x1 map (F.conv2d with a 1x1 kernel on images, a matrix
+  product on h's vectors), forward+backward for training and forward for evaluation.
+  "% of dense limit" is what is left to win from everything that is not a dense op
+  (element-wise work, copies, the optimiser, Python);
+* the allocator — as the ``scnf`` command runs (:func:`scnf.allocator.keep_freed_memory`:
+  freed large blocks are reused, not re-mapped); ``--system-malloc`` keeps glibc's defaults;
 * peak memory — ``ru_maxrss`` of a fresh subprocess that builds the model, initialises
   it and runs one training step: the process's peak RSS (ru_maxrss), and that peak minus
   the RSS just before the step (activations kept for backward, gradients, Adamax state).
@@ -50,7 +61,14 @@ from torch import nn
 
 import scnf
 import scnf.nets
+from scnf.bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
 from scnf.config import TrainConfig
+from scnf.flat import FlatGroups
+
+try:
+    from scnf.allocator import keep_freed_memory
+except ImportError:  # an scnf from before the allocator setting (a "before" worktree)
+    keep_freed_memory = None
 from scnf.training import backward_objective
 
 CONV_OPS = {"aten::convolution", "aten::_convolution", "aten::conv2d", "aten::mkldnn_convolution",
@@ -86,6 +104,23 @@ def make_batch(b: int, seed: int = 0):
     return x, y
 
 
+class _FlatAdamax:
+    """The Trainer's optimiser: Adamax on one flat tensor per parameter group."""
+
+    def __init__(self, model, cfg):
+        groups = [{"params": list(ps), "name": n} for n, ps in model.parameter_groups().items()]
+        self.flat = FlatGroups(groups)
+        self.opt = torch.optim.Adamax(self.flat.optimizer_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def zero_grad(self):
+        self.flat.zero_grad()
+
+    def step(self):
+        self.flat.gather_grads()
+        if self.flat.grads_finite():
+            self.opt.step()
+
+
 def setup(small: bool, b: int, micro_batch: int = 0):
     torch.manual_seed(0)
     model = build(small).to(DEVICE)
@@ -94,13 +129,12 @@ def setup(small: bool, b: int, micro_batch: int = 0):
     with torch.no_grad():
         model.log_joint(x)  # data-dependent ActNorm initialisation
     cfg = TrainConfig(batch_size=b, micro_batch=micro_batch)
-    opt = torch.optim.Adamax(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return model, x, y, cfg, opt
+    return model, x, y, cfg, _FlatAdamax(model, cfg)
 
 
 def train_step(model, x, y, cfg, opt):
     model.train()
-    opt.zero_grad(set_to_none=True)
+    opt.zero_grad()
     backward_objective(model, x, y, cfg)
     opt.step()
 
@@ -146,6 +180,77 @@ def conv_shapes(model) -> Counter:
         for h in handles:
             h.remove()
     return shapes
+
+
+def dense_shapes(model) -> Counter:
+    """Every nn.Linear and invertible 1x1 map in one log_joint pass, per image:
+    ("linear", in, out, rows per image) or ("1x1", C, H, W) / ("1x1vec", C, rows per image) -> count."""
+    shapes: Counter = Counter()
+    n = 2  # images in the pass
+
+    def linear(mod, inp, out):
+        shapes[("linear", mod.in_features, mod.out_features, inp[0].shape[0] // n)] += 1
+
+    def one_by_one(mod, inp, out):
+        x = inp[0]
+        key = ("1x1", x.shape[1], x.shape[2], x.shape[3]) if x.dim() == 4 else ("1x1vec", x.shape[1], x.shape[0] // n)
+        shapes[key] += 1
+
+    handles = [m.register_forward_hook(linear) for m in model.modules() if isinstance(m, nn.Linear)]
+    handles += [m.register_forward_hook(one_by_one) for m in model.modules()
+                if isinstance(m, (InvertibleConv2d, InvertibleConv2dLU))]
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model.log_joint(make_batch(n)[0].to(DEVICE))
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+class DenseSweep:
+    """Times the model's linear layers and 1x1 maps in isolation at batch b (forward, and
+    forward+backward with the gradients of the input and the weights)."""
+
+    def __init__(self, shapes: Counter, b: int):
+        g = torch.Generator().manual_seed(0)
+        r = lambda *s: torch.randn(*s, generator=g).to(DEVICE)
+        self.cases = []
+        for key, n in shapes.items():
+            if key[0] == "linear":
+                _, fin, fout, rpi = key
+                x, w, bias, grad = r(b * rpi, fin), r(fout, fin) * 0.05, r(fout), r(b * rpi, fout)
+                fn = lambda x, w, bias: F.linear(x, w, bias)
+                args = (x, w, bias)
+            elif key[0] == "1x1":
+                _, c, h, wd = key
+                x = r(b, c, h, wd).contiguous(memory_format=torch.channels_last)
+                w, grad = r(c, c, 1, 1) * 0.05, r(b, c, h, wd).contiguous(memory_format=torch.channels_last)
+                fn = lambda x, w: F.conv2d(x, w)
+                args = (x, w)
+            else:
+                _, c, rpi = key
+                x, w, grad = r(b * rpi, c), r(c, c) * 0.05, r(b * rpi, c)
+                fn = lambda x, w: x @ w.t()
+                args = (x, w)
+            args = tuple(a.requires_grad_() for a in args)
+            self.cases.append(dict(key=key, n=n, fn=fn, args=args, grad=grad, fw=[], fb=[]))
+
+    def run_once(self):
+        for c in self.cases:
+            with torch.no_grad():
+                c["fw"].append(timed(lambda: c["fn"](*c["args"])))
+            c["fb"].append(timed(lambda: torch.autograd.grad(c["fn"](*c["args"]), c["args"], c["grad"])))
+
+    def reset(self):
+        for c in self.cases:
+            c["fw"], c["fb"] = [], []
+
+    def seconds(self, which: str) -> float:
+        return sum(c["n"] * statistics.median(c[which]) for c in self.cases)
 
 
 def flops_per_image(shapes: Counter) -> float:
@@ -200,20 +305,27 @@ class ConvSweep:
 
 
 # ---------------------------------------------------------------- profiler and memory
-def conv_share(model, x, y, cfg, opt, steps: int) -> float:
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm"}
+
+
+def conv_share(model, x, y, cfg, opt, steps: int) -> tuple[float, float]:
+    """Shares of a training step's self time in convolution ops, and in all dense ops
+    (convolutions and matrix products)."""
     from torch.profiler import ProfilerActivity, profile
     cuda = DEVICE.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
         for _ in range(steps):
             train_step(model, x, y, cfg, opt)
-    conv = total = 0.0
+    conv = mat = total = 0.0
     for ev in prof.key_averages():
         t = ev.self_device_time_total if cuda else ev.self_cpu_time_total
         total += t
         if ev.key in CONV_OPS:
             conv += t
-    return conv / total if total else float("nan")
+        elif ev.key in MATMUL_OPS:
+            mat += t
+    return (conv / total, (conv + mat) / total) if total else (float("nan"), float("nan"))
 
 
 def memory_child(small: bool, b: int, fused: bool, micro_batch: int) -> None:
@@ -226,11 +338,13 @@ def memory_child(small: bool, b: int, fused: bool, micro_batch: int) -> None:
     print(json.dumps({"peak_mib": peak_kib / 1024, "step_mib": (peak_kib - before_kib) / 1024}))
 
 
-def measure_memory(small: bool, b: int, threads: int, fused: bool = True, micro_batch: int = 0) -> dict:
+def measure_memory(small: bool, b: int, threads: int, fused: bool = True, micro_batch: int = 0,
+                   system_malloc: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--memory-child", str(b), "--threads", str(threads),
            "--micro-batch", str(micro_batch)]
     cmd += ["--small"] if small else []
     cmd += [] if fused else ["--unfused"]
+    cmd += ["--system-malloc"] if system_malloc else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -243,6 +357,7 @@ def run_batch(args, b: int) -> dict:
     fpi = flops_per_image(shapes)
     sweep = ConvSweep(shapes, b)
     sweeps = [sweep] + ([ConvSweep(shapes, micro)] if micro else [])
+    dense = DenseSweep(dense_shapes(model), b)
     variants = [True, False] if args.compare else [True]
     t_train = {v: [] for v in variants}
     t_eval = {v: [] for v in variants}
@@ -258,6 +373,8 @@ def run_batch(args, b: int) -> dict:
         sw.run_once()
         sw.fw = {k: [] for k in sw.fw}
         sw.fb = {k: [] for k in sw.fb}
+    dense.run_once()
+    dense.reset()
     for r in range(args.repeats):
         for v in variants:
             scnf.nets.FUSED = v
@@ -267,17 +384,20 @@ def run_batch(args, b: int) -> dict:
             t_eval[v].append(timed(lambda: eval_marginal(model, x)))
         for sw in sweeps:
             sw.run_once()
+        dense.run_once()
         print(f"  batch {b} round {r + 1}/{args.repeats}: "
               + ", ".join(f"{'fused' if v else 'plain'} step {t_train[v][-1]:.2f}s eval {t_eval[v][-1]:.2f}s"
                           for v in variants), file=sys.stderr, flush=True)
     scnf.nets.FUSED = True
-    share = conv_share(model, x, y, cfg, opt, args.profile_steps) if args.profile_steps else float("nan")
+    share, dense_share = (conv_share(model, x, y, cfg, opt, args.profile_steps) if args.profile_steps
+                          else (float("nan"), float("nan")))
     lim_fb, best_fb = sweep.limit_seconds(sweep.fb)
     lim_fw, _ = sweep.limit_seconds(sweep.fw)
     res = dict(batch=b, flops_fwd=fpi, train=b / statistics.median(t_train[True]),
                eval=b / statistics.median(t_eval[True]), limit_train=b / lim_fb, limit_eval=b / lim_fw,
-               rate_train=3 * fpi * b / lim_fb / 1e9, rate_eval=fpi * b / lim_fw / 1e9, conv_share=share,
-               best_formats=Counter(best_fb.values()), micro_batch=micro)
+               rate_train=3 * fpi * b / lim_fb / 1e9, rate_eval=fpi * b / lim_fw / 1e9, conv_share=share, dense_share=dense_share,
+               best_formats=Counter(best_fb.values()), micro_batch=micro,
+               dense_train=b / (lim_fb + dense.seconds("fb")), dense_eval=b / (lim_fw + dense.seconds("fw")))
     if micro:
         lim_micro, _ = sweeps[1].limit_seconds(sweeps[1].fb)
         res["limit_train_micro"] = micro / lim_micro
@@ -297,7 +417,7 @@ def run_batch(args, b: int) -> dict:
         res["mem"] = {"peak_mib": peak / 2**20, "step_mib": (peak - before) / 2**20}
     elif args.memory:
         del model, opt, sweep, sweeps
-        res["mem"] = measure_memory(args.small, b, args.threads, micro_batch=micro)
+        res["mem"] = measure_memory(args.small, b, args.threads, micro_batch=micro, system_malloc=args.system_malloc)
     print(f"  batch {b}: " + json.dumps({k: v for k, v in res.items() if k != "best_formats"}, default=str),
           file=sys.stderr, flush=True)
     return res
@@ -315,6 +435,8 @@ def main():
                     help="train in chunks of this many rows (TrainConfig.micro_batch; 0 = whole batch)")
     ap.add_argument("--profile-steps", type=int, default=2)
     ap.add_argument("--no-memory", dest="memory", action="store_false")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="keep glibc's malloc settings (the scnf command sets scnf.allocator.keep_freed_memory)")
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--unfused", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -324,6 +446,9 @@ def main():
         ap.error("--device cuda: no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc = "system"
+    if not args.system_malloc and keep_freed_memory is not None and keep_freed_memory():
+        malloc = "freed memory kept (scnf.allocator)"
     if args.memory_child:
         memory_child(args.small, args.memory_child, not args.unfused, args.micro_batch)
         return
@@ -333,11 +458,12 @@ def main():
     name = "mnist_scnf(hidden=32, blocks=1, h_hidden=64, h_blocks=1)" if args.small else "mnist_scnf()"
     print(f"\nmodel {name}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
           f"{cpu_name() if DEVICE.type == 'cpu' else torch.cuda.get_device_name(DEVICE)}; "
-          f"medians of {args.repeats} interleaved rounds")
+          f"medians of {args.repeats} interleaved rounds; malloc: {malloc}")
     print(f"conv FLOPs per image (nn.Conv2d, forward): {results[0]['flops_fwd'] / 1e9:.3f} GFLOP; "
           "train step counts 3x (forward + grad input + grad weight)\n")
-    head = ["batch", "train img/s", "limit img/s", "% of limit", "conv GFLOP/s (isolated)", "conv share of step",
-            "eval img/s", "eval limit img/s", "eval % of limit", "peak RSS MiB (step +MiB)"]
+    head = ["batch", "train img/s", "limit img/s", "% of limit", "conv GFLOP/s (isolated)", "conv share of step", "dense share of step",
+            "eval img/s", "eval limit img/s", "eval % of limit", "dense limit img/s (train / eval)",
+            "% of dense limit (train / eval)", "peak RSS MiB (step +MiB)"]
     if args.compare:
         head += ["plain train img/s", "train speed-up", "plain eval img/s", "eval speed-up"]
     if args.micro_batch:
@@ -349,8 +475,10 @@ def main():
         mem = r.get("mem")
         row = [str(r["batch"]), f"{r['train']:.2f}", f"{r['limit_train']:.2f}",
                f"{100 * r['train'] / r['limit_train']:.0f} %", f"{r['rate_train']:.0f}",
-               f"{100 * r['conv_share']:.0f} %", f"{r['eval']:.1f}", f"{r['limit_eval']:.1f}",
+               f"{100 * r['conv_share']:.0f} %", f"{100 * r['dense_share']:.0f} %", f"{r['eval']:.1f}", f"{r['limit_eval']:.1f}",
                f"{100 * r['eval'] / r['limit_eval']:.0f} %",
+               f"{r['dense_train']:.2f} / {r['dense_eval']:.1f}",
+               f"{100 * r['train'] / r['dense_train']:.0f} % / {100 * r['eval'] / r['dense_eval']:.0f} %",
                f"{mem['peak_mib']:.0f} (+{mem['step_mib']:.0f})" if mem else "-"]
         if args.compare:
             row += [f"{r['train_plain']:.2f}", f"{r['speedup_train']:.2f}x", f"{r['eval_plain']:.1f}",

@@ -69,14 +69,17 @@ def test_parameters_are_views_of_the_flat_tensor_and_keep_their_keys():
         assert torch.equal(p, before[name] + 1), name  # every parameter is a view
 
 
-def test_a_non_finite_gradient_anywhere_is_caught():
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_non_finite_gradient_anywhere_is_caught(bad, where):
     m = _model()
     fg = FlatGroups(_param_groups(m))
     _loss_backward(m, 0)
     fg.gather_grads()
     assert fg.grads_finite()
-    last = [p for p in m.parameters() if p.numel()][-1]
-    last.grad[(0,) * last.grad.dim()] = float("nan")
+    ps = [p for p in m.parameters() if p.numel()]
+    p = ps[0] if where == "first" else ps[-1]
+    p.grad[(0,) * p.grad.dim()] = bad
     fg.gather_grads()
     assert not fg.grads_finite()
 

@@ -399,7 +399,10 @@ def _fail(code: int, e: BaseException, line: str, quiet: bool = False) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    from .allocator import keep_freed_memory
     from .errors import TrainingInterrupted
+
+    keep_freed_memory()  # large activations are reused, not re-mapped and zero-filled every step
 
     try:
         if args.command in ("train", "demo", "reproduce"):
