@@ -17,7 +17,9 @@ computes the same function with fewer passes over the activations. Since
 ActNorm is folded into the input channels of the last 3x3 conv (the reflection pad commutes
 with a per-channel scale), and its bias ``b`` into the bias of the conv whose output ends the
 residual stream. Activations are kept in channels_last, which oneDNN's convolutions prefer
-on CPU. Parameters, buffers and state-dict keys are unchanged; the unfused path still runs
+on CPU, and each ReLU that feeds a convolution runs in place on the reflection-padded copy
+the convolution reads (:class:`_ReluReflectPad1`: one tensor and one pass fewer, the same
+numbers). Parameters, buffers and state-dict keys are unchanged; the unfused path still runs
 whenever the ActNorm needs its data-dependent initialisation.
 """
 from __future__ import annotations
@@ -76,29 +78,56 @@ class _ReflectPad1(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        h, w = g.shape[2] - 2, g.shape[3] - 2
-        gx = g[:, :, 1:-1, 1:-1].clone()  # preserves g's memory format
-        # padded row 0 is row 1 of x, padded row h+1 is row h-2 (likewise for columns)
-        gx[:, :, 1, :] += g[:, :, 0, 1:-1]
-        gx[:, :, h - 2, :] += g[:, :, h + 1, 1:-1]
-        gx[:, :, :, 1] += g[:, :, 1:-1, 0]
-        gx[:, :, :, w - 2] += g[:, :, 1:-1, w + 1]
-        gx[:, :, 1, 1] += g[:, :, 0, 0]
-        gx[:, :, 1, w - 2] += g[:, :, 0, w + 1]
-        gx[:, :, h - 2, 1] += g[:, :, h + 1, 0]
-        gx[:, :, h - 2, w - 2] += g[:, :, h + 1, w + 1]
-        return gx
+        return _fold_border(g[:, :, 1:-1, 1:-1].clone(), g)  # clone: preserves g's memory format
 
 
-def _pad(x: torch.Tensor) -> torch.Tensor:
+def _fold_border(gx: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The gradient of a reflection pad by 1: ``gx`` (the interior of ``g``, a copy or a view
+    of it) plus each border row, column and corner of ``g`` added where it was copied from."""
+    h, w = g.shape[2] - 2, g.shape[3] - 2
+    # padded row 0 is row 1 of x, padded row h+1 is row h-2 (likewise for columns)
+    gx[:, :, 1, :] += g[:, :, 0, 1:-1]
+    gx[:, :, h - 2, :] += g[:, :, h + 1, 1:-1]
+    gx[:, :, :, 1] += g[:, :, 1:-1, 0]
+    gx[:, :, :, w - 2] += g[:, :, 1:-1, w + 1]
+    gx[:, :, 1, 1] += g[:, :, 0, 0]
+    gx[:, :, 1, w - 2] += g[:, :, 0, w + 1]
+    gx[:, :, h - 2, 1] += g[:, :, h + 1, 0]
+    gx[:, :, h - 2, w - 2] += g[:, :, h + 1, w + 1]
+    return gx
+
+
+class _ReluReflectPad1(torch.autograd.Function):
+    """``F.pad(relu(x), (1, 1, 1, 1), mode="reflect")`` in one output tensor (the ReLU runs in
+    place on the padded copy; reflection commutes with it). Backward: the ReLU's mask on the
+    padded gradient (a new tensor, which this function owns), then the border folded into its
+    interior in place, and the interior returned as a view: no copy of the interior, and the
+    same sums in the same order as ReLU then :class:`_ReflectPad1`, so the same numbers."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = F.pad(x, (1, 1, 1, 1), mode="reflect").relu_()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        masked = torch.ops.aten.threshold_backward(g, y, 0)
+        return _fold_border(masked[:, :, 1:-1, 1:-1], masked)
+
+
+def _pad(x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """Reflection pad by 1 (of ``relu(x)`` with ``relu``), keeping channels_last in backward."""
     if x.shape[2] < 2 or x.shape[3] < 2 or not torch.is_grad_enabled():
-        return F.pad(x, (1, 1, 1, 1), mode="reflect")
-    return _ReflectPad1.apply(x)
+        y = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        return y.relu_() if relu else y
+    return (_ReluReflectPad1 if relu else _ReflectPad1).apply(x)
 
 
-def _conv3_fused(x, seq: nn.Sequential, in_scale=None, extra_bias=None):
-    """``seq`` = (ReflectionPad2d(1), Conv2d 3x3) applied to ``in_scale * x`` (per input
-    channel), plus ``extra_bias`` (per output channel)."""
+def _conv3_fused(x, seq: nn.Sequential, in_scale=None, extra_bias=None, relu: bool = False):
+    """``seq`` = (ReflectionPad2d(1), Conv2d 3x3) applied to ``in_scale * x`` (``relu(x)`` with
+    ``relu``; the scale is per input channel), plus ``extra_bias`` (per output channel)."""
     conv = seq[1]
     w, b = conv.weight, conv.bias
     if in_scale is not None:
@@ -107,7 +136,7 @@ def _conv3_fused(x, seq: nn.Sequential, in_scale=None, extra_bias=None):
         b = b + extra_bias
     if CHANNELS_LAST:
         w = w.contiguous(memory_format=torch.channels_last)
-    return F.conv2d(_pad(x), w, b)
+    return F.conv2d(_pad(x, relu), w, b)
 
 
 class ResidualConvNet(nn.Module):
@@ -138,10 +167,10 @@ class ResidualConvNet(nn.Module):
         u = _conv3_fused(x, layers[0], extra_bias=None if blocks else norm.bias)
         for k, blk in enumerate(blocks):
             last_block = k == len(blocks) - 1
-            a = _conv3_fused(torch.relu(u), blk.body[1])
-            a = _conv3_fused(torch.relu_(a), blk.body[3], extra_bias=norm.bias if last_block else None)
+            a = _conv3_fused(u, blk.body[1], relu=True)
+            a = _conv3_fused(a, blk.body[3], extra_bias=norm.bias if last_block else None, relu=True)
             u = a.add_(u)
-        return _conv3_fused(torch.relu(u), layers[-1], norm.log_scale.exp()).contiguous()
+        return _conv3_fused(u, layers[-1], norm.log_scale.exp(), relu=True).contiguous()
 
 
 class ResidualMLP(nn.Module):
