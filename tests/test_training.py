@@ -424,3 +424,11 @@ def test_trainer_with_micro_batches_takes_the_same_steps():
     # exact gradient equality is checked in float64 above)
     assert losses[0] == pytest.approx(losses[10], rel=1e-3)
     assert losses[0][-1] < losses[0][0]
+
+
+def test_training_data_with_nan_is_refused_up_front():
+    """Before any step (the compiled forward skips the model's own finiteness check)."""
+    x = torch.randn(20, 2)
+    x[7, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(rows \[7\]\)"):
+        SemiSupervisedData(x, torch.zeros(20, dtype=torch.long))

@@ -33,6 +33,9 @@ class SemiSupervisedData:
             raise ValueError(f"x has {self.x.shape[0]} rows but y has {self.y.shape[0]}")
         if not (self.y >= 0).any():
             raise ValueError("no labelled rows: at least one label must be >= 0 (-1 marks unlabelled)")
+        if self.x.is_floating_point() and not torch.isfinite(self.x).all():
+            bad = torch.nonzero(~torch.isfinite(self.x.reshape(self.x.shape[0], -1)).all(1)).flatten().tolist()
+            raise ValueError(f"x holds NaN or infinite values (rows {bad[:10]}{' ...' if len(bad) > 10 else ''})")
 
     def prepare(self, xb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if self.images:

@@ -96,7 +96,7 @@ class TrainConfig:
     progress: bool = True           # a progress bar on a terminal
     threads: int = 0                # 0 = torch's default
     precision: str = "fp32"         # fp32 | tf32 | bf16-mixed (CUDA; bf16 autocast only in coupling nets)
-    compile: bool = False           # torch.compile the (DDP-wrapped) model
+    compile: bool = False           # torch.compile the (DDP-wrapped) training forward, one graph after eager ActNorm init
 
 
 @dataclass

@@ -153,7 +153,8 @@ class ResidualConvNet(nn.Module):
 
     def forward(self, x):
         norm = self.net[-2][0]
-        if not FUSED or x.dim() != 4 or (self.training and not bool(norm.initialized)):
+        uninitialised = self.training and not torch.compiler.is_compiling() and not bool(norm.initialized)
+        if not FUSED or x.dim() != 4 or uninitialised:
             return self.net(x)
         return self._fused(x)
 

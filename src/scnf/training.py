@@ -334,7 +334,12 @@ class Trainer:
             self.model.log_joint(x)
         self.group.broadcast_module_(self.model)
 
-    def _build_engine(self) -> None:
+    def _build_engine(self, x: torch.Tensor) -> None:
+        if self.cfg.compile and has_uninitialised_actnorm(self.model):
+            # compiled code does not read ActNorm's flag (one graph, no data-dependent branch):
+            # the data-dependent initialisation runs here, eagerly, on the first batch
+            with torch.no_grad():
+                self.model.log_joint(x.to(self.device))
         engine = self.group.wrap(_TrainingForward(self.model), self.device)
         self.engine = torch.compile(engine) if self.cfg.compile else engine
 
@@ -349,7 +354,7 @@ class Trainer:
         if self.engine is None or (self.init_fn is not None and self.step == self.cfg.warmup_f_steps):
             self._initialise(xg, yg)
         if self.engine is None:
-            self._build_engine()
+            self._build_engine(xg)
         x, y, view = self._shard(xg, yg, view)
         self.flat.zero_grad()
         pseudo = self.cfg.pseudo_threshold > 0 and self.step >= self.cfg.pseudo_start

@@ -21,6 +21,9 @@ class ActNorm(Bijector):
     The ``initialized`` flag is a registered buffer, so a model loaded from a state dict
     never re-initialises. A channel with zero variance in the initialisation batch raises
     ``ValueError`` (unless ``strict=False``, as used inside coupling networks).
+
+    Under ``torch.compile`` the flag is not read (a data-dependent branch would split the
+    compiled graph): initialise before compiling, as the Trainer does with ``train.compile``.
     """
 
     def __init__(self, num_channels: int, strict: bool = True):
@@ -56,7 +59,7 @@ class ActNorm(Bijector):
         self.initialized.fill_(True)
 
     def forward(self, x, context=None):
-        if self.training and not bool(self.initialized):
+        if self.training and not torch.compiler.is_compiling() and not bool(self.initialized):
             self.initialize(x)
         z = (x + self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
         spatial = math.prod(x.shape[2:])

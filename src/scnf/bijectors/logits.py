@@ -35,6 +35,14 @@ class ToLogits(Bijector):
         self.alpha = float(alpha)
 
     def forward(self, x, context=None):
+        if not torch.compiler.is_compiling():  # compiled (train.compile): the Trainer's checked data
+            self._check(x)
+        p = self.alpha / 2 + (1 - self.alpha) * x
+        z = torch.log(p) - torch.log1p(-p)
+        ld = math.log(1 - self.alpha) - torch.log(p) - torch.log1p(-p)
+        return z, ld.reshape(x.shape[0], -1).sum(1)
+
+    def _check(self, x):
         if not torch.isfinite(x).all():
             raise ValueError("ToLogits: input contains NaN or inf")
         lo, hi = x.min().item(), x.max().item()
@@ -44,10 +52,6 @@ class ToLogits(Bijector):
                 f"ToLogits: pixels must lie in [0, 1] (the model's support is ({-a:.4g}, {1 + a:.4g})), "
                 f"got values in [{lo:.4g}, {hi:.4g}]"
             )
-        p = self.alpha / 2 + (1 - self.alpha) * x
-        z = torch.log(p) - torch.log1p(-p)
-        ld = math.log(1 - self.alpha) - torch.log(p) - torch.log1p(-p)
-        return z, ld.reshape(x.shape[0], -1).sum(1)
 
     def inverse(self, z, context=None):
         # sigmoid saturates to exactly 0 or 1 for |z| > ~17 (float32), the edge of the support
