@@ -31,6 +31,9 @@ For every batch size it reports
   (element-wise work, copies, the optimiser, Python);
 * the allocator — as the ``scnf`` command runs (:func:`scnf.allocator.keep_freed_memory`:
   freed large blocks are reused, not re-mapped); ``--system-malloc`` keeps glibc's defaults;
+* page faults / system s — the median over the timed training steps of the process's minor
+  page faults and system CPU seconds during the step (getrusage): memory the allocator maps
+  afresh and the kernel zero-fills;
 * peak memory — ``ru_maxrss`` of a fresh subprocess that builds the model, initialises
   it and runs one training step: the process's peak RSS (ru_maxrss), and that peak minus
   the RSS just before the step (activations kept for backward, gradients, Adamax state).
@@ -150,12 +153,19 @@ def _sync():
         torch.cuda.synchronize(DEVICE)
 
 
-def timed(fn) -> float:
+def timed(fn, usage: list | None = None) -> float:
+    """Wall seconds of ``fn()``; with ``usage``, also appends (minor page faults, system CPU
+    seconds) of this process during the call (getrusage)."""
     _sync()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     fn()
     _sync()
-    return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    if usage is not None:
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        usage.append((r1.ru_minflt - r0.ru_minflt, r1.ru_stime - r0.ru_stime))
+    return dt
 
 
 # ---------------------------------------------------------------- convolution FLOPs and limit
@@ -308,15 +318,19 @@ class ConvSweep:
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm"}
 
 
-def conv_share(model, x, y, cfg, opt, steps: int) -> tuple[float, float]:
+def conv_share(model, x, y, cfg, opt, steps: int, top_ops: int = 0) -> tuple[float, float]:
     """Shares of a training step's self time in convolution ops, and in all dense ops
-    (convolutions and matrix products)."""
+    (convolutions and matrix products); with ``top_ops``, prints the profiler's table of the
+    ops with the most self time."""
     from torch.profiler import ProfilerActivity, profile
     cuda = DEVICE.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
         for _ in range(steps):
             train_step(model, x, y, cfg, opt)
+    if top_ops:
+        key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=top_ops), file=sys.stderr, flush=True)
     conv = mat = total = 0.0
     for ev in prof.key_averages():
         t = ev.self_device_time_total if cuda else ev.self_cpu_time_total
@@ -360,6 +374,7 @@ def run_batch(args, b: int) -> dict:
     dense = DenseSweep(dense_shapes(model), b)
     variants = [True, False] if args.compare else [True]
     t_train = {v: [] for v in variants}
+    usage = []  # (minor page faults, system seconds) of each timed training step
     t_eval = {v: [] for v in variants}
     t_whole, whole = [], TrainConfig(batch_size=b)
     if micro:
@@ -378,7 +393,7 @@ def run_batch(args, b: int) -> dict:
     for r in range(args.repeats):
         for v in variants:
             scnf.nets.FUSED = v
-            t_train[v].append(timed(lambda: train_step(model, x, y, cfg, opt)))
+            t_train[v].append(timed(lambda: train_step(model, x, y, cfg, opt), usage if v else None))
             if micro and v:  # the same step over the whole batch at once, in the same round
                 t_whole.append(timed(lambda: train_step(model, x, y, whole, opt)))
             t_eval[v].append(timed(lambda: eval_marginal(model, x)))
@@ -389,7 +404,7 @@ def run_batch(args, b: int) -> dict:
               + ", ".join(f"{'fused' if v else 'plain'} step {t_train[v][-1]:.2f}s eval {t_eval[v][-1]:.2f}s"
                           for v in variants), file=sys.stderr, flush=True)
     scnf.nets.FUSED = True
-    share, dense_share = (conv_share(model, x, y, cfg, opt, args.profile_steps) if args.profile_steps
+    share, dense_share = (conv_share(model, x, y, cfg, opt, args.profile_steps, args.top_ops) if args.profile_steps
                           else (float("nan"), float("nan")))
     lim_fb, best_fb = sweep.limit_seconds(sweep.fb)
     lim_fw, _ = sweep.limit_seconds(sweep.fw)
@@ -397,7 +412,8 @@ def run_batch(args, b: int) -> dict:
                eval=b / statistics.median(t_eval[True]), limit_train=b / lim_fb, limit_eval=b / lim_fw,
                rate_train=3 * fpi * b / lim_fb / 1e9, rate_eval=fpi * b / lim_fw / 1e9, conv_share=share, dense_share=dense_share,
                best_formats=Counter(best_fb.values()), micro_batch=micro,
-               dense_train=b / (lim_fb + dense.seconds("fb")), dense_eval=b / (lim_fw + dense.seconds("fw")))
+               dense_train=b / (lim_fb + dense.seconds("fb")), dense_eval=b / (lim_fw + dense.seconds("fw")),
+               faults=statistics.median(u[0] for u in usage), sys_s=statistics.median(u[1] for u in usage))
     if micro:
         lim_micro, _ = sweeps[1].limit_seconds(sweeps[1].fb)
         res["limit_train_micro"] = micro / lim_micro
@@ -434,6 +450,7 @@ def main():
     ap.add_argument("--micro-batch", type=int, default=0,
                     help="train in chunks of this many rows (TrainConfig.micro_batch; 0 = whole batch)")
     ap.add_argument("--profile-steps", type=int, default=2)
+    ap.add_argument("--top-ops", type=int, default=0, help="print the profiled step's N ops with the most self time")
     ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--system-malloc", action="store_true",
                     help="keep glibc's malloc settings (the scnf command sets scnf.allocator.keep_freed_memory)")
@@ -463,7 +480,7 @@ def main():
           "train step counts 3x (forward + grad input + grad weight)\n")
     head = ["batch", "train img/s", "limit img/s", "% of limit", "conv GFLOP/s (isolated)", "conv share of step", "dense share of step",
             "eval img/s", "eval limit img/s", "eval % of limit", "dense limit img/s (train / eval)",
-            "% of dense limit (train / eval)", "peak RSS MiB (step +MiB)"]
+            "% of dense limit (train / eval)", "page faults / system s a step", "peak RSS MiB (step +MiB)"]
     if args.compare:
         head += ["plain train img/s", "train speed-up", "plain eval img/s", "eval speed-up"]
     if args.micro_batch:
@@ -479,6 +496,7 @@ def main():
                f"{100 * r['eval'] / r['limit_eval']:.0f} %",
                f"{r['dense_train']:.2f} / {r['dense_eval']:.1f}",
                f"{100 * r['train'] / r['dense_train']:.0f} % / {100 * r['eval'] / r['dense_eval']:.0f} %",
+               f"{r['faults']:.0f} / {r['sys_s']:.2f}",
                f"{mem['peak_mib']:.0f} (+{mem['step_mib']:.0f})" if mem else "-"]
         if args.compare:
             row += [f"{r['train_plain']:.2f}", f"{r['speedup_train']:.2f}x", f"{r['eval_plain']:.1f}",
