@@ -34,6 +34,7 @@ from scnf.training import Trainer
 cfg = demo_config()
 cfg.train = dataclasses.replace(cfg.train, progress=False, threads=threads, compile=variant.startswith("compiled"))
 data, _ = build_data(cfg)
+torch.manual_seed(0)  # the weights, as scnf demo seeds them
 model = build_model(cfg, data)
 tr = Trainer(model, data, cfg.train, seed=0)
 out = {"variant": variant, "threads": threads}

@@ -51,6 +51,7 @@ if what == "demo":
     cfg = demo_config()
     cfg.train = dataclasses.replace(cfg.train, progress=False, threads=threads)
     data, _ = build_data(cfg)
+    torch.manual_seed(0)  # the weights, as scnf demo seeds them
     model = build_model(cfg, data)
     tr = Trainer(model, data, cfg.train, seed=0)
     for _ in range(20):
