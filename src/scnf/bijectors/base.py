@@ -32,7 +32,10 @@ def _zeros(x: torch.Tensor) -> torch.Tensor:
 
 
 class Sequential(Bijector):
-    """Composition of bijectors, applied in order by ``forward``."""
+    """Composition of bijectors, applied in order by ``forward``.
+
+    A chain of vector layers that :mod:`scnf.bijectors.fused` takes (linear maps, ActNorms,
+    two-pass MLP couplings) runs its forward pass as one autograd node."""
 
     def __init__(self, *layers: Bijector):
         super().__init__()
@@ -46,6 +49,10 @@ class Sequential(Bijector):
         return self.layers[i]
 
     def forward(self, x, context=None):
+        from . import fused  # here, not at the top: fused imports the layers, which import this module
+        out = fused.sequential_forward(self, x, context)  # a vector flow: one autograd node
+        if out is not None:
+            return out
         total = _zeros(x)
         for layer in self.layers:
             x, ld = layer(x, context)

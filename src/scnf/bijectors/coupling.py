@@ -50,65 +50,88 @@ def _log_sigmoid_scale_shift(h: torch.Tensor):
     return -F.softplus(-(s + 2.0)), t
 
 
-class _MLPAffinePass(torch.autograd.Function):
-    """One forward pass of a two-pass coupling with an :class:`~scnf.nets.MLP` net:
+def mlp_affine_forward(x, cond, slope, weights, biases):
+    """The math of one forward pass of a two-pass coupling with an MLP net, without autograd:
     ``(s, t) = MLP(cond)``, ``scale = sigmoid(s + 2) + 1e-6``, ``z = (x + t) * scale``,
-    ``ld = sum log scale``, as a single autograd node with a hand-written backward (the
-    linear layers' matrix products as autograd would do them, the element-wise chain in a
-    few steps). Arguments: ``x``, ``cond``, the LeakyReLU slope, then each Linear's weight
-    and bias in order. First derivatives only (``once_differentiable``)."""
+    ``ld = sum log scale``. Returns ``z``, ``ld`` and what :func:`mlp_affine_backward` needs
+    (shared by :class:`_MLPAffinePass` and :mod:`scnf.bijectors.fused`)."""
+    acts, h = [cond], cond
+    for w, b in zip(weights[:-1], biases[:-1]):
+        h = F.leaky_relu(torch.addmm(b, h, w.t()), slope)
+        acts.append(h)
+    out = torch.addmm(biases[-1], h, weights[-1].t())
+    k = x.shape[1]
+    sig = torch.sigmoid(out[:, :k] + 2.0)
+    scale = sig + _EPS
+    shifted = x + out[:, k:]
+    return shifted * scale, torch.log(scale).sum(1), (shifted, sig, scale, *acts)
+
+
+def mlp_affine_backward(grad_z, grad_ld, saved, weights, slope, need_cond: bool = True):
+    """Gradients of :func:`mlp_affine_forward`'s ``z`` and ``ld`` (``grad_ld`` of shape (B,)):
+    ``grad_x``, ``grad_cond`` (None unless ``need_cond``) and the Linear layers' gradients
+    ``[w0, b0, w1, b1, ...]``, the matrix products as autograd would do them."""
+    shifted, sig, scale, *acts = saved
+    n = len(weights)
+    grad_x = grad_z * scale  # also the gradient of t
+    # d/ds of z and of ld = sum log(sig + eps), through sig' = sig (1 - sig)
+    grad_s = (grad_z * shifted + grad_ld[:, None] / scale) * sig * (1 - sig)
+    g = torch.cat([grad_s, grad_x], 1)
+    grads = [None] * (2 * n)
+    for i in range(n - 1, -1, -1):
+        grads[2 * i] = g.t().mm(acts[i])
+        grads[2 * i + 1] = g.sum(0)
+        if i == 0 and not need_cond:
+            g = None
+            break
+        g = g.mm(weights[i])
+        if i > 0:  # through the LeakyReLU whose output is acts[i]
+            g = torch.ops.aten.leaky_relu_backward(g, acts[i], slope, True)
+    return grad_x, g, grads
+
+
+class _MLPAffinePass(torch.autograd.Function):
+    """One forward pass of a two-pass coupling with an :class:`~scnf.nets.MLP` net
+    (:func:`mlp_affine_forward`) as a single autograd node with a hand-written backward
+    (:func:`mlp_affine_backward`). Arguments: ``x``, ``cond``, the LeakyReLU slope, then each
+    Linear's weight and bias in order. First derivatives only (``once_differentiable``)."""
 
     @staticmethod
     def forward(ctx, x, cond, slope, *params):
         weights, biases = params[0::2], params[1::2]
-        acts, h = [cond], cond
-        for w, b in zip(weights[:-1], biases[:-1]):
-            h = F.leaky_relu(torch.addmm(b, h, w.t()), slope)
-            acts.append(h)
-        out = torch.addmm(biases[-1], h, weights[-1].t())
-        k = x.shape[1]
-        sig = torch.sigmoid(out[:, :k] + 2.0)
-        scale = sig + _EPS
-        shifted = x + out[:, k:]
+        z, ld, saved = mlp_affine_forward(x, cond, slope, weights, biases)
         ctx.slope, ctx.layers = slope, len(weights)
-        ctx.save_for_backward(shifted, sig, scale, *acts, *weights)
-        return shifted * scale, torch.log(scale).sum(1)
+        ctx.save_for_backward(*saved, *weights)
+        return z, ld
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_z, grad_ld):
-        n = ctx.layers
-        shifted, sig, scale, *rest = ctx.saved_tensors
-        acts, weights = rest[:n], rest[n:]
-        grad_x = grad_z * scale  # also the gradient of t
-        # d/ds of z and of ld = sum log(sig + eps), through sig' = sig (1 - sig)
-        grad_s = (grad_z * shifted + grad_ld[:, None] / scale) * sig * (1 - sig)
-        g = torch.cat([grad_s, grad_x], 1)
-        grads = [None] * (2 * n)
-        for i in range(n - 1, -1, -1):
-            grads[2 * i] = g.t().mm(acts[i])
-            grads[2 * i + 1] = g.sum(0)
-            if i == 0 and not ctx.needs_input_grad[1]:
-                g = None
-                break
-            g = g.mm(weights[i])
-            if i > 0:  # through the LeakyReLU whose output is acts[i]
-                g = torch.ops.aten.leaky_relu_backward(g, acts[i], ctx.slope, True)
-        return grad_x, g, None, *grads
+        saved = ctx.saved_tensors
+        weights = saved[-ctx.layers:]
+        grad_x, grad_cond, grads = mlp_affine_backward(grad_z, grad_ld, saved[:-ctx.layers], weights, ctx.slope,
+                                                       need_cond=ctx.needs_input_grad[1])
+        return grad_x, grad_cond, None, *grads
 
 
 def _fusable_mlp(layer, net) -> bool:
     return FUSED and layer.autocast is None and type(net) is MLP
 
 
-def _mlp_affine_pass(net: MLP, cond: torch.Tensor, x: torch.Tensor):
+def mlp_params(net: MLP):
+    """An MLP's LeakyReLU slope and its Linear layers' ``[weight, bias, ...]`` in order."""
     params, slope = [], None
     for m in net.net:
         if isinstance(m, nn.Linear):
             params += [m.weight, m.bias]
         else:
             slope = m.negative_slope
-    return _MLPAffinePass.apply(x, cond, 0.01 if slope is None else slope, *params)
+    return 0.01 if slope is None else slope, params
+
+
+def _mlp_affine_pass(net: MLP, cond: torch.Tensor, x: torch.Tensor):
+    slope, params = mlp_params(net)
+    return _MLPAffinePass.apply(x, cond, slope, *params)
 
 
 def _run_net(layer, net, x: torch.Tensor) -> torch.Tensor:
