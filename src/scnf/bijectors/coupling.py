@@ -16,7 +16,9 @@ runs each forward pass as one autograd node (:class:`_MLPAffinePass`, on while
 hand-written backward, so the small models' step records and replays fewer operations.
 It computes ``(x + t) * scale`` with ``scale = sigmoid(s + 2) + 1e-6`` and ``log scale``
 for the log-det, where the plain path multiplies by ``exp(log scale)``: the same function up
-to float rounding.
+to float rounding. A whole chain of such couplings, linear maps and ActNorms on vectors runs
+as one node (:mod:`scnf.bijectors.fused`, from :class:`~scnf.bijectors.base.Sequential`),
+with the same math (:func:`mlp_affine_forward`, :func:`mlp_affine_backward`).
 """
 from __future__ import annotations
 
