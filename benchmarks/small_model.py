@@ -25,6 +25,9 @@ Measured per version:
   speed-up of removing everything else).
 * ``--demo-runs N``: whole ``scnf demo`` runs (training seconds as the demo reports them,
   test error and NLL), alternating versions.
+* ``--unfused NAME``: version NAME runs with ``scnf.bijectors.fused.FUSED = False`` (vector
+  flows layer by layer), so ``--version fused=src --version layered=src --unfused layered``
+  measures the fused pass alone.
 * ``estimator``: wall and CPU seconds of ``SCNFClassifier().fit`` with the defaults on 1,000
   rows x 64 features (benchmarks/estimator_fit_time.py's data), with ``--threads``.
 """
@@ -39,8 +42,11 @@ import sys
 from pathlib import Path
 
 _CHILD = r'''
-import json, sys, time, dataclasses
+import json, os, sys, time, dataclasses
 import torch
+if os.environ.get("SCNF_BENCH_UNFUSED") == "1":  # --unfused: vector flows layer by layer
+    import scnf.bijectors.fused
+    scnf.bijectors.fused.FUSED = False
 what, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 out = {"torch": torch.__version__}
@@ -115,8 +121,9 @@ print("RESULT " + json.dumps(out))
 '''
 
 
-def _run(src: str, what: str, steps: int, threads: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _run(src: str, what: str, steps: int, threads: int, unfused: bool = False) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(Path(src).resolve()) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               SCNF_BENCH_UNFUSED="1" if unfused else "0")
     p = subprocess.run([sys.executable, "-c", _CHILD, what, str(steps), str(threads), str(Path(__file__).parent)],
                        env=env,
                        capture_output=True, text=True)
@@ -136,6 +143,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the estimator fit")
     ap.add_argument("--demo-runs", type=int, default=0,
                     help="whole `scnf demo` runs per version (alternating): training seconds, error, NLL")
+    ap.add_argument("--unfused", action="append", default=[], metavar="NAME",
+                    help="run version NAME with scnf.bijectors.fused.FUSED = False (its vector flows layer "
+                         "by layer): an A/B of the fused pass within one checkout (repeatable)")
     a = ap.parse_args(argv)
     versions = []
     for v in a.version:
@@ -143,22 +153,25 @@ def main(argv=None):
         if not src or not (Path(src) / "scnf" / "__init__.py").is_file():
             ap.error(f"--version {v!r}: expected NAME=DIR with DIR/scnf/__init__.py")
         versions.append((name, src))
+    unknown = set(a.unfused) - {n for n, _ in versions}
+    if unknown:
+        ap.error(f"--unfused {sorted(unknown)}: not a --version name")
     demo = {n: [] for n, _ in versions}
     est = {n: [] for n, _ in versions}
     runs = {n: [] for n, _ in versions}
     for r in range(a.rounds):
         for name, src in (versions if r % 2 == 0 else versions[::-1]):
-            res = _run(src, "demo", a.steps, 1)
+            res = _run(src, "demo", a.steps, 1, name in a.unfused)
             demo[name].append(res)
             print(json.dumps({"version": name, "round": r, "demo": res}), flush=True)
     for r in range(a.estimator_rounds):
         for name, src in (versions if r % 2 == 0 else versions[::-1]):
-            res = _run(src, "estimator", 0, a.threads)
+            res = _run(src, "estimator", 0, a.threads, name in a.unfused)
             est[name].append(res)
             print(json.dumps({"version": name, "round": r, "estimator": res}), flush=True)
     for r in range(a.demo_runs):
         for name, src in (versions if r % 2 == 0 else versions[::-1]):
-            res = _run(src, "demo_run", 0, 1)
+            res = _run(src, "demo_run", 0, 1, name in a.unfused)
             runs[name].append(res)
             print(json.dumps({"version": name, "round": r, "demo_run": res}), flush=True)
     base = versions[0][0]
