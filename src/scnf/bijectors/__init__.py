@@ -5,6 +5,7 @@ from .conv1x1 import InvertibleConv2d, InvertibleConv2dLU, InvertibleLinear, Inv
 from .coupling import AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer, checkerboard_mask
 from .logits import ToLogits, dequantize
 from .ffjord import FFJORD, ODESolverError
+from . import fused  # registers Sequential.fast_forward
 from .reshape import FactorOut, SpaceToDepth
 
 __all__ = [

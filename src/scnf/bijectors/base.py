@@ -48,11 +48,16 @@ class Sequential(Bijector):
     def __getitem__(self, i):
         return self.layers[i]
 
+    #: ``(seq, x, context) -> (z, logabsdet) or None``: a faster pass for chains it takes;
+    #: set by :mod:`scnf.bijectors.fused` when the package loads (it imports the layers, which
+    #: import this module, so this module does not import it)
+    fast_forward = None
+
     def forward(self, x, context=None):
-        from . import fused  # here, not at the top: fused imports the layers, which import this module
-        out = fused.sequential_forward(self, x, context)  # a vector flow: one autograd node
-        if out is not None:
-            return out
+        if Sequential.fast_forward is not None:
+            out = Sequential.fast_forward(self, x, context)  # a vector flow: one autograd node
+            if out is not None:
+                return out
         total = _zeros(x)
         for layer in self.layers:
             x, ld = layer(x, context)

@@ -23,6 +23,7 @@ from torch.autograd.function import once_differentiable
 
 from ..nets import MLP
 from .actnorm import ActNorm
+from .base import Sequential
 from .conv1x1 import InvertibleConv2d
 from .coupling import _TwoPassCoupling, mlp_affine_backward, mlp_affine_forward, mlp_params
 
@@ -99,6 +100,9 @@ def sequential_forward(seq, x: torch.Tensor, context=None):
     plan, embeddings, params = planned
     embs = [m(context).to(x.dtype) for m in embeddings]
     return _FusedVectorFlow.apply(plan, x, *embs, *params)
+
+
+Sequential.fast_forward = staticmethod(sequential_forward)
 
 
 def _cond(part, emb):
