@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _problem(name: str, batch: int, steps: int):
-    from scnf.architectures import mnist_scnf, vector_scnf
+    from scnf.models.builders import mnist_scnf, vector_scnf
     from scnf.config import TrainConfig
-    from scnf.training import SemiSupervisedData
+    from scnf.data.batches import SemiSupervisedData
 
     torch.manual_seed(0)
     if name == "toy":
@@ -45,8 +45,8 @@ def _problem(name: str, batch: int, steps: int):
 
 
 def _worker(name: str, batch: int, steps: int, threads: int, out: str) -> None:
-    from scnf import process_group as PG
-    from scnf.training import Trainer
+    from scnf.training import process_group as PG
+    from scnf.training.trainer import Trainer
 
     torch.set_num_threads(threads)
     with PG.joined("cpu") as group:
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     p.add_argument("--mnist-batch", type=int, default=32)
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
-    from scnf.launch import local_launch
+    from scnf.training.launch import local_launch
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -248,7 +248,7 @@ def run_novelty(task, method, draw, scnf_params):
     the rest; AUROC and FPR at 95 % TPR of the novelty score on the test rows, the held-out
     class's rows being the positives. Draw d holds out class ``classes[d % K]``. SCNF's score is
     -log p(x) (``-score_samples``); the detectors' is their own ``-score_samples``."""
-    from scnf.ood import auroc, fpr_at_tpr
+    from scnf.analysis.ood import auroc, fpr_at_tpr
     X, y_semi, X_te, y_te, y_true = split(task, draw, "test", with_labels=True)
     classes = np.unique(y_true)
     novel = classes[draw % len(classes)]
@@ -296,7 +296,7 @@ def novelty_markdown(records, tasks, methods) -> str:
 
 def _ece(model, X_te, y_te) -> float:
     """Expected calibration error (%, 15 bins) of ``predict_proba`` on the test rows."""
-    from scnf.calibration import expected_calibration_error
+    from scnf.runs.calibration import expected_calibration_error
 
     classes = list(model.classes_)
     if any(c not in classes for c in np.unique(y_te)):

@@ -19,9 +19,9 @@ import time
 import torch
 
 import scnf
-from scnf import baselines
+from scnf.models import vae as baselines
 from scnf.config import TrainConfig
-from scnf.training import backward_objective
+from scnf.training.objective import backward_objective
 
 
 def make_batch(b: int, labelled_share: float, seed: int = 0):

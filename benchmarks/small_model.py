@@ -52,8 +52,8 @@ torch.set_num_threads(threads)
 out = {"torch": torch.__version__}
 if what == "demo":
     from scnf.config import demo_config
-    from scnf.experiment import build_data, build_model
-    from scnf.training import Trainer
+    from scnf.runs.run import build_data, build_model
+    from scnf.training.trainer import Trainer
     cfg = demo_config()
     cfg.train = dataclasses.replace(cfg.train, progress=False, threads=threads)
     data, _ = build_data(cfg)

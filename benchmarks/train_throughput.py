@@ -6,7 +6,7 @@ For every batch size it reports
 * train img/s — one full training step as the Trainer takes it: ``backward_objective``
   (log_joint + Eq. 1 loss with a TrainConfig, backward; with ``--micro-batch M`` in chunks
   of M rows whose gradients add up to the whole batch's), the gradients gathered into the
-  Trainer's flat tensors (:class:`scnf.flat.FlatGroups`, one per parameter group), their
+  Trainer's flat tensors (:class:`scnf.training.flat.FlatGroups`, one per parameter group), their
   finiteness check, one Adamax step per group;
 * eval img/s — ``log_marginal`` in eval mode under ``no_grad``;
 * conv share — the share of a training step's CPU time spent in convolution ops
@@ -29,7 +29,7 @@ For every batch size it reports
   product on h's vectors), forward+backward for training and forward for evaluation.
   "% of dense limit" is what is left to win from everything that is not a dense op
   (element-wise work, copies, the optimiser, Python);
-* the allocator — as the ``scnf`` command runs (:func:`scnf.allocator.keep_freed_memory`:
+* the allocator — as the ``scnf`` command runs (:func:`scnf.training.allocator.keep_freed_memory`:
   freed large blocks are reused, not re-mapped); ``--system-malloc`` keeps glibc's defaults;
 * page faults / system s — the median over the timed training steps of the process's minor
   page faults and system CPU seconds during the step (getrusage): memory the allocator maps
@@ -41,7 +41,7 @@ For every batch size it reports
 Model timings and the isolated-convolution sweep are interleaved in every repeat and the
 medians are reported, since the CPUs may be shared. ``--compare`` also times the plain
 (unfused) ResidualConvNet forward on the same model in the same rounds
-(``scnf.nets.FUSED = False``) and reports the speed-up.
+(``scnf.nn.FUSED = False``) and reports the speed-up.
 
 Usage: python benchmarks/train_throughput.py [--batches 64,256] [--repeats 3] [--threads 0]
        [--small] [--compare] [--micro-batch 0] [--device cpu] [--profile-steps 2] [--no-memory]
@@ -63,16 +63,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import scnf
-import scnf.nets
+import scnf.nn
 from scnf.bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
 from scnf.config import TrainConfig
-from scnf.flat import FlatGroups
+from scnf.training.flat import FlatGroups
 
 try:
-    from scnf.allocator import keep_freed_memory
+    from scnf.training.allocator import keep_freed_memory
 except ImportError:  # an scnf from before the allocator setting (a "before" worktree)
     keep_freed_memory = None
-from scnf.training import backward_objective
+from scnf.training.objective import backward_objective
 
 CONV_OPS = {"aten::convolution", "aten::_convolution", "aten::conv2d", "aten::mkldnn_convolution",
             "aten::convolution_backward", "aten::mkldnn_convolution_backward", "aten::thnn_conv2d",
@@ -178,14 +178,14 @@ def conv_shapes(model) -> Counter:
                 mod.groups, mod.padding[0])] += 1
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    fused, scnf.nets.FUSED = scnf.nets.FUSED, False  # the fused path calls F.conv2d directly
+    fused, scnf.nn.FUSED = scnf.nn.FUSED, False  # the fused path calls F.conv2d directly
     was = model.training
     try:
         model.eval()
         with torch.no_grad():
             model.log_joint(make_batch(2)[0].to(DEVICE))
     finally:
-        scnf.nets.FUSED = fused
+        scnf.nn.FUSED = fused
         model.train(was)
         for h in handles:
             h.remove()
@@ -343,7 +343,7 @@ def conv_share(model, x, y, cfg, opt, steps: int, top_ops: int = 0) -> tuple[flo
 
 
 def memory_child(small: bool, b: int, fused: bool, micro_batch: int) -> None:
-    scnf.nets.FUSED = fused
+    scnf.nn.FUSED = fused
     model, x, y, cfg, opt = setup(small, b, micro_batch)
     with open("/proc/self/statm") as fh:  # current RSS before the step (Linux)
         before_kib = int(fh.read().split()[1]) * resource.getpagesize() / 1024
@@ -381,7 +381,7 @@ def run_batch(args, b: int) -> dict:
         train_step(model, x, y, whole, opt)
     # warm-up: oneDNN primitive creation, allocator, optimiser state
     for v in variants:
-        scnf.nets.FUSED = v
+        scnf.nn.FUSED = v
         train_step(model, x, y, cfg, opt)
         eval_marginal(model, x)
     for sw in sweeps:
@@ -392,7 +392,7 @@ def run_batch(args, b: int) -> dict:
     dense.reset()
     for r in range(args.repeats):
         for v in variants:
-            scnf.nets.FUSED = v
+            scnf.nn.FUSED = v
             t_train[v].append(timed(lambda: train_step(model, x, y, cfg, opt), usage if v else None))
             if micro and v:  # the same step over the whole batch at once, in the same round
                 t_whole.append(timed(lambda: train_step(model, x, y, whole, opt)))
@@ -403,7 +403,7 @@ def run_batch(args, b: int) -> dict:
         print(f"  batch {b} round {r + 1}/{args.repeats}: "
               + ", ".join(f"{'fused' if v else 'plain'} step {t_train[v][-1]:.2f}s eval {t_eval[v][-1]:.2f}s"
                           for v in variants), file=sys.stderr, flush=True)
-    scnf.nets.FUSED = True
+    scnf.nn.FUSED = True
     share, dense_share = (conv_share(model, x, y, cfg, opt, args.profile_steps, args.top_ops) if args.profile_steps
                           else (float("nan"), float("nan")))
     lim_fb, best_fb = sweep.limit_seconds(sweep.fb)
@@ -453,7 +453,7 @@ def main():
     ap.add_argument("--top-ops", type=int, default=0, help="print the profiled step's N ops with the most self time")
     ap.add_argument("--no-memory", dest="memory", action="store_false")
     ap.add_argument("--system-malloc", action="store_true",
-                    help="keep glibc's malloc settings (the scnf command sets scnf.allocator.keep_freed_memory)")
+                    help="keep glibc's malloc settings (the scnf command sets scnf.training.allocator.keep_freed_memory)")
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--unfused", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -465,7 +465,7 @@ def main():
         torch.set_num_threads(args.threads)
     malloc = "system"
     if not args.system_malloc and keep_freed_memory is not None and keep_freed_memory():
-        malloc = "freed memory kept (scnf.allocator)"
+        malloc = "freed memory kept (scnf.training.allocator)"
     if args.memory_child:
         memory_child(args.small, args.memory_child, not args.unfused, args.micro_batch)
         return

@@ -14,7 +14,7 @@ except (OSError, AttributeError):
 _CHILD = r"""
 import os, resource, sys
 import torch
-from scnf.allocator import keep_freed_memory
+from scnf.training.allocator import keep_freed_memory
 applied = keep_freed_memory()
 for _ in range(4):  # the heap grows to hold the block (the first two or three rounds fault it in)
     x = torch.ones(16 * 2**20)  # 64 MiB: above glibc's largest mmap threshold
@@ -46,7 +46,7 @@ def test_freed_large_blocks_are_reused_without_page_faults():
 
 
 def test_it_is_a_no_op_when_asked_or_off_glibc(monkeypatch):
-    from scnf import allocator
+    from scnf.training import allocator
     monkeypatch.setattr(allocator, "_applied", None)
     monkeypatch.setenv("SCNF_SYSTEM_MALLOC", "1")
     assert allocator.keep_freed_memory() is False

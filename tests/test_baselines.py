@@ -1,10 +1,10 @@
-"""Kingma et al.'s M2 and M1+M2 (scnf.baselines): densities, bounds, objective, config, one run."""
+"""Kingma et al.'s M2 and M1+M2 (scnf.models.vae): densities, bounds, objective, config, one run."""
 import math
 
 import pytest
 import torch
 
-from scnf import baselines as bl
+from scnf.models import vae as bl
 from scnf.config import ConfigError, TrainConfig, from_dict
 from tests.test_training_options import tiny_images  # noqa: F401  (a fixture)
 
@@ -169,7 +169,7 @@ def test_config_refuses_keys_of_the_other_kind(raw, match):
 
 @pytest.mark.parametrize("kind", ["m2", "m1m2"])
 def test_vae_run_trains_resumes_and_writes_the_run_directory(tiny_images, tmp_path, kind, monkeypatch):  # noqa: F811
-    from scnf.experiment import load_run, run
+    from scnf.runs.run import load_run, run
     from tests.helpers import StopTraining, stop_at
 
     data_dir, _ = tiny_images
@@ -188,7 +188,7 @@ def test_vae_run_trains_resumes_and_writes_the_run_directory(tiny_images, tmp_pa
         assert (tmp_path / "whole" / name).exists(), name
     title = (tmp_path / "whole" / "report.md").read_text().splitlines()[0]
     assert title == f"# scnf run: {'M1+M2' if kind == 'm1m2' else 'M2'} on fashion-mnist", title
-    import scnf.experiment as ex
+    import scnf.runs.run as ex
 
     class Stopping(ex.Trainer):
         def __init__(self, *a, **k):
@@ -311,7 +311,7 @@ def test_vae_training_does_not_depend_on_evaluation(tiny_images, tmp_path, kind)
     """The VAEs draw their samples from the trainer's generator, not torch's global one: the
     same run evaluated every step or only at the end ends with the same parameters, and its
     evaluation gives the same numbers twice."""
-    from scnf.experiment import build_data, build_model, evaluate_run, run
+    from scnf.runs.run import build_data, build_model, evaluate_run, run
 
     data_dir, _ = tiny_images
     model = {"kind": kind, "m2_hidden": 16, "m2_latent": 3}
@@ -324,7 +324,7 @@ def test_vae_training_does_not_depend_on_evaluation(tiny_images, tmp_path, kind)
                          "train": {"steps": 6, "batch_size": 8, "eval_every": every, "checkpoint_every": 6,
                                    "progress": False, "clf_weight": 1.0}})
         run(cfg, tmp_path / f"every{every}")
-        from scnf.checkpoint import load_checkpoint
+        from scnf.training.checkpoint import load_checkpoint
         states.append(load_checkpoint(tmp_path / f"every{every}" / "checkpoint.pt")["model"])
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k

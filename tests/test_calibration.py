@@ -1,9 +1,9 @@
-"""Calibration (scnf.calibration): ECE on cases with known answers, the reliability diagram,
+"""Calibration (scnf.runs.calibration): ECE on cases with known answers, the reliability diagram,
 temperature scaling, and `scnf evaluate` reporting them."""
 import numpy as np
 import pytest
 
-from scnf.calibration import expected_calibration_error, fit_temperature, reliability, reliability_diagram
+from scnf.runs.calibration import expected_calibration_error, fit_temperature, reliability, reliability_diagram
 
 
 def _synthetic(n=200_000, k=4, sharpen=1.0, seed=0):
@@ -64,7 +64,7 @@ def test_temperature_scaling_undoes_a_known_sharpening(tmp_path):
 
 def test_scnf_evaluate_reports_ece_and_writes_the_diagram(tmp_path):
     from scnf.config import from_dict
-    from scnf.experiment import evaluate_run, run
+    from scnf.runs.run import evaluate_run, run
 
     cfg = from_dict({"data": {"dataset": "moons", "n_train": 200, "n_test": 200},
                      "model": {"blocks": 1, "hidden": 8, "h_blocks": 1, "h_hidden": 8},
@@ -82,14 +82,14 @@ def test_scnf_evaluate_fits_a_temperature_on_the_validation_rows_only(tmp_path, 
     import numpy as np
     import torch
 
-    import scnf.experiment
-    from scnf.calibration import expected_calibration_error, fit_temperature
+    import scnf.runs.run
+    from scnf.runs.calibration import expected_calibration_error, fit_temperature
     from scnf.config import from_dict
-    from scnf.experiment import evaluate_run, load_run, run
-    from scnf.training import evaluate
+    from scnf.runs.run import evaluate_run, load_run, run
+    from scnf.training.evaluation import evaluate
     from tests.analysis.test_analysis import TINY, fake_load_dataset
 
-    monkeypatch.setattr(scnf.experiment, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(scnf.runs.run, "load_dataset", fake_load_dataset)
     threads = torch.get_num_threads()
     cfg = from_dict({**TINY, "data": {**TINY["data"], "n_validation": 60},
                      "train": {**TINY["train"], "steps": 10, "eval_every": 10, "checkpoint_every": 10}})

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from scnf.checkpoint import load_checkpoint, save_checkpoint
+from scnf.training.checkpoint import load_checkpoint, save_checkpoint
 from scnf.config import from_dict
 from scnf.errors import CheckpointError
-from scnf.experiment import load_run, run
+from scnf.runs.run import load_run, run
 
 
 def _cfg(blocks=1, steps=4):

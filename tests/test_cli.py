@@ -135,7 +135,7 @@ def test_truncated_and_foreign_checkpoints_exit_2(trained, tmp_path, capsys):
 
 def _fail_from_step(monkeypatch, step, how):
     """Make training steps after ``step`` fail: non-finite losses, or an ODE solver failure."""
-    import scnf.training as tr
+    import scnf.training.trainer as tr
     from scnf.bijectors import ODESolverError
 
     orig = tr.backward_objective
@@ -180,7 +180,7 @@ def test_training_failure_before_any_checkpoint_says_so(tiny, monkeypatch, capsy
                                  RuntimeError("mat1 and mat2 shapes cannot be multiplied"),
                                  KeyError("model")])
 def test_a_bug_exits_1_with_the_traceback_and_a_report_line(trained, monkeypatch, capsys, exc):
-    import scnf.experiment as ex
+    import scnf.runs.run as ex
 
     def broken(run_dir):
         raise exc

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import scnf
-from scnf.batches import SemiSupervisedData
+from scnf.data.batches import SemiSupervisedData
 from scnf.config import TrainConfig
-from scnf.training import Trainer
+from scnf.training.trainer import Trainer
 
 
 def _initialised(model, x):

@@ -85,7 +85,7 @@ def test_init_from_labels_with_plain_glow_h_would_change_nothing():
     import torch
 
     import scnf
-    from scnf.model import class_aware_init
+    from scnf.models.flow import class_aware_init
 
     x = torch.randn(64, 2)
     y = torch.full((64,), -1)
@@ -116,16 +116,18 @@ def test_overrides_apply_and_validate():
 
 
 def test_the_model_kinds_registry_drives_config_and_building():
-    """One registry (scnf.kinds.MODEL_KINDS): every kind's keys are accepted for it and refused
-    for the others, and build_model builds the kind the config names."""
+    """One declaration of the kinds (scnf.config.MODEL_KINDS) and one registry of builders
+    (scnf.models.registry.BUILDERS): every declared kind has a builder, and build_model builds
+    the kind the config names."""
     import torch
 
-    from scnf.experiment import build_model
-    from scnf.interface import TrainableModel
-    from scnf.kinds import FLOW_KEYS, MODEL_KINDS, VAE_KEYS
-    from scnf.training import SemiSupervisedData
+    from scnf.runs.run import build_model
+    from scnf.protocol import TrainableModel
+    from scnf.config import FLOW_KEYS, MODEL_KINDS, VAE_KEYS
+    from scnf.models.registry import BUILDERS
+    from scnf.data.batches import SemiSupervisedData
 
-    assert set(MODEL_KINDS) == {"scnf", "m1", "m2", "m1m2"}
+    assert set(MODEL_KINDS) == set(BUILDERS) == {"scnf", "m1", "m2", "m1m2"}
     assert set(MODEL_KINDS["m2"].keys) < set(VAE_KEYS) and MODEL_KINDS["scnf"].keys == FLOW_KEYS
     data = SemiSupervisedData(torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8),
                               torch.tensor([0, 1] * 10), images=True)

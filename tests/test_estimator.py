@@ -237,7 +237,7 @@ def test_model_size_follows_the_number_of_features():
     first_linear = next(mod for mod in m.model_.unconditional.modules() if isinstance(mod, torch.nn.Linear))
     assert first_linear.out_features == 80
     assert m.transform(X[:4]).shape == (4, 40)
-    from scnf.priors import ClassConditionalGaussian
+    from scnf.models.priors import ClassConditionalGaussian
     assert isinstance(m.model_.latent_prior, ClassConditionalGaussian)
 
 

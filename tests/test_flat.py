@@ -1,4 +1,4 @@
-"""Flat parameter groups (scnf.flat): the optimiser on one flat tensor per group takes the
+"""Flat parameter groups (scnf.training.flat): the optimiser on one flat tensor per group takes the
 per-tensor optimiser's steps, the gradient check sees every parameter, frozen parameters stay
 out, and an optimiser state written per tensor (older checkpoints) resumes."""
 import copy
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import scnf
-from scnf.flat import FlatGroups, flat_optimizer_state
-from scnf.training import _param_groups
+from scnf.training.flat import FlatGroups, flat_optimizer_state
+from scnf.training.trainer import _param_groups
 
 OPTIMISERS = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam}
 

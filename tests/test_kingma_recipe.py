@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from scnf import baselines as bl
+from scnf.models import vae as bl
 from scnf.config import ConfigError, TrainConfig, from_dict
-from scnf.interface import noise_from
+from scnf.noise import noise_from
 from tests.test_training_options import tiny_images  # noqa: F401  (a fixture)
 
 
@@ -195,8 +195,8 @@ def _mnist_cfg(data_dir, model, **train):
 def test_m1_then_m1m2_from_its_run(tiny_images, tmp_path):  # noqa: F811
     """The sequential recipe end to end: an M1 run (no labels, early-stopped on the validation
     bound, no error reported), then M1+M2 runs loading it, frozen (its weights unchanged)."""
-    from scnf.checkpoint import load_checkpoint
-    from scnf.experiment import load_run, run
+    from scnf.training.checkpoint import load_checkpoint
+    from scnf.runs.run import load_run, run
 
     data_dir, _ = tiny_images
     m1 = run(_mnist_cfg(data_dir, {"kind": "m1", "m1_hidden": 16, "m1_latent": 4}, labelled_share=0.0,
@@ -226,8 +226,8 @@ def test_m1_then_m1m2_from_its_run(tiny_images, tmp_path):  # noqa: F811
 def test_early_stopping_keeps_the_weights_of_the_best_validation_bound(tiny_images, tmp_path):  # noqa: F811
     """Validation NLLs 5, 4, 6, 7 with patience 2: training stops at the 4th evaluation and
     ends with the weights (and evaluations) of the 2nd."""
-    from scnf.experiment import build_data, build_model
-    from scnf.training import Trainer
+    from scnf.runs.run import build_data, build_model
+    from scnf.training.trainer import Trainer
 
     data_dir, _ = tiny_images
     cfg = _mnist_cfg(data_dir, {"kind": "m1", "m1_hidden": 16, "m1_latent": 4}, labelled_share=0.0,
@@ -263,7 +263,7 @@ def test_config_refuses_what_the_recipe_cannot_use(raw, match):
 
 
 def test_table2_trains_one_m1_first_and_points_every_split_at_it(tmp_path, monkeypatch):
-    import scnf.reproduce as rp
+    import scnf.runs.reproduce as rp
 
     order = []
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import scnf
-from scnf.architectures import conditional_glow, mnist_unconditional, vector_unconditional
+from scnf.models.builders import conditional_glow, mnist_unconditional, vector_unconditional
 from tests.helpers import grid_integral, jacobian_logdet, perturb_
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import scnf.nets as nets
+import scnf.nn as nets
 from tests.helpers import perturb_
 
 

@@ -17,8 +17,9 @@ import torch
 
 import scnf
 from scnf.config import TrainConfig
-from scnf.process_group import ProcessGroup
-from scnf.training import backward_objective, loss_terms, objective
+from scnf.training.process_group import ProcessGroup
+from scnf.models.loss import loss_terms
+from scnf.training.objective import backward_objective, objective
 
 from .helpers import perturb_
 
@@ -187,7 +188,7 @@ def test_backward_objective_in_a_group_gives_eq1s_gradient(problem, case, world)
 def test_trainer_shard_gives_each_rank_its_rows_and_their_views(world):
     """Trainer._shard: rank r gets rows r::world of the global batch, and the consistency views
     of exactly its unlabelled rows, in order; together the ranks hold every row once."""
-    from scnf.training import Trainer
+    from scnf.training.trainer import Trainer
 
     x = torch.arange(10, dtype=torch.float64)[:, None] * torch.ones(1, 2)
     y = torch.tensor([0, -1, -1, 2, -1, 1, -1, -1, 0, -1])

@@ -5,7 +5,7 @@ import torch
 import scnf
 from scnf.bijectors import ActNorm, ConditionalCouplingLayer, FactorOut, MaskedCouplingLayer
 from scnf.bijectors.coupling import AffineCoupling
-from scnf.nets import ResidualConvNet
+from scnf.nn import ChannelAffine, ResidualConvNet
 from tests.helpers import perturb_
 
 
@@ -58,7 +58,7 @@ def test_factor_out_keeps_the_second_half():
 
 def test_residual_blocks_hold_no_normalisation():
     net = ResidualConvNet(2, 4, hidden=8, blocks=4)
-    assert sum(isinstance(m, ActNorm) for m in net.modules()) == 1  # only the one before the last conv
+    assert sum(isinstance(m, ChannelAffine) for m in net.modules()) == 1  # only the one before the last conv
 
 
 def test_h_shares_one_class_table():

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from scnf.reproduce import table1, toy_config
+from scnf.runs.reproduce import table1, toy_config
 
 
 def test_table1_quick_run_writes_table_and_reuses_runs(tmp_path):
@@ -48,10 +48,10 @@ def test_toy_config_per_row():
 def test_stopped_reproduction_reuses_finished_runs_and_resumes_the_stopped_one(tmp_path, monkeypatch):
     import pytest
 
-    import scnf.experiment as ex
-    import scnf.reproduce as rp
+    import scnf.runs.run as ex
+    import scnf.runs.reproduce as rp
     from tests.helpers import StopTraining, stop_at
-    from scnf.experiment import run
+    from scnf.runs.run import run
 
     orig_trainer = ex.Trainer
 
@@ -99,7 +99,7 @@ def _quick(data_dir):
 def _configs_keeping_every_m1_dimension(tmp_path):
     """A copy of the configs whose M1+M2 rows keep every dimension of z1: an M1 trained for 2
     steps has none whose posterior mean varies with the recipe's std 0.1."""
-    from scnf.reproduce import default_configs_dir
+    from scnf.runs.reproduce import default_configs_dir
 
     cdir = tmp_path / "configs"
     shutil.copytree(default_configs_dir(), cdir)
@@ -120,9 +120,9 @@ def _check_table2(text, saved, rows):
 def test_table2_paper_profile_trains_a_flow_row_and_m1m2_for_a_step(tiny_mnist, tmp_path):
     """The paper profile (GPU-sized models) runs end to end on CPU: one SCNF row and M1+M2 for a step;
     every row's config loads and its model builds (all rows train in the slow test below)."""
-    from scnf.experiment import build_data, build_model
+    from scnf.runs.run import build_data, build_model
     from scnf.config import with_overrides
-    from scnf.reproduce import TABLE2_PROFILES, table2, table2_configs
+    from scnf.runs.reproduce import TABLE2_PROFILES, table2, table2_configs
 
     cfgs = table2_configs("paper", splits=[0], overrides=_quick(tiny_mnist))
     assert {r for r, _ in cfgs} == set(TABLE2_PROFILES["paper"])
@@ -161,7 +161,7 @@ def test_table2_paper_profile_trains_a_flow_row_and_m1m2_for_a_step(tiny_mnist, 
 
 @pytest.mark.slow
 def test_table2_paper_profile_runs_every_row_for_a_step(tiny_mnist, tmp_path):
-    from scnf.reproduce import TABLE2_PROFILES, table2
+    from scnf.runs.reproduce import TABLE2_PROFILES, table2
 
     text = table2(tmp_path / "t2", profile="paper", splits=[0], overrides=_quick(tiny_mnist),
                   configs_dir=_configs_keeping_every_m1_dimension(tmp_path))
@@ -171,7 +171,7 @@ def test_table2_paper_profile_runs_every_row_for_a_step(tiny_mnist, tmp_path):
 
 def test_table2_cpu_rows_are_the_cpu_config_with_the_row_variation(tmp_path):
     from scnf.config import load_config
-    from scnf.reproduce import default_configs_dir, table2_configs
+    from scnf.runs.reproduce import default_configs_dir, table2_configs
 
     base = load_config(default_configs_dir() / "mnist-cpu.toml")
     c = table2_configs("cpu", rows=["glow-sgd-clf", "gmm-emsgd", "m1m2"], splits=[0, 2])
@@ -193,7 +193,7 @@ def test_table2_cpu_rows_are_the_cpu_config_with_the_row_variation(tmp_path):
     (dict(overrides=["train.steps=0"]), "train.steps"),
 ])
 def test_table2_bad_arguments_are_value_errors(kw, match, tmp_path):
-    from scnf.reproduce import table2
+    from scnf.runs.reproduce import table2
 
     with pytest.raises(ValueError, match=match):
         table2(tmp_path, **kw)

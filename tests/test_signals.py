@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scnf.checkpoint import load_checkpoint
+from scnf.training.checkpoint import load_checkpoint
 from scnf.cli import main
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -25,7 +25,7 @@ _CFG = ('seed = 3\n[data]\nn_train = 100\nn_test = 100\n[model]\nblocks = 1\nhid
 _HOOKED = """
 import os, signal, sys
 import torch
-import scnf.training as tr
+import scnf.training.trainer as tr
 step_at, sig = int(os.environ.get("HOOK_STEP", 0)), os.environ.get("HOOK_SIGNAL")
 kill_at_save = int(os.environ.get("HOOK_KILL_AT_SAVE", 0))
 orig_step, orig_save, saves = tr.Trainer.train_step, torch.save, [0]

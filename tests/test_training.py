@@ -6,12 +6,15 @@ import pytest
 import torch
 
 import scnf
-from scnf.checkpoint import load_checkpoint
+from scnf.training.checkpoint import load_checkpoint
 from scnf.config import TrainConfig, from_dict, load_config
 from scnf.errors import TrainingFailed
-from scnf.experiment import run
+from scnf.runs.run import run
 from tests.helpers import StopTraining, stop_at
-from scnf.training import MixedBatchSampler, SemiSupervisedData, Trainer, TrainingDiverged, objective
+from scnf.data.batches import MixedBatchSampler, SemiSupervisedData
+from scnf.training.trainer import Trainer
+from scnf.errors import TrainingDiverged
+from scnf.training.objective import objective
 
 
 def _toy_cfg(**train):
@@ -44,7 +47,7 @@ def test_existing_run_dir_is_not_clobbered(tmp_path):
 def test_resume_gives_identical_metrics(tmp_path):
     full = run(_toy_cfg(), tmp_path / "full")
 
-    import scnf.experiment as ex
+    import scnf.runs.run as ex
     orig = ex.Trainer
 
     class CrashingTrainer(orig):
@@ -214,8 +217,8 @@ def test_gmm_with_class_aware_init_trains():
     cfg = _toy_cfg(steps=20, eval_every=20)
     cfg.model.conditional = "gmm"
     cfg.model.init_from_labels = True
-    from scnf.experiment import build_data, build_model
-    from scnf.model import class_aware_init
+    from scnf.runs.run import build_data, build_model
+    from scnf.models.flow import class_aware_init
 
     data, _ = build_data(cfg)
     model = build_model(cfg, data)
@@ -229,7 +232,7 @@ def test_gmm_with_class_aware_init_trains():
 
 def test_class_affine_h_is_initialised_from_labelled_means():
     from scnf.bijectors import ConditionalActNorm
-    from scnf.model import class_aware_init
+    from scnf.models.flow import class_aware_init
 
     torch.manual_seed(0)
     model = scnf.vector_scnf(2, 2, blocks=2, hidden=16, h_blocks=2, h_hidden=16, h_class_affine=True)
@@ -285,7 +288,7 @@ def test_ode_solver_failure_stops_the_run_and_keeps_the_checkpoint(tmp_path):
 
 
 def test_shift_images_translates_only_the_selected_rows():
-    from scnf.training import shift_images
+    from scnf.data.batches import shift_images
 
     x = torch.zeros(6, 1, 12, 12, dtype=torch.uint8)
     x[:, :, 5, 6] = 200  # one bright pixel at (5, 6)
@@ -385,7 +388,7 @@ def test_micro_batches_give_the_whole_batch_gradient(opt, clf, cons):
         fresh = scnf.vector_scnf(2, 2, blocks=1, h_blocks=1, hidden=8, h_hidden=8).double()
         fresh.load_state_dict(model.state_dict())  # ActNorms uninitialised: initialised on the whole batch
         cfg.micro_batch = mb
-        loss, stats, ok = scnf.training.backward_objective(fresh.train(), x, y, cfg, view=view)
+        loss, stats, ok = scnf.training.trainer.backward_objective(fresh.train(), x, y, cfg, view=view)
         assert ok
         grads[mb] = torch.cat([p.grad.flatten() for p in fresh.parameters() if p.grad is not None])
         out[mb] = (loss, stats)
@@ -407,7 +410,7 @@ def test_micro_batch_stops_at_a_non_finite_chunk():
         return lj + float("inf") if len(calls) == 3 else lj  # call 1: ActNorm init on the whole batch
 
     model.log_joint = log_joint
-    loss, stats, ok = scnf.training.backward_objective(model, data.x, data.y, TrainConfig(micro_batch=8))
+    loss, stats, ok = scnf.training.trainer.backward_objective(model, data.x, data.y, TrainConfig(micro_batch=8))
     assert not ok and not math.isfinite(loss) and calls == [20, 8, 8]
 
 

@@ -8,8 +8,10 @@ import torch
 
 import scnf
 from scnf.config import ConfigError, TrainConfig, from_dict
-from scnf.experiment import build_data, load_run, run
-from scnf.training import Trainer, WeightAverage, loss_terms
+from scnf.runs.run import build_data, load_run, run
+from scnf.training.trainer import Trainer
+from scnf.training.averaging import WeightAverage
+from scnf.models.loss import loss_terms
 from tests.helpers import StopTraining, stop_at, write_tiny_dataset
 from tests.test_training import _data
 
@@ -96,7 +98,7 @@ def test_ema_and_pseudo_labels_resume_exactly(tmp_path):
         assert torch.equal(v, resumed.ema.shadow[k]), k
     assert full.last_eval == resumed.last_eval
     # evaluation uses the average, not the raw weights
-    raw = scnf.training.evaluate(full.model, full.data, full.data.x_test, full.data.y_test)
+    raw = scnf.training.evaluation.evaluate(full.model, full.data, full.data.x_test, full.data.y_test)
     assert raw["nll"] != full.last_eval["nll"]
 
 
@@ -143,7 +145,7 @@ def test_validation_split_is_held_out_and_logged(tiny_images, tmp_path):
     assert (tmp_path / "r" / "curve.png").stat().st_size > 1000
     # a run with a weight average is re-evaluated with it
     _, model, d, _ = load_run(tmp_path / "r")
-    again = scnf.training.evaluate(model, d, d.x_test, d.y_test)
+    again = scnf.training.evaluation.evaluate(model, d, d.x_test, d.y_test)
     assert again["nll"] == pytest.approx(m["nll"], rel=1e-6)
 
 
@@ -158,7 +160,7 @@ def test_validation_larger_than_the_pool_is_refused(tiny_images):
 def test_input_noise_perturbs_vector_training_rows_only():
     """train.input_noise: training batches of vectors get N(0, input_noise^2) noise (rows drawn
     by the sampler, then perturbed); 0 leaves them as they are; image batches are unchanged."""
-    from scnf.training import MixedBatchSampler, SemiSupervisedData
+    from scnf.data.batches import MixedBatchSampler, SemiSupervisedData
     torch.manual_seed(0)
     x = torch.randn(600, 4)
     y = torch.full((600,), -1)

@@ -1,10 +1,10 @@
 """scnf: semi-supervised learning with Semi-Conditional Normalizing Flows."""
 from . import bijectors
-from .architectures import image_scnf, mnist_scnf, vector_scnf
+from .models.builders import image_scnf, mnist_scnf, vector_scnf
 from .data import load_dataset
 from .estimator import SCNFClassifier
-from .experiment import load_run
-from .model import SemiConditionalFlow
+from .runs.run import load_run
+from .models.flow import SemiConditionalFlow
 
 __version__ = "0.1.0"
 

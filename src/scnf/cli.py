@@ -16,6 +16,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+from .config import IMAGE_DATASETS, TOY_DATASETS
+
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_TRAINING = 3
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     da = sub.add_parser("data", help="datasets")
     dsub = da.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     f = dsub.add_parser("fetch", help="download/verify a dataset into the cache")
-    f.add_argument("name", choices=["mnist", "fashion-mnist"])
+    f.add_argument("name", choices=IMAGE_DATASETS)
     f.add_argument("--data-dir", help="cache directory (default: $SCNF_DATA or the per-user cache)")
 
     cf = sub.add_parser("config", help="print every config key with its default and meaning (TOML)")
@@ -152,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("ood", help="out-of-distribution detection with an image run's density: AUROC of log p(x), "
                                    "a complexity-corrected score and a typicality test against another data set")
     o.add_argument("run_dir", help="run directory of an image run (mnist or fashion-mnist)")
-    o.add_argument("--against", required=True, choices=["mnist", "fashion-mnist"],
+    o.add_argument("--against", required=True, choices=IMAGE_DATASETS,
                    help="the out-of-distribution data set (its test split)")
     o.add_argument("--n", type=_positive_int, default=2000, help="test images of each data set (default 2000)")
     o.add_argument("--n-train", type=_positive_int, default=2000,
@@ -164,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_ood(args) -> int:
-    from .ood import run_ood
+    from .analysis.ood import run_ood
 
     print(json.dumps(run_ood(args.run_dir, args.against, n=args.n, n_train=args.n_train, out=args.out,
                              device=args.device, seed=args.seed), indent=2))
@@ -173,7 +175,7 @@ def _cmd_ood(args) -> int:
 
 def _cmd_demo(args) -> int:
     from .config import demo_config
-    from .experiment import run
+    from .runs.run import run
 
     cfg = demo_config(seed=args.seed)
     cfg.train.device = args.device
@@ -195,14 +197,14 @@ def _cmd_train(args) -> int:
         cfg.seed = args.seed
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     if args.nproc > 1:
-        from .experiment import check_run_dir
-        from .launch import launch
+        from .runs.run import check_run_dir
+        from .training.launch import launch
 
         if cfg.train.batch_size % args.nproc:  # checked here too, so that it is one line, once
             raise ValueError(f"train.batch_size = {cfg.train.batch_size} is not divisible by --nproc {args.nproc}")
         check_run_dir(out, cfg, args.resume)
         return launch(args.nproc, list(args.argv))
-    from .experiment import run
+    from .runs.run import run
 
     m = run(cfg, out, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":
@@ -211,14 +213,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .experiment import evaluate_run
+    from .runs.run import evaluate_run
 
     print(json.dumps(evaluate_run(args.run_dir), indent=2))
     return 0
 
 
 def _cmd_reproduce(args) -> int:
-    from .reproduce import table1, table2
+    from .runs.reproduce import table1, table2
 
     if args.what == "table2":
         try:
@@ -237,7 +239,7 @@ def _cmd_reproduce(args) -> int:
             raise ValueError(f"bad row {'-'.join(r)!r}: expected f-h with f in glow/ffjord, h in glow/gmm/ffjord")
     datasets = [d for d in (args.datasets or "moons,circles").split(",") if d]
     for d in datasets:
-        if d not in ("moons", "circles"):
+        if d not in TOY_DATASETS:
             raise ValueError(f"bad dataset {d!r}: expected moons or circles")
     text = table1(args.out or "runs/table1", seeds=args.seeds, rows=rows, datasets=datasets, steps=args.steps,
                   jobs=args.jobs, clf_weight=args.clf_weight, ffjord_train_tol=args.ffjord_train_tol,
@@ -262,7 +264,7 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_import_released(args) -> int:
-    from .released import import_released
+    from .runs.imported import import_released
 
     net = import_released(args.checkpoint, args.out, model=args.model)
     n = net.parameter_counts()
@@ -344,7 +346,7 @@ def _interrupted(e, args) -> str:
 @contextmanager
 def _graceful_stop(args):
     """SIGINT/SIGTERM finish the training step and checkpoint (one process, one training at a time)."""
-    from .training import stop_on_signals
+    from .training.signals import stop_on_signals
 
     one_at_a_time = getattr(args, "jobs", 1) == 1 and getattr(args, "nproc", 1) == 1
     if one_at_a_time and os.environ.get("WORLD_SIZE", "1") == "1":
@@ -367,7 +369,7 @@ def _is_out_of_memory(e: BaseException) -> bool:
 
 def _actionable_failures() -> tuple:
     from .bijectors.ffjord import ODESolverError
-    from .process_group import DistributedError
+    from .training.process_group import DistributedError
     from .errors import TrainingFailed
 
     return tuple(c for c in (TrainingFailed, ODESolverError, DistributedError, _oom_class()) if c is not None)
@@ -382,7 +384,7 @@ def _usage_errors() -> tuple:
 def _fail(code: int, e: BaseException, line: str, quiet: bool = False) -> int:
     """Print the one-line error, or, in a process started by ``--nproc``, hand it to the
     launcher, which prints it once for the whole job."""
-    from .launch import WORKER_ERRORS_ENV
+    from .training.launch import WORKER_ERRORS_ENV
 
     errors = os.environ.get(WORKER_ERRORS_ENV)
     if errors and os.environ.get("RANK") is not None:
@@ -399,7 +401,7 @@ def _fail(code: int, e: BaseException, line: str, quiet: bool = False) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
-    from .allocator import keep_freed_memory
+    from .training.allocator import keep_freed_memory
     from .errors import TrainingInterrupted
 
     keep_freed_memory()  # large activations are reused, not re-mapped and zero-filled every step

@@ -12,91 +12,139 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .kinds import FLOW_KEYS, FLOW_ONLY_TRAIN, MODEL_KINDS, VAE_KEYS, VAE_ONLY_TRAIN
+from .errors import ConfigError
+
+#: every data set a config can name (``data.dataset``), in one place
+TOY_DATASETS = ("moons", "circles")
+IMAGE_DATASETS = ("mnist", "fashion-mnist")
+OWN_DATASETS = ("npz", "folder")  # your own data, read from data.path
+DATASETS = TOY_DATASETS + IMAGE_DATASETS + OWN_DATASETS
+
+#: model keys of the flows
+FLOW_KEYS = ("unconditional", "conditional", "deep_dim", "hidden", "blocks", "h_hidden", "h_blocks", "lu",
+             "init_from_labels", "h_class_affine", "ffjord_tol", "ffjord_train_tol", "h_net", "h_net_blocks",
+             "embed_dim")
+#: model keys of Kingma et al.'s VAEs
+VAE_KEYS = ("m1_hidden", "m1_latent", "m2_hidden", "m2_latent", "m1_features", "vae_likelihood", "m1_run",
+            "m1_active_std")
+#: train keys that only a flow uses (its exact likelihood, its f/h split, its couplings)
+FLOW_ONLY_TRAIN = {"optimisation": "sgd", "consistency_weight": 0.0, "warmup_f_steps": 0, "h_lr_mult": 1.0,
+                   "precision": ("fp32", "tf32")}
+#: train keys that only the VAEs use
+VAE_ONLY_TRAIN = {"alpha": 0.0}
 
 
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key."""
+@dataclass(frozen=True)
+class ModelKind:
+    """What a config may say of one model kind (``model.kind``); the builders are in
+    :mod:`scnf.models.registry`."""
+
+    name: str                    #: the value of ``model.kind``
+    title: str | None            #: the name in reports and tables (None: from the flow's parts)
+    keys: tuple[str, ...]        #: the ``[model]`` keys it reads
+    flow: bool                   #: an exact-likelihood flow (the analyses, EM-SGD, warm-up, h_lr_mult apply)
+    images_only: bool
+
+
+MODEL_KINDS: dict[str, ModelKind] = {
+    "scnf": ModelKind("scnf", None, FLOW_KEYS, flow=True, images_only=False),
+    "m1": ModelKind("m1", "M1", ("m1_hidden", "m1_latent", "vae_likelihood"), flow=False, images_only=True),
+    "m2": ModelKind("m2", "M2", ("m2_hidden", "m2_latent", "vae_likelihood"), flow=False, images_only=True),
+    "m1m2": ModelKind("m1m2", "M1+M2", VAE_KEYS, flow=False, images_only=True),
+}
+
+
+def model_title(cfg: "RunConfig") -> str:
+    """"GLOW ∘ GMM", or the baseline's name ("M2", "M1+M2")."""
+    title = MODEL_KINDS[cfg.model.kind].title
+    if title is not None:
+        return title
+    return f"{cfg.model.unconditional.upper()} ∘ {cfg.model.conditional.upper()}"
+
+
+def _key(default: Any, help: str):
+    """A config field: its default and its meaning (what ``scnf config --defaults`` prints)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "moons"          # moons | circles | mnist | fashion-mnist | npz | folder (your own data: data.path)
-    path: str = ""                  # npz / folder: the .npz file (x, y with -1 unlabelled; optional x_test, y_test) or the image folder
-    n_train: int = 1000             # toy only: training objects
-    n_test: int = 1000              # toy only: test objects
-    n_labelled: int = 10            # labelled training rows, the same number per class (own data: the file's labels)
-    noise: float = 0.1              # toy only: std of the generators' Gaussian noise
-    split_seed: int = 0             # which labelled split
-    data_dir: str = ""              # images only: overrides SCNF_DATA / the cache
-    n_unlabelled: int = 0           # images only: 0 = all remaining training rows
-    n_test_eval: int = 0            # images only: 0 = all 10,000 test images
-    n_validation: int = 0           # images only: training images held out (not in the unlabelled pool) to score choices
-    evaluate_on: str = "test"       # toy only: "test", or "validation": n_test other points of the training distribution
+    dataset: str = _key("moons", "moons | circles | mnist | fashion-mnist | npz | folder (your own data: data.path)")
+    path: str = _key("", "npz / folder: the .npz file (x, y with -1 unlabelled; optional x_test, y_test) or the image folder")
+    n_train: int = _key(1000, "toy only: training objects")
+    n_test: int = _key(1000, "toy only: test objects")
+    n_labelled: int = _key(10, "labelled training rows, the same number per class (own data: the file's labels)")
+    noise: float = _key(0.1, "toy only: std of the generators' Gaussian noise")
+    split_seed: int = _key(0, "which labelled split")
+    data_dir: str = _key("", "images only: overrides SCNF_DATA / the cache")
+    n_unlabelled: int = _key(0, "images only: 0 = all remaining training rows")
+    n_test_eval: int = _key(0, "images only: 0 = all 10,000 test images")
+    n_validation: int = _key(0, "images only: training images held out (not in the unlabelled pool) to score choices")
+    evaluate_on: str = _key("test", "toy only: \"test\", or \"validation\": n_test other points of the training distribution")
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "scnf"              # scnf | m1 | m2 | m1m2 (Kingma et al. 2014's VAEs, scnf.baselines; images only; m1 is unsupervised)
-    unconditional: str = "glow"     # glow | ffjord
-    conditional: str = "glow"       # glow | gmm | ffjord
-    deep_dim: int = 0               # 0 = the builder's default (196 for images, all for vectors)
-    hidden: int = 64                # f's coupling nets
-    blocks: int = 0                 # 0 = builder default (5 toy flow steps; 4 residual blocks for images)
-    h_hidden: int = 0               # 0 = builder default (64 toy, 256 images)
-    h_blocks: int = 4               # glow h: flow steps (vectors) or residual blocks per coupling net (images)
-    lu: bool = False                # LU-parameterised 1x1 convolutions (images)
-    init_from_labels: bool = False  # class-aware init from labelled z_f: gmm means, or glow with h_class_affine
-    h_class_affine: bool = False    # glow h: prepend a class-conditional affine layer (set by init_from_labels)
-    h_net: str = ""                 # vectors, glow h: coupling nets "mlp" or "resmlp" ("" = mlp); images use resmlp
-    h_net_blocks: int = 0           # vectors, glow h: layers (mlp) or residual blocks (resmlp) per net (0 = 2)
-    embed_dim: int = 0              # glow h: width of the class table shared by h's couplings (0 = number of classes)
-    ffjord_tol: float = 1e-5        # FFJORD parts: solver rtol = atol (evaluation; training too unless below)
-    ffjord_train_tol: float = 0.0   # FFJORD parts: rtol = atol while training (0 = ffjord_tol)
-    m1_hidden: int = 600            # m1m2: units in each of M1's two hidden layers (encoder and decoder)
-    m1_latent: int = 50             # m1m2: dimension of M1's latent z1
-    m2_hidden: int = 500            # m2, m1m2: units in the hidden layer of M2's networks
-    m2_latent: int = 50             # m2, m1m2: dimension of M2's latent z2
-    m1_features: str = "sample"     # m1m2: M2 trains on samples of q(z1 | x) or on its means ("mean")
-    vae_likelihood: str = "bernoulli"  # m1, m2, m1m2: pixels "bernoulli" (re-binarised each batch, the original) or "continuous-bernoulli" (dequantised)
-    m1_run: str = ""                # m1m2: a finished model.kind = "m1" run directory; M1 is loaded from it and frozen ("" = train M1 jointly)
-    m1_active_std: float = 0.1      # m1m2 with m1_run: keep z1's dimensions whose posterior means vary with at least this std (0 keeps all)
+    kind: str = _key("scnf", "scnf | m1 | m2 | m1m2 (Kingma et al. 2014's VAEs, scnf.baselines; images only; m1 is unsupervised)")
+    unconditional: str = _key("glow", "glow | ffjord")
+    conditional: str = _key("glow", "glow | gmm | ffjord")
+    deep_dim: int = _key(0, "0 = the builder's default (196 for images, all for vectors)")
+    hidden: int = _key(64, "f's coupling nets")
+    blocks: int = _key(0, "0 = builder default (5 toy flow steps; 4 residual blocks for images)")
+    h_hidden: int = _key(0, "0 = builder default (64 toy, 256 images)")
+    h_blocks: int = _key(4, "glow h: flow steps (vectors) or residual blocks per coupling net (images)")
+    lu: bool = _key(False, "LU-parameterised 1x1 convolutions (images)")
+    init_from_labels: bool = _key(False, "class-aware init from labelled z_f: gmm means, or glow with h_class_affine")
+    h_class_affine: bool = _key(False, "glow h: prepend a class-conditional affine layer (set by init_from_labels)")
+    h_net: str = _key("", "vectors, glow h: coupling nets \"mlp\" or \"resmlp\" (\"\" = mlp); images use resmlp")
+    h_net_blocks: int = _key(0, "vectors, glow h: layers (mlp) or residual blocks (resmlp) per net (0 = 2)")
+    embed_dim: int = _key(0, "glow h: width of the class table shared by h's couplings (0 = number of classes)")
+    ffjord_tol: float = _key(1e-5, "FFJORD parts: solver rtol = atol (evaluation; training too unless below)")
+    ffjord_train_tol: float = _key(0.0, "FFJORD parts: rtol = atol while training (0 = ffjord_tol)")
+    m1_hidden: int = _key(600, "m1m2: units in each of M1's two hidden layers (encoder and decoder)")
+    m1_latent: int = _key(50, "m1m2: dimension of M1's latent z1")
+    m2_hidden: int = _key(500, "m2, m1m2: units in the hidden layer of M2's networks")
+    m2_latent: int = _key(50, "m2, m1m2: dimension of M2's latent z2")
+    m1_features: str = _key("sample", "m1m2: M2 trains on samples of q(z1 | x) or on its means (\"mean\")")
+    vae_likelihood: str = _key("bernoulli", "m1, m2, m1m2: pixels \"bernoulli\" (re-binarised each batch, the original) or \"continuous-bernoulli\" (dequantised)")
+    m1_run: str = _key("", "m1m2: a finished model.kind = \"m1\" run directory; M1 is loaded from it and frozen (\"\" = train M1 jointly)")
+    m1_active_std: float = _key(0.1, "m1m2 with m1_run: keep z1's dimensions whose posterior means vary with at least this std (0 keeps all)")
 
 
 @dataclass
 class TrainConfig:
-    optimisation: str = "sgd"       # sgd | em-sgd (Appendix B)
-    clf_weight: float = 0.0         # weight of the classification loss L_clf (VAEs: of the labelled rows' mean cross-entropy, with alpha = 0)
-    alpha: float = 0.0              # VAEs: Kingma et al.'s alpha / N (their 0.1): cross-entropy weight, rows weighted by their true shares (0 = off)
-    optimizer: str = "adamax"       # adamax | adam (Kingma et al.'s VAEs: adam, lr 3e-4, constant)
-    early_stop_patience: int = 0    # stop after this many evaluations without a better validation NLL and keep the best weights (0 = off; needs data.n_validation)
-    labelled_share: float = 1 / 3   # share of each batch drawn (with replacement) from labelled rows
-    labelled_weight: float = 1.0    # weight of labelled rows' log p(x, y) in the objective
-    batch_size: int = 256           # rows per step (the global batch under several processes)
-    steps: int = 3000               # optimiser steps (the schedule's length)
-    lr: float = 1e-3                # Adamax learning rate at the start
-    weight_decay: float = 1e-5      # Adamax weight decay
-    schedule: str = "linear"        # linear (decay to 0) | constant
-    warmup_f_steps: int = 0         # steps training f alone (h frozen) at the start
-    augment_shift: int = 0          # images: labelled rows shifted by up to this many pixels (0 = off)
-    consistency_weight: float = 0.0  # images: KL(p(y|shifted x) || p(y|x)) on unlabelled rows (needs augment_shift)
-    consistency_temperature: float = 1.0  # temperature of the shifted view's target posterior (< 1 sharpens)
-    h_lr_mult: float = 1.0          # learning-rate multiplier of the conditional part
-    micro_batch: int = 0            # rows per forward/backward chunk within a step (0 = whole batch); same gradient
-    pseudo_threshold: float = 0.0   # unlabelled rows whose max p(y|x) reaches this get a pseudo-label (0 = off)
-    pseudo_weight: float = 0.0      # weight of the pseudo-labelled rows' cross-entropy (per unlabelled row)
-    pseudo_start: int = 0           # step from which pseudo-labels are used
-    input_noise: float = 0.0        # vectors: std of Gaussian noise added to training rows each step (0 = off)
-    ema_decay: float = 0.0          # evaluate (and save for evaluation) an exponential moving average of the weights (0 = off)
-    max_seconds: float = 0.0        # stop after this many training seconds (0 = no limit; the schedule still counts steps)
-    eval_every: int = 500           # steps between evaluations (test and validation sets) and log records
-    checkpoint_every: int = 500     # steps between checkpoints
-    max_nonfinite: int = 20         # consecutive skipped steps before the run stops
-    device: str = "auto"            # auto | cpu | cuda
-    progress: bool = True           # a progress bar on a terminal
-    threads: int = 0                # 0 = torch's default
-    precision: str = "fp32"         # fp32 | tf32 | bf16-mixed (CUDA; bf16 autocast only in coupling nets)
-    compile: bool = False           # torch.compile the (DDP-wrapped) training forward, one graph after eager ActNorm init
+    optimisation: str = _key("sgd", "sgd | em-sgd (Appendix B)")
+    clf_weight: float = _key(0.0, "weight of the classification loss L_clf (VAEs: of the labelled rows' mean cross-entropy, with alpha = 0)")
+    alpha: float = _key(0.0, "VAEs: Kingma et al.'s alpha / N (their 0.1): cross-entropy weight, rows weighted by their true shares (0 = off)")
+    optimizer: str = _key("adamax", "adamax | adam (Kingma et al.'s VAEs: adam, lr 3e-4, constant)")
+    early_stop_patience: int = _key(0, "stop after this many evaluations without a better validation NLL and keep the best weights (0 = off; needs data.n_validation)")
+    labelled_share: float = _key(1 / 3, "share of each batch drawn (with replacement) from labelled rows")
+    labelled_weight: float = _key(1.0, "weight of labelled rows' log p(x, y) in the objective")
+    batch_size: int = _key(256, "rows per step (the global batch under several processes)")
+    steps: int = _key(3000, "optimiser steps (the schedule's length)")
+    lr: float = _key(1e-3, "Adamax learning rate at the start")
+    weight_decay: float = _key(1e-5, "Adamax weight decay")
+    schedule: str = _key("linear", "linear (decay to 0) | constant")
+    warmup_f_steps: int = _key(0, "steps training f alone (h frozen) at the start")
+    augment_shift: int = _key(0, "images: labelled rows shifted by up to this many pixels (0 = off)")
+    consistency_weight: float = _key(0.0, "images: KL(p(y|shifted x) || p(y|x)) on unlabelled rows (needs augment_shift)")
+    consistency_temperature: float = _key(1.0, "temperature of the shifted view's target posterior (< 1 sharpens)")
+    h_lr_mult: float = _key(1.0, "learning-rate multiplier of the conditional part")
+    micro_batch: int = _key(0, "rows per forward/backward chunk within a step (0 = whole batch); same gradient")
+    pseudo_threshold: float = _key(0.0, "unlabelled rows whose max p(y|x) reaches this get a pseudo-label (0 = off)")
+    pseudo_weight: float = _key(0.0, "weight of the pseudo-labelled rows' cross-entropy (per unlabelled row)")
+    pseudo_start: int = _key(0, "step from which pseudo-labels are used")
+    input_noise: float = _key(0.0, "vectors: std of Gaussian noise added to training rows each step (0 = off)")
+    ema_decay: float = _key(0.0, "evaluate (and save for evaluation) an exponential moving average of the weights (0 = off)")
+    max_seconds: float = _key(0.0, "stop after this many training seconds (0 = no limit; the schedule still counts steps)")
+    eval_every: int = _key(500, "steps between evaluations (test and validation sets) and log records")
+    checkpoint_every: int = _key(500, "steps between checkpoints")
+    max_nonfinite: int = _key(20, "consecutive skipped steps before the run stops")
+    device: str = _key("auto", "auto | cpu | cuda")
+    progress: bool = _key(True, "a progress bar on a terminal")
+    threads: int = _key(0, "0 = torch's default")
+    precision: str = _key("fp32", "fp32 | tf32 | bf16-mixed (CUDA; bf16 autocast only in coupling nets)")
+    compile: bool = _key(False, "torch.compile the (DDP-wrapped) training forward, one graph after eager ActNorm init")
 
 
 @dataclass
@@ -111,7 +159,7 @@ class RunConfig:
 
 
 _CHOICES = {
-    "data.dataset": ("moons", "circles", "mnist", "fashion-mnist", "npz", "folder"),
+    "data.dataset": DATASETS,
     "model.kind": tuple(MODEL_KINDS),
     "model.m1_features": ("sample", "mean"),
     "model.vae_likelihood": ("bernoulli", "continuous-bernoulli"),
@@ -194,16 +242,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-TOY = ("moons", "circles")
-OWN = ("npz", "folder")
-
-
 def _vectors(cfg: RunConfig, images: bool | None = None) -> bool | None:
     """Whether the config's data are vectors (True), images (False) or not known before the data
     are read (None: an npz file, until :func:`check_for_data` is called with what it holds)."""
     if images is not None:
         return not images
-    if cfg.data.dataset in TOY:
+    if cfg.data.dataset in TOY_DATASETS:
         return True
     if cfg.data.dataset == "npz":
         return None
@@ -217,7 +261,7 @@ def check_for_data(cfg: RunConfig, images: bool) -> None:
 
 
 def _check_model_kind(cfg: RunConfig, images: bool | None = None) -> None:
-    """Each model kind (:data:`scnf.kinds.MODEL_KINDS`) reads its own model keys; a key of another
+    """Each model kind (:data:`scnf.models.registry.MODEL_KINDS`) reads its own model keys; a key of another
     kind, and a flow-only train key, are refused."""
     m, default = cfg.model, ModelConfig()
     kind = MODEL_KINDS[m.kind]
@@ -249,7 +293,7 @@ def _check_no_silent_keys(cfg: RunConfig, images: bool | None = None) -> None:
     _check_model_kind(cfg, images)
     _check_own_data(cfg)
     m, vec = cfg.model, _vectors(cfg, images)
-    toy = cfg.data.dataset in TOY
+    toy = cfg.data.dataset in TOY_DATASETS
     if vec is False and m.kind == "scnf" and (m.unconditional != "glow" or m.conditional == "ffjord"):
         raise ConfigError("image models use unconditional = 'glow' and conditional = 'glow' or 'gmm'")
     if m.h_net not in ("", "mlp", "resmlp"):
@@ -318,7 +362,7 @@ def _check_no_silent_keys(cfg: RunConfig, images: bool | None = None) -> None:
 
 def _check_own_data(cfg: RunConfig) -> None:
     d, default = cfg.data, DataConfig()
-    if d.dataset in OWN:
+    if d.dataset in OWN_DATASETS:
         if not d.path:
             raise ConfigError(f"data.dataset = {d.dataset!r} needs data.path (the .npz file or the image folder)")
         for key in ("n_labelled", "n_train", "n_test", "noise"):
@@ -368,16 +412,12 @@ def with_overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
 
 
 def key_reference() -> list[tuple[str, str, Any, str]]:
-    """(section, key, default, meaning) of every config key, read from the comments beside the
-    dataclass fields (the one place they are written)."""
-    import inspect
-    import re
-
+    """(section, key, default, meaning) of every config key, read from the fields' metadata
+    (the one place they are written)."""
     out = [("", "seed", 0, "seeds the model's initialisation and the training streams")]
     for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
-        notes = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", inspect.getsource(cls), re.M))
         for f in fields(cls):
-            out.append((section, f.name, getattr(cls(), f.name), notes.get(f.name, "").strip()))
+            out.append((section, f.name, getattr(cls(), f.name), f.metadata["help"]))
     return out
 
 

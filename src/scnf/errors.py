@@ -1,7 +1,7 @@
 """Exceptions that say what the user can do, shared by the library and the ``scnf`` command.
 
 * Bad input (usage, config, data, run directory, checkpoint) is a ``ValueError``:
-  :class:`~scnf.config.ConfigError`, :class:`~scnf.experiment.RunDirError`,
+  :class:`ConfigError`, :class:`RunDirError`,
   :class:`CheckpointError`. The command prints one line and exits 2.
 * :class:`TrainingFailed` (a ``RuntimeError``): training stopped on a failure the user can
   act on (divergence, an ODE solver failure); it names the last good checkpoint. The
@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CheckpointError", "TrainingDiverged", "TrainingFailed", "TrainingInterrupted"]
+__all__ = ["CheckpointError", "ConfigError", "RunDirError", "TrainingDiverged", "TrainingFailed",
+           "TrainingInterrupted"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked (not a run, already holds one, another config)."""
 
 
 class CheckpointError(ValueError):

@@ -21,10 +21,11 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from . import architectures
+from .models import builders as architectures
 from .config import TrainConfig
-from .model import class_aware_init, class_prior_from_labels
-from .training import SemiSupervisedData, Trainer
+from .models.flow import class_aware_init, class_prior_from_labels
+from .data.batches import SemiSupervisedData
+from .training.trainer import Trainer
 
 
 #: scikit-learn's estimator checks that cannot apply to a semi-supervised density model, each
@@ -319,7 +320,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                           schedule=self.schedule,
                           eval_every=max(int(steps), 1), checkpoint_every=max(int(steps), 1), device=self.device,
                           progress=False, input_noise=levels[0])
-        from .config import ConfigError, RunConfig, validate
+        from .config import RunConfig, validate
+        from .errors import ConfigError
         try:
             validate(RunConfig(train=cfg))
         except ConfigError as e:

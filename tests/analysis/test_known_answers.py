@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-import scnf.experiment
+import scnf.runs.run
 from scnf.analysis import label_swap, obfuscation, reconstructions, samples, tsne
 from scnf.analysis._common import LoadedRun
 from scnf.analysis.latents import _fit_probe, _knn_accuracy
 from scnf.bijectors.base import Bijector, Flatten
 from scnf.config import from_dict
-from scnf.model import SemiConditionalFlow
-from scnf.priors import DiagonalGaussian
-from scnf.training import SemiSupervisedData
+from scnf.models.flow import SemiConditionalFlow
+from scnf.models.priors import DiagonalGaussian
+from scnf.data.batches import SemiSupervisedData
 
 K, DEEP, GREY, NOISE = 4, 196, 100, 60   # NOISE: integer pixel noise uniform in [0, NOISE]
 BLOCK = DEEP // K
@@ -107,7 +107,7 @@ def test_the_oracle_classifies_perfectly(oracle):
 
 
 def test_obfuscation_probes(oracle, tmp_path, monkeypatch):
-    monkeypatch.setattr(scnf.experiment, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(scnf.runs.run, "load_dataset", fake_load_dataset)
     n = obfuscation(oracle, out=tmp_path, seed=0, n_train=400, n_test=400, hidden=(32,), max_iter=200).numbers
     assert n["chance"] == 1 / K
     assert n["mlp_z_f"]["test_accuracy"] == 1.0 and n["mlp_z_f"]["train_accuracy"] == 1.0
@@ -180,7 +180,7 @@ def test_dimension_ablation_reports_each_runs_own_numbers(tmp_path, monkeypatch)
     second call reuses the finished runs."""
     from scnf.analysis import dimension_ablation
     from scnf.config import dump_config
-    from scnf.experiment import write_json_atomic
+    from scnf.fileio import write_json_atomic
 
     seen = []
 
@@ -194,7 +194,7 @@ def test_dimension_ablation_reports_each_runs_own_numbers(tmp_path, monkeypatch)
         write_json_atomic(out / "metrics.json", m)
         return m
 
-    monkeypatch.setattr(scnf.experiment, "run", fake_run)
+    monkeypatch.setattr(scnf.runs.run, "run", fake_run)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.toml").write_text(dump_config(from_dict({"seed": 5, "data": {"dataset": "mnist"}})))

@@ -1,4 +1,4 @@
-"""scnf.ood: each score on a case with a known answer, and scnf ood end to end on a tiny run."""
+"""scnf.analysis.ood: each score on a case with a known answer, and scnf ood end to end on a tiny run."""
 import json
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import scnf.data.images
-import scnf.experiment
+import scnf.runs.run
 from scnf.cli import main
 from scnf.config import from_dict
-from scnf.ood import auroc, fpr_at_tpr, png_bits, run_ood, scores_of
+from scnf.analysis.ood import auroc, fpr_at_tpr, png_bits, run_ood, scores_of
 
 from .test_analysis import TINY, fake_load_dataset
 
@@ -64,11 +64,11 @@ def _fake_with_noise(name, split="train", data_dir=None, **kw):
 def ood_run(tmp_path_factory):
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scnf.experiment, "load_dataset", _fake_with_noise)
+        mp.setattr(scnf.runs.run, "load_dataset", _fake_with_noise)
         mp.setattr(scnf.data.images, "load_dataset", _fake_with_noise)
         cfg = from_dict({**TINY, "train": {**TINY["train"], "steps": 30, "eval_every": 30, "checkpoint_every": 30}})
         d = tmp_path_factory.mktemp("ood") / "run"
-        scnf.experiment.run(cfg, d)
+        scnf.runs.run.run(cfg, d)
         yield d, mp
     torch.set_num_threads(threads)
 

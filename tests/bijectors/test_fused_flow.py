@@ -5,9 +5,9 @@ not take."""
 import pytest
 import torch
 
-from scnf.architectures import conditional_glow, vector_scnf, vector_unconditional
+from scnf.models.builders import conditional_glow, vector_scnf, vector_unconditional
 from scnf.bijectors import (ActNorm, AffineCoupling, InvertibleConv2d, InvertibleConv2dLU, MaskedCouplingLayer,
-                            Sequential, fused)
+    FusedSequential, fused)
 
 K = 3
 
@@ -39,7 +39,7 @@ CHAINS = {
     "released h (one shared class table)": lambda: conditional_glow(4, K, levels=1, steps=3, hidden=8, blocks=2,
                                                                     net="mlp"),
     "h, dim 1": lambda: conditional_glow(1, K, levels=1, steps=2, hidden=8, blocks=1, net="mlp"),
-    "a class table per coupling, nets without hidden layers": lambda: Sequential(
+    "a class table per coupling, nets without hidden layers": lambda: FusedSequential(
         ActNorm(3), InvertibleConv2d(3, init="orthogonal"), AffineCoupling(3, hidden=8, blocks=0, num_classes=K),
         AffineCoupling(3, hidden=8, blocks=2, num_classes=K), ActNorm(3)),
 }
@@ -135,8 +135,8 @@ def test_steps_aside_for_what_it_does_not_take(fused_calls):
     chain(torch.randn(8, 2))
     assert fused_calls == [6]
     # the LU map, image couplings, a wrong context: layer by layer (which says what is wrong)
-    Sequential(InvertibleConv2dLU(3), AffineCoupling(3, hidden=4))(torch.randn(4, 3))
-    Sequential(MaskedCouplingLayer(1, hidden=4, blocks=1))(torch.randn(2, 1, 4, 4))
+    FusedSequential(InvertibleConv2dLU(3), AffineCoupling(3, hidden=4))(torch.randn(4, 3))
+    FusedSequential(MaskedCouplingLayer(1, hidden=4, blocks=1))(torch.randn(2, 1, 4, 4))
     h = conditional_glow(2, K, levels=1, steps=1, hidden=4, blocks=1, net="mlp")
     with pytest.raises(ValueError, match="context"):
         h(torch.randn(4, 2), torch.zeros(3, dtype=torch.long))

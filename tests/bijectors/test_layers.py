@@ -4,9 +4,9 @@ import copy
 import pytest
 import torch
 
-from scnf.bijectors import (ActNorm, AffineCoupling, ConditionalActNorm, ConditionalCouplingLayer, CouplingLayer, FactorOut,
-                            Flatten, InvertibleConv2d, InvertibleConv2dLU, MaskedCouplingLayer, Permutation,
-                            Sequential, SpaceToDepth, ToLogits)
+from scnf.bijectors import (ActNorm, AffineCoupling, ConditionalActNorm, ConditionalCouplingLayer, CouplingLayer,
+    FactorOut, Flatten, InvertibleConv2d, InvertibleConv2dLU, MaskedCouplingLayer, Permutation, Sequential,
+    SpaceToDepth, ToLogits)
 from tests.helpers import jacobian_logdet, perturb_
 
 K = 3

@@ -32,7 +32,7 @@ def _images(n, shape=(32, 32, 3), seed=0):
 
 
 def _train(cfg_raw, out):
-    from scnf.experiment import run
+    from scnf.runs.run import run
 
     return run(from_dict(cfg_raw), out)
 
@@ -70,7 +70,7 @@ def test_npz_colour_images_32x32_train_the_image_flow_and_m2(tmp_path, layout, c
     m = _train({"data": {"dataset": "npz", "path": str(path), "n_validation": 2}, "model": _TINY_FLOW,
                 "train": _SHORT}, tmp_path / "flow")
     assert np.isfinite(m["bits_per_dim"]) and 0 <= m["error_pct"] <= 100 and "val_error_pct" in m
-    from scnf.experiment import load_run
+    from scnf.runs.run import load_run
 
     _, model, data, _ = load_run(tmp_path / "flow")
     assert model.input_shape == (3, 32, 32) and model.deep_dim == 3 * 32 * 32 // 4
@@ -174,7 +174,7 @@ def test_npz_with_objects_is_refused_without_running_code(tmp_path):
 
 
 def test_image_shapes_the_builder_cannot_take_are_refused(tmp_path):
-    from scnf.architectures import image_scnf
+    from scnf.models.builders import image_scnf
 
     with pytest.raises(ValueError, match="divisible by 4"):
         image_scnf((3, 30, 32))
@@ -218,7 +218,7 @@ def test_cli_bad_own_data_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_unchanged_mnist_builder_is_the_image_builder_at_1x28x28():
-    from scnf.architectures import image_scnf, mnist_scnf
+    from scnf.models.builders import image_scnf, mnist_scnf
 
     torch.manual_seed(0)
     a = mnist_scnf(hidden=4, blocks=1, h_hidden=8, h_blocks=1)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from scnf.cli import main
-from scnf.released import ReleasedCheckpointError, load_released_state_dict
+from scnf.models.released import ReleasedCheckpointError, load_released_state_dict
 from tests.released.reference import mnist_state_dict, reference_file
 
 F64_TOL = 1e-8
@@ -137,7 +137,7 @@ def test_a_toy_file_is_not_an_mnist_model():
 
 # ------------------------------------------------------------------ the command
 def test_import_released_writes_a_run_that_evaluates(tmp_path, capsys):
-    from scnf.experiment import evaluate_run, load_run
+    from scnf.runs.run import evaluate_run, load_run
 
     ckpt = tmp_path / "model.torch"
     shutil.copy(reference_file("toy.pt"), ckpt)
@@ -162,9 +162,9 @@ def test_import_released_mnist_run_directory(tmp_path, mnist_sd):
     """The MNIST run directory: the paper profile's config, and a checkpoint that loads into
     the default builder strictly and computes the authors' numbers."""
     import scnf
-    from scnf.checkpoint import load_checkpoint, load_model_state
+    from scnf.training.checkpoint import load_checkpoint, load_model_state
     from scnf.config import load_config
-    from scnf.released import import_released, run_config
+    from scnf.runs.imported import import_released, run_config
 
     ckpt = tmp_path / "model.torch"
     torch.save(mnist_sd, ckpt)

@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import RunConfig
-from ..kinds import MODEL_KINDS
-from ..model import SemiConditionalFlow
-from ..training import SemiSupervisedData, evaluate, resolve_device
+from ..config import MODEL_KINDS, RunConfig
+from ..fileio import write_text_atomic
+from ..models.flow import SemiConditionalFlow
+from ..data.batches import SemiSupervisedData
+from ..training.evaluation import evaluate
+from ..training.trainer import resolve_device
 
 SECTION_RE = "<!-- scnf-analysis:{name} -->"
 
@@ -53,7 +53,7 @@ def open_run(run, device: str = "cpu") -> LoadedRun:
     if isinstance(run, LoadedRun):
         return run
     from ..config import load_config
-    from ..experiment import load_run
+    from ..runs.run import load_run
 
     if (Path(run) / "config.toml").is_file():
         kind = load_config(Path(run) / "config.toml").model.kind
@@ -73,11 +73,6 @@ def require_images(lr: LoadedRun, what: str) -> None:
                          f"{'x'.join(map(str, lr.data.x.shape[1:]))} (C x H x W)")
     if lr.data.x_test is None:
         raise ValueError(f"{what} needs a test set; this run's data have none (x_test / test/ in your data)")
-
-
-def seed_all(seed: int) -> None:
-    torch.manual_seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
 
 
 def run_metrics(lr: LoadedRun, n_eval: int = 1000, seed: int = 12345) -> dict:
@@ -222,10 +217,7 @@ def write_section(out: Path, name: str, text: str, run_dir: Path) -> Path:
     old = path.read_text() if path.exists() else f"# Analyses of {run_dir}\n\n"
     pat = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
     new = pat.sub(lambda _: block, old, count=1) if pat.search(old) else old.rstrip("\n") + "\n\n" + block
-    fd, tmp = tempfile.mkstemp(prefix="analysis.md.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(new)
-    os.replace(tmp, path)
+    write_text_atomic(path, new)
     return path
 
 

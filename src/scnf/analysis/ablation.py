@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..config import load_config, validate
+from ..config import IMAGE_DATASETS, load_config, validate
 from ._common import AnalysisResult, LoadedRun, md_table, out_dir, plt, write_section
 
 ABLATION_DIMS = (49, 98, 196, 392, 784)
@@ -39,8 +39,8 @@ def dimension_ablation(run, out=None, seed: int | None = None, dims: Sequence[in
 
     Returns, per d, the test error and the error on the labelled training rows (%).
     """
-    from ..experiment import run as train_run
-    from ..experiment import finished_metrics
+    from ..runs.run import run as train_run
+    from ..runs.run import finished_metrics
 
     if isinstance(run, LoadedRun):
         cfg, run_dir = run.cfg, run.run_dir
@@ -49,7 +49,7 @@ def dimension_ablation(run, out=None, seed: int | None = None, dims: Sequence[in
         if not (run_dir / "config.toml").exists():
             raise FileNotFoundError(f"{run_dir} has no config.toml: not a scnf run directory")
         cfg = load_config(run_dir / "config.toml")
-    if cfg.data.dataset not in ("mnist", "fashion-mnist"):
+    if cfg.data.dataset not in IMAGE_DATASETS:
         raise ValueError(f"dimension-ablation needs an image run (mnist or fashion-mnist), got {cfg.data.dataset!r}")
     if steps is not None and steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")

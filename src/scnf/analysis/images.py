@@ -2,14 +2,14 @@
 label swaps (Fig. 4, Appendix A) and class-conditional samples."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from ..noise import seed_everything
 from ._common import (AnalysisResult, md_table, metrics_line, open_run, out_dir, predict, require_images,
-                      save_image_grid, seed_all, short_title, take_test, to_cells, write_section)
+    save_image_grid, short_title, take_test, to_cells, write_section)
 
 RECON_SIZES = (49, 98, 196, 392, 784)
 
@@ -26,7 +26,7 @@ def reconstructions(run, out=None, seed: int = 0, sizes: Sequence[int] = RECON_S
     """
     lr = open_run(run, device)
     require_images(lr, "reconstructions")
-    seed_all(seed)
+    seed_everything(seed)
     model, total = lr.model.eval(), lr.model.total_dim
     sizes = [int(s) for s in sizes]
     for s in sizes:
@@ -100,7 +100,7 @@ def label_swap(run, out=None, seed: int = 0, n_images: int = 10, device: str = "
     """
     lr = open_run(run, device)
     require_images(lr, "label-swap")
-    seed_all(seed)
+    seed_everything(seed)
     model, k = lr.model.eval(), lr.model.num_classes
     idx = _one_per_class(lr.data.y_test, n_images, k, seed)
     x = lr.data.prepare(lr.data.x_test[idx], torch.Generator().manual_seed(int(seed))).to(lr.device)
@@ -155,7 +155,7 @@ def samples(run, out=None, seed: int = 0, temperature: float = 1.0, per_class: i
         raise ValueError(f"temperature must be positive, got {temperature}")
     if per_class <= 0:
         raise ValueError(f"per_class must be positive, got {per_class}")
-    seed_all(seed)
+    seed_everything(seed)
     model, k = lr.model.eval(), lr.model.num_classes
     n_per = max(per_class, -(-int(n_eval) // k))
     y = torch.arange(k).repeat_interleave(n_per)

@@ -9,8 +9,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..noise import seed_everything
 from ._common import (AnalysisResult, latents, md_table, metrics_line, open_run, out_dir, plt, require_images,
-                      seed_all, short_title, take_test, write_section)
+    short_title, take_test, write_section)
 
 PALETTE = "tab10"
 
@@ -40,7 +41,7 @@ def tsne(run, out=None, seed: int = 0, n: int = 2000, perplexity: float = 30.0,
     from sklearn.metrics import silhouette_score
 
     lr = open_run(run, device)
-    seed_all(seed)
+    seed_everything(seed)
     x, y = take_test(lr, n, seed)
     _, z_f, z_h = latents(lr, x, y, seed)
     y_np = np.asarray(y)
@@ -132,11 +133,11 @@ def obfuscation(run, out=None, seed: int = 0, n_train: int = 10000, n_test: int 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .. import experiment
+    from ..runs import run as experiment
 
     lr = open_run(run, device)
     require_images(lr, "obfuscation")
-    seed_all(seed)
+    seed_everything(seed)
     xi, yi = experiment.load_dataset(lr.cfg.data.dataset, "train", lr.cfg.data.data_dir or None)
     rng = np.random.default_rng(seed)
     sel = np.sort(rng.choice(len(yi), min(int(n_train), len(yi)), replace=False))

@@ -6,62 +6,34 @@ import math
 import torch
 from torch import nn
 
+from ..nn import ChannelAffine
 from .base import Bijector
 
 
-class ActNorm(Bijector):
-    """Per-channel affine map ``z = (x + bias) * exp(log_scale)``.
+class ActNorm(ChannelAffine, Bijector):
+    """Per-channel affine map ``z = (x + bias) * exp(log_scale)`` (Glow's activation
+    normalisation) as an invertible layer: :class:`scnf.nn.ChannelAffine`'s map and
+    data-dependent initialisation, with the log-determinant ``sum(log_scale) * H * W``.
 
-    Works on images (B, C, H, W) and on vectors (B, C). On the first forward pass in
-    training mode (or by an explicit :meth:`initialize`) the bias and scale are set so
-    that the output has zero mean and unit variance per channel:
-    ``bias = -mean``, ``log_scale = -log(std + 1e-6)``, with the unbiased (N - 1) standard
-    deviation over batch and positions, as the released model computes it.
-
-    The ``initialized`` flag is a registered buffer, so a model loaded from a state dict
-    never re-initialises. A channel with zero variance in the initialisation batch raises
-    ``ValueError`` (unless ``strict=False``, as used inside coupling networks).
-
-    Under ``torch.compile`` the flag is not read (a data-dependent branch would split the
-    compiled graph): initialise before compiling, as the Trainer does with ``train.compile``.
+    A channel with zero variance in the initialisation batch raises ``ValueError`` (unless
+    ``strict=False``).
     """
 
     def __init__(self, num_channels: int, strict: bool = True):
-        super().__init__()
-        self.num_channels = int(num_channels)
+        super().__init__(num_channels)
         self.strict = strict
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.log_scale = nn.Parameter(torch.zeros(num_channels))
-        self.register_buffer("initialized", torch.tensor(False))
 
-    def _view(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return p.view(1, -1, *([1] * (x.dim() - 2)))
-
-    @torch.no_grad()
-    def initialize(self, x: torch.Tensor) -> None:
-        """Set bias and scale from a batch ``x`` (data-dependent initialisation)."""
-        if x.dim() < 2 or x.shape[1] != self.num_channels:
-            raise ValueError(
-                f"ActNorm({self.num_channels}): expected input with {self.num_channels} "
-                f"channels, got shape {tuple(x.shape)}"
-            )
-        flat = x.transpose(0, 1).reshape(self.num_channels, -1)
-        mean = flat.mean(1)
-        std = flat.std(1, unbiased=True) if flat.shape[1] > 1 else torch.zeros_like(mean)
+    def _check_std(self, std: torch.Tensor) -> None:
         if self.strict and (std <= 1e-12).any():
             bad = torch.nonzero(std <= 1e-12).flatten().tolist()
             raise ValueError(
                 f"ActNorm({self.num_channels}): channel(s) {bad[:10]} have zero variance "
                 "in the initialisation batch; cannot initialise the scale"
             )
-        self.bias.data.copy_(-mean)
-        self.log_scale.data.copy_(-torch.log(std + 1e-6))
-        self.initialized.fill_(True)
 
     def forward(self, x, context=None):
-        if self.training and not torch.compiler.is_compiling() and not bool(self.initialized):
-            self.initialize(x)
-        z = (x + self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
+        self._initialise_if_needed(x)
+        z = self._affine(x)
         spatial = math.prod(x.shape[2:])
         ld = (self.log_scale.sum() * spatial).expand(x.shape[0])
         return z, ld
@@ -72,15 +44,12 @@ class ActNorm(Bijector):
         ld = (-self.log_scale.sum() * spatial).expand(z.shape[0])
         return x, ld
 
-    def extra_repr(self) -> str:
-        return f"{self.num_channels}"
-
 
 class ConditionalActNorm(Bijector):
     """Class-conditional per-feature affine map ``z = (x + bias[y]) * exp(log_scale[y])``.
 
     Starts as the identity. Placed first in the conditional flow h and initialised from the
-    labelled rows' z_f (``scnf.model.class_aware_init``), it makes h a class-mean
+    labelled rows' z_f (``scnf.models.flow.class_aware_init``), it makes h a class-mean
     classifier from the first step (SCNF-GLOW's counterpart of initialising the GMM).
     """
 

@@ -32,10 +32,8 @@ def _zeros(x: torch.Tensor) -> torch.Tensor:
 
 
 class Sequential(Bijector):
-    """Composition of bijectors, applied in order by ``forward``.
-
-    A chain of vector layers that :mod:`scnf.bijectors.fused` takes (linear maps, ActNorms,
-    two-pass MLP couplings) runs its forward pass as one autograd node."""
+    """Composition of bijectors, applied in order by ``forward`` (layer by layer;
+    :class:`scnf.bijectors.fused.FusedSequential` runs a vector chain as one autograd node)."""
 
     def __init__(self, *layers: Bijector):
         super().__init__()
@@ -48,16 +46,7 @@ class Sequential(Bijector):
     def __getitem__(self, i):
         return self.layers[i]
 
-    #: ``(seq, x, context) -> (z, logabsdet) or None``: a faster pass for chains it takes;
-    #: set by :mod:`scnf.bijectors.fused` when the package loads (it imports the layers, which
-    #: import this module, so this module does not import it)
-    fast_forward = None
-
     def forward(self, x, context=None):
-        if Sequential.fast_forward is not None:
-            out = Sequential.fast_forward(self, x, context)  # a vector flow: one autograd node
-            if out is not None:
-                return out
         total = _zeros(x)
         for layer in self.layers:
             x, ld = layer(x, context)

@@ -10,7 +10,7 @@
 ``(s, t)`` come from a network of the conditioning part, whose last layer is
 zero-initialised.
 
-A two-pass coupling whose nets are :class:`~scnf.nets.MLP` (the toy and tabular models)
+A two-pass coupling whose nets are :class:`~scnf.nn.MLP` (the toy and tabular models)
 runs each forward pass as one autograd node (:class:`_MLPAffinePass`, on while
 :data:`FUSED` is true): the MLP, the affine map and the log-det in one function with a
 hand-written backward, so the small models' step records and replays fewer operations.
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..nets import MLP, ResidualConvNet, make_vector_net
+from ..nn import MLP, ResidualConvNet, make_vector_net
 from .base import Bijector
 
 _EPS = 1e-6
@@ -93,7 +93,7 @@ def mlp_affine_backward(grad_z, grad_ld, saved, weights, slope, need_cond: bool 
 
 
 class _MLPAffinePass(torch.autograd.Function):
-    """One forward pass of a two-pass coupling with an :class:`~scnf.nets.MLP` net
+    """One forward pass of a two-pass coupling with an :class:`~scnf.nn.MLP` net
     (:func:`mlp_affine_forward`) as a single autograd node with a hand-written backward
     (:func:`mlp_affine_backward`). Arguments: ``x``, ``cond``, the LeakyReLU slope, then each
     Linear's weight and bias in order. First derivatives only (``once_differentiable``)."""
@@ -138,7 +138,7 @@ def _mlp_affine_pass(net: MLP, cond: torch.Tensor, x: torch.Tensor):
 
 def _run_net(layer, net, x: torch.Tensor) -> torch.Tensor:
     """``net(x)``; under bfloat16 autocast, with a float32 result, when ``layer.autocast``
-    names a device type (set by :func:`scnf.precision.apply_precision`)."""
+    names a device type (set by :func:`scnf.training.precision.apply_precision`)."""
     if layer.autocast is None:
         return net(x)
     with torch.autocast(layer.autocast, dtype=torch.bfloat16):
@@ -170,7 +170,7 @@ class MaskedCouplingLayer(Bijector):
     ``sum log sigmoid(s + 2)`` over them.
     """
 
-    autocast: str | None = None  # a device type: the net runs under bfloat16 autocast (scnf.precision)
+    autocast: str | None = None  # a device type: the net runs under bfloat16 autocast (scnf.training.precision)
 
     def __init__(self, num_channels: int, parity: int = 0, hidden: int = 64, blocks: int = 4):
         super().__init__()
@@ -214,7 +214,7 @@ class _TwoPassCoupling(Bijector):
     input (both nets see the label).
     """
 
-    autocast: str | None = None  # a device type: the nets run under bfloat16 autocast (scnf.precision)
+    autocast: str | None = None  # a device type: the nets run under bfloat16 autocast (scnf.training.precision)
 
     def _make_nets(self, dim: int, build):
         """``build(n_in, n_out)`` makes one net; a part of size 0 gets no net."""
@@ -319,7 +319,7 @@ class ConditionalCouplingLayer(AffineCoupling):
     with residual 1x1 nets (hidden 256, 4 blocks) as in Appendix E.2.
 
     ``embedding``: a class table shared with other layers (the released h has one for all
-    its couplings, see :func:`scnf.architectures.conditional_glow`); by default the layer
+    its couplings, see :func:`scnf.models.builders.conditional_glow`); by default the layer
     makes its own."""
 
     def __init__(self, dim: int, num_classes: int, hidden: int = 256, blocks: int = 4,

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from ..interface import rademacher_like, randn_like
+from ..noise import rademacher_like, randn_like
 from .base import Bijector
 
 __all__ = ["FFJORD", "ODEFunc", "ConcatSquashLinear", "ODESolverError", "EXACT_TRACE_MAX_DIM"]
@@ -317,7 +317,7 @@ class FFJORD(Bijector):
 
     def sample_noise(self, x: torch.Tensor) -> torch.Tensor:
         """Draw Hutchinson noise shaped like ``x`` (Rademacher or Gaussian), from the generator
-        :func:`scnf.interface.noise_from` installed (the trainer's, in training)."""
+        :func:`scnf.noise.noise_from` installed (the trainer's, in training)."""
         if self.noise_type == "gaussian":
             return randn_like(x)
         return rademacher_like(x)

@@ -1,6 +1,6 @@
 """A vector flow's forward pass as one autograd node.
 
-The toy and tabular models (:func:`scnf.architectures.vector_scnf`) are :class:`Sequential`
+The toy and tabular models (:func:`scnf.models.builders.vector_scnf`) are :class:`Sequential`
 chains of :class:`ActNorm`, :class:`InvertibleConv2d` (a linear map on vectors) and two-pass
 couplings with MLP nets, on 256- to 2,560-row batches. Their training step is bound by the
 number of operations autograd records and replays (a few microseconds each), not by
@@ -9,9 +9,10 @@ arithmetic. :func:`sequential_forward` runs such a chain as one
 operation for operation (outputs and log-dets equal to the layer-by-layer pass), and the
 gradients autograd would compute, summed in places in another order.
 
-It is used by :meth:`Sequential.forward` when every layer is one of those (the full-matrix
+:class:`FusedSequential` (what the vector builders of :mod:`scnf.models.builders` build) uses
+it when every layer is one of those (the full-matrix
 linear map, an initialised ActNorm or one in eval mode, a two-pass coupling whose nets are
-:class:`~scnf.nets.MLP` without autocast), the input is (B, D) and :data:`FUSED` is true;
+:class:`~scnf.nn.MLP` without autocast), the input is (B, D) and :data:`FUSED` is true;
 anything else (images, LU maps, residual nets, FFJORD, ``torch.compile``, an ActNorm that
 still has to initialise) runs layer by layer. Only the forward direction is fused; first
 derivatives only.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..nets import MLP
+from ..nn import MLP
 from .actnorm import ActNorm
 from .base import Sequential
 from .conv1x1 import InvertibleConv2d
@@ -102,7 +103,14 @@ def sequential_forward(seq, x: torch.Tensor, context=None):
     return _FusedVectorFlow.apply(plan, x, *embs, *params)
 
 
-Sequential.fast_forward = staticmethod(sequential_forward)
+class FusedSequential(Sequential):
+    """A :class:`Sequential` whose forward pass runs as one autograd node when
+    :func:`sequential_forward` takes the chain, and layer by layer otherwise (the same numbers
+    either way: outputs and log-dets equal, gradients up to the order of float sums)."""
+
+    def forward(self, x, context=None):
+        out = sequential_forward(self, x, context)
+        return out if out is not None else super().forward(x, context)
 
 
 def _cond(part, emb):

@@ -6,7 +6,6 @@ import hashlib
 import os
 from pathlib import Path
 
-DATASETS = ("mnist", "fashion-mnist")
 SPLITS = ("train", "test")
 
 #: IDX file names (without ``.gz``) of each split: (images, labels).

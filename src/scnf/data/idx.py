@@ -11,13 +11,12 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_idx_bytes", "parse_idx", "idx_bytes", "write_bytes_atomic"]
+__all__ = ["read_idx_bytes", "parse_idx", "idx_bytes"]
 
 _UBYTE = 0x08
 
@@ -84,32 +83,3 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array).tobytes()
 
 
-def write_bytes_atomic(
-    path: str | os.PathLike[str], data: bytes, *, compress: bool = False
-) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, then ``os.replace``).
-
-    With ``compress=True`` the bytes are gzip-compressed (deterministically,
-    with a zero timestamp).  On any error the temporary file is removed, so
-    ``path`` is either untouched or complete.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if compress:
-                with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as gz:
-                    gz.write(data)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache file may be shared read-only
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

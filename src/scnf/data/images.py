@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from . import sources
-from .files import (ALL_FILES, DATASETS, IMAGE_SHAPE, KNOWN_SHA256, SPLIT_FILES, SPLITS, DatasetFetchError,
-                    DatasetNotFoundError, _check_sha256, _find_file, _sha256, default_data_dir)
-from .idx import idx_bytes, parse_idx, read_idx_bytes, write_bytes_atomic
+from ..config import IMAGE_DATASETS
+from .files import (ALL_FILES, IMAGE_SHAPE, KNOWN_SHA256, SPLIT_FILES, SPLITS, DatasetFetchError,
+    DatasetNotFoundError, _check_sha256, _find_file, _sha256, default_data_dir)
+from ..fileio import write_bytes_atomic
+from .idx import idx_bytes, parse_idx, read_idx_bytes
 from .splits import labelled_split
 
 __all__ = [
-    "DATASETS",
     "SPLITS",
     "DatasetNotFoundError",
     "DatasetFetchError",
@@ -56,8 +57,8 @@ def _resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _check_name(name: str) -> str:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+    if name not in IMAGE_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(IMAGE_DATASETS)}")
     return name
 
 

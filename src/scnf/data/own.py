@@ -7,7 +7,7 @@ rows; ``y = -1`` marks an unlabelled row), optionally ``x_test`` and ``y_test``.
 * Vectors: ``x`` float of shape (N, D), finite; the vector models (``model.kind = "scnf"``).
 * Images: ``x`` uint8 (0-255) of shape (N, H, W), (N, C, H, W) or (N, H, W, C) (C <= 4 decides
   which axis holds the channels); the image model takes any C and H, W divisible by 4
-  (:func:`scnf.architectures.check_image_shape`), and Kingma et al.'s VAEs take any shape.
+  (:func:`scnf.models.builders.check_image_shape`), and Kingma et al.'s VAEs take any shape.
 
 **folder**: ``DIR/train/<class>/*`` and ``DIR/train/unlabelled/*`` (the unlabelled images),
 optionally ``DIR/test/<class>/*``; classes are the sorted folder names (indices 0, 1, ...).
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-OWN_DATASETS = ("npz", "folder")
+from ..config import OWN_DATASETS
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 UNLABELLED_DIRS = ("unlabelled", "unlabeled")
 #: Pillow modes read, and what each becomes (grayscale L or colour RGB; alpha dropped)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .files import (ALL_FILES, IMAGE_SHAPE, KNOWN_SHA256, DatasetFetchError, DatasetNotFoundError, _check_sha256,
-                    _find_file, _sha256, default_data_dir)
+    _find_file, _sha256, default_data_dir)
 from .idx import parse_idx, read_idx_bytes
 from .safe_pickle import safe_load
 

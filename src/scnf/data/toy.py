@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import make_circles, make_moons
 
-TOY_DATASETS = ("moons", "circles")
+from ..config import TOY_DATASETS
 
 
 def make_toy(name: str, n: int = 1000, noise: float = 0.1, seed: int = 0, factor: float = 0.2):

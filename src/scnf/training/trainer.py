@@ -1,13 +1,11 @@
-"""The trainer: runs the objective (:mod:`scnf.objective`) over batches
-(:mod:`scnf.batches`) for ``cfg.steps`` steps, with evaluation (:mod:`scnf.evaluation`),
-logs, checkpoints, a weight average (:mod:`scnf.averaging`) and signal handling
-(:mod:`scnf.signals`), in one process or several (:mod:`scnf.process_group`).
+"""The trainer: runs the objective (:mod:`scnf.training.objective`) over batches
+(:mod:`scnf.data.batches`) for ``cfg.steps`` steps, with evaluation (:mod:`scnf.training.evaluation`),
+logs, checkpoints, a weight average (:mod:`scnf.training.averaging`) and signal handling
+(:mod:`scnf.training.signals`), in one process or several (:mod:`scnf.training.process_group`).
 
-The loop checkpoints atomically (:mod:`scnf.checkpoint`), resumes bit-for-bit (model,
+The loop checkpoints atomically (:mod:`scnf.training.checkpoint`), resumes bit-for-bit (model,
 optimiser, schedule, sampler and noise generators are all restored), and never lets a
 non-finite loss or gradient reach the weights.
-
-The names of the modules it was split from are re-exported here.
 """
 from __future__ import annotations
 
@@ -24,22 +22,18 @@ from tqdm.auto import tqdm
 
 from . import signals
 from .averaging import WeightAverage
-from .batches import MixedBatchSampler, SemiSupervisedData, shift_images
-from .bijectors.ffjord import ODESolverError
+from ..data.batches import MixedBatchSampler, SemiSupervisedData, shift_images
+from ..bijectors.ffjord import ODESolverError
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
-from .config import TrainConfig
-from .errors import TrainingDiverged, TrainingFailed, TrainingInterrupted
-from .evaluation import LN2, evaluate
+from ..config import TrainConfig
+from ..errors import TrainingDiverged, TrainingFailed, TrainingInterrupted
+from .evaluation import evaluate
 from .flat import FlatGroups, flat_optimizer_state
-from .interface import TrainableModel, noise_from
-from .objective import backward_objective, has_uninitialised_actnorm, loss_terms, objective
+from ..noise import noise_from
+from ..protocol import TrainableModel
+from .objective import backward_objective
 from .precision import apply_precision
 from .process_group import ProcessGroup
-from .signals import stop_on_signals
-
-__all__ = ["LN2", "MixedBatchSampler", "SemiSupervisedData", "Trainer", "WeightAverage", "backward_objective",
-           "evaluate", "has_uninitialised_actnorm", "loss_terms", "objective", "resolve_device", "shift_images",
-           "stop_on_signals"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,7 +99,7 @@ class Trainer:
         progress_bar: tqdm keyword arguments overriding the progress bar's (shown with
             ``cfg.progress`` on a terminal), e.g. ``dict(desc=..., disable=False)`` to show it
             whatever the output is.
-        group: the :class:`~scnf.process_group.ProcessGroup` of this process (default: one
+        group: the :class:`~scnf.training.process_group.ProcessGroup` of this process (default: one
             process). With N processes ``cfg.batch_size`` is the global batch; see below.
 
     With N processes every process draws the *global* batch from the same sampler and noise
@@ -113,8 +107,8 @@ class Trainer:
     view with them), so the global batch is the 1-process batch and sampler and noise states
     (hence checkpoints) do not depend on N.
 
-    Models: any :class:`~scnf.interface.TrainableModel` (the flows of :mod:`scnf.model` and the
-    VAE baselines of :mod:`scnf.baselines`). Noise inside the model is drawn from the trainer's
+    Models: any :class:`~scnf.protocol.TrainableModel` (the flows of :mod:`scnf.models.flow` and the
+    VAE baselines of :mod:`scnf.models.vae`). Noise inside the model is drawn from the trainer's
     own generator (per process, saved in checkpoints), so training does not depend on
     evaluation or on torch's global generator. The data-dependent initialisation runs on the
     whole first batch, then rank 0's weights are broadcast; the loss is normalised by global
@@ -330,12 +324,12 @@ class Trainer:
         x, y = x.to(self.device), y.to(self.device)
         if self.init_fn is not None and self.step == self.cfg.warmup_f_steps:
             self.init_fn(self.model, x, y)  # class-aware, after the warm-up of f alone when there is one
-        elif self.engine is None and self.group.world > 1 and has_uninitialised_actnorm(self.model):
+        elif self.engine is None and self.group.world > 1 and self.model.needs_initialisation():
             self.model.log_joint(x)
         self.group.broadcast_module_(self.model)
 
     def _build_engine(self, x: torch.Tensor) -> None:
-        if self.cfg.compile and has_uninitialised_actnorm(self.model):
+        if self.cfg.compile and self.model.needs_initialisation():
             # compiled code does not read ActNorm's flag (one graph, no data-dependent branch):
             # the data-dependent initialisation runs here, eagerly, on the first batch
             with torch.no_grad():
@@ -448,9 +442,7 @@ class Trainer:
                            "seconds": round(self.seconds, 3)}
                     rec.update({f"val_{k}": v for k, v in val.items()})
                     rec.update({f"test_{k}": v for k, v in ev.items()})
-                    nfe = [m.last_nfe for m in self.model.modules() if hasattr(m, "last_nfe")]
-                    if nfe:  # FFJORD parts: function evaluations of their last solve
-                        rec["ffjord_last_nfe"] = nfe
+                    rec.update(self.model.diagnostics())  # e.g. FFJORD parts' function evaluations
                     self._log(rec)
                     self.run_loss, self.run_n = 0.0, 0
                     if cfg.early_stop_patience > 0 and self._early_stop_check(ev, val):

@@ -8,10 +8,8 @@ checkpoints written before it was a tensor) are allowed too. Every problem raise
 """
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..fileio import atomic_writer
 
 __all__ = ["CheckpointError", "load_checkpoint", "load_model_state", "save_checkpoint"]
 
@@ -42,21 +41,10 @@ def _legacy_numpy_globals() -> list:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed
-    over ``path``; a crash or kill during the write leaves the previous file as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write atomically (:func:`scnf.fileio.atomic_writer`): a crash or kill during the write
+    leaves the previous file as it was."""
+    with atomic_writer(path) as fh:
+        torch.save(state, fh)
 
 
 def _why(e: Exception) -> str:

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .evaluation import evaluate
+from ..config import IMAGE_DATASETS
+from ..training.evaluation import evaluate
 
 SCORES = ("nll", "complexity", "typicality")
-DATASETS = ("mnist", "fashion-mnist")
 
-__all__ = ["DATASETS", "SCORES", "auroc", "fpr_at_tpr", "ood_report", "png_bits", "run_ood", "scores_of"]
+__all__ = ["SCORES", "auroc", "fpr_at_tpr", "ood_report", "png_bits", "run_ood", "scores_of"]
 
 
 def png_bits(images: np.ndarray) -> np.ndarray:
@@ -90,11 +90,11 @@ def run_ood(run_dir: str | Path, against: str, n: int = 2000, n_train: int = 200
     """Score ``n`` of the run's test images (in-distribution) and ``n`` test images of ``against``
     (out-of-distribution); ``n_train`` of the run's training images give H. Writes ``ood.json``
     and ``ood.png`` (histograms of the three scores) into ``out`` (default: the run directory)."""
-    from .analysis._common import open_run, require_images
-    from .data.images import load_dataset
+    from ._common import open_run, require_images
+    from ..data.images import load_dataset
 
-    if against not in DATASETS:
-        raise ValueError(f"--against must be one of {', '.join(DATASETS)}, got {against!r}")
+    if against not in IMAGE_DATASETS:
+        raise ValueError(f"--against must be one of {', '.join(IMAGE_DATASETS)}, got {against!r}")
     for name, v in (("n", n), ("n_train", n_train)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
@@ -134,7 +134,7 @@ def run_ood(run_dir: str | Path, against: str, n: int = 2000, n_train: int = 200
     out.mkdir(parents=True, exist_ok=True)
     _figure(s_in, s_out, dims, h, report, out / "ood.png")
     report["figure"] = str(out / "ood.png")
-    from .experiment import write_json_atomic
+    from ..fileio import write_json_atomic
     write_json_atomic(out / "ood.json", report)
     return report
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bijectors.logits import dequantize
+from ..bijectors.logits import dequantize
 
 
 @dataclass

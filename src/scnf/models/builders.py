@@ -7,15 +7,16 @@
 """
 from __future__ import annotations
 
-from .bijectors.actnorm import ActNorm, ConditionalActNorm
-from .bijectors.base import Bijector, Flatten, Identity, Sequential
-from .bijectors.ffjord import FFJORD
-from .bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
-from .bijectors.coupling import (AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer,
-                                 class_embedding)
-from .bijectors.logits import ToLogits
-from .bijectors.reshape import FactorOut, SpaceToDepth, factor_out_keep
-from .model import SemiConditionalFlow
+from ..bijectors.actnorm import ActNorm, ConditionalActNorm
+from ..bijectors.base import Bijector, Flatten, Identity, Sequential
+from ..bijectors.ffjord import FFJORD
+from ..bijectors.fused import FusedSequential
+from ..bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
+from ..bijectors.coupling import (AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer,
+    class_embedding)
+from ..bijectors.logits import ToLogits
+from ..bijectors.reshape import FactorOut, SpaceToDepth, factor_out_keep
+from .flow import SemiConditionalFlow
 from .priors import ClassConditionalGaussian
 
 CONDITIONALS = ("glow", "gmm")
@@ -102,7 +103,7 @@ def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4
     ``class_affine`` prepends a :class:`ConditionalActNorm` (identity at construction) that
     ``init_from_labels`` sets from the labelled rows' class means (an scnf extension)."""
     if class_affine:
-        return Sequential(ConditionalActNorm(dim, num_classes),
+        return FusedSequential(ConditionalActNorm(dim, num_classes),
                           conditional_glow(dim, num_classes, levels, steps, hidden, blocks, net, lu,
                                            embed_dim=embed_dim))
     embedding = class_embedding(num_classes, embed_dim)
@@ -115,8 +116,8 @@ def conditional_glow(dim: int, num_classes: int, levels: int = 2, steps: int = 4
                                                 embedding=embedding)]
         keep = factor_out_keep(d)
         if remaining > 1 and keep >= 1:
-            return Sequential(*layers, FactorOut((d,), keep=keep, inner=level(keep, remaining - 1)))
-        return Sequential(*layers)
+            return FusedSequential(*layers, FactorOut((d,), keep=keep, inner=level(keep, remaining - 1)))
+        return FusedSequential(*layers)
 
     h = level(dim, levels)
     h.embedding = embedding
@@ -168,7 +169,7 @@ def vector_unconditional(dim: int, blocks: int = 5, hidden: int = 64, layers: in
         mods += [InvertibleConv2d(dim, init="orthogonal"),
                  AffineCoupling(dim, hidden=hidden, blocks=layers, net="mlp"),
                  ActNorm(dim)]
-    f = Sequential(*mods)
+    f = FusedSequential(*mods)
     f.input_shape = (dim,)
     return f
 
@@ -183,7 +184,7 @@ def vector_scnf(dim: int, num_classes: int, conditional: str = "glow", deep_dim:
 
     A Glow h has ``h_blocks`` steps whose coupling nets are ``h_net`` ("mlp": ``h_net_blocks``
     hidden layers; "resmlp": that many residual blocks) ``h_hidden`` wide, and one class
-    table ``embed_dim`` wide. :func:`scnf.released.released_toy_scnf` is the authors' toy."""
+    table ``embed_dim`` wide. :func:`scnf.models.released.released_toy_scnf` is the authors' toy."""
     if int(dim) < 1:
         raise ValueError(f"dim must be at least 1, got {dim}")
     deep_dim = dim if deep_dim is None else int(deep_dim)

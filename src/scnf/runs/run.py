@@ -6,22 +6,26 @@ evaluation), ``checkpoint.pt``, ``metrics.json``, figures and ``report.md``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import RunConfig, check_for_data, dump_config, load_config
-from .data import labelled_split, load_dataset, toy_problem
-from .data.own import OWN_DATASETS, load_own
-from .model import SemiConditionalFlow, check_invertibility, class_aware_init, class_prior_from_labels
-from .interface import TrainableModel
-from .kinds import MODEL_KINDS
-from .process_group import joined
-from .training import SemiSupervisedData, Trainer, evaluate
+from ..config import (IMAGE_DATASETS, OWN_DATASETS, TOY_DATASETS, RunConfig, check_for_data, dump_config,
+                      load_config, model_title)
+from ..errors import RunDirError
+from ..fileio import write_json_atomic
+from ..noise import seed_everything
+from ..data import labelled_split, load_dataset, toy_problem
+from ..data.own import load_own
+from ..models.flow import SemiConditionalFlow, check_invertibility, class_aware_init, class_prior_from_labels
+from ..protocol import TrainableModel
+from ..models import registry
+from ..training.process_group import joined
+from ..data.batches import SemiSupervisedData
+from ..training.trainer import Trainer
+from ..training.evaluation import evaluate
 
 PAPER_TABLE1 = {  # (moons error %, moons NLL, circles error %, circles NLL), paper Table 1
     ("glow", "glow"): ("0.6 ± 0.4", "1.11 ± 0.02", "5.0 ± 1.9", "1.68 ± 0.13"),
@@ -31,24 +35,10 @@ PAPER_TABLE1 = {  # (moons error %, moons NLL, circles error %, circles NLL), pa
 }
 
 
-def set_seed(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
 def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
     """The semi-supervised data of a config, and raw arrays for plots."""
     d = cfg.data
-    if d.dataset in ("moons", "circles"):
+    if d.dataset in TOY_DATASETS:
         x, y_semi, y_true, xt, yt = toy_problem(d.dataset, d.n_train, d.n_test, d.n_labelled, d.noise,
                                                 seed=d.split_seed, evaluate_on=d.evaluate_on)
         data = SemiSupervisedData(torch.from_numpy(x), torch.from_numpy(y_semi), torch.from_numpy(xt),
@@ -119,19 +109,19 @@ def _build_own_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
 
 
 def build_model(cfg: RunConfig, data: SemiSupervisedData) -> TrainableModel:
-    """The model of ``cfg`` for ``data`` (its kind's builder, :data:`scnf.kinds.MODEL_KINDS`),
+    """The model of ``cfg`` for ``data`` (its kind's builder, :func:`scnf.models.registry.build`),
     with p(y) from the labelled rows (and, for M1+M2 with ``model.m1_run``, the trained M1)."""
     k = int(data.y.max()) + 1 if data.y_test is None else int(max(data.y.max(), data.y_test.max())) + 1
     parts = {}
     if cfg.model.kind == "m1m2" and cfg.model.m1_run:
         parts["pretrained_m1"] = load_m1_run(cfg.model.m1_run, cfg)
-    return MODEL_KINDS[cfg.model.kind].build(cfg, data, k, class_prior_from_labels(data.y, k), **parts)
+    return registry.build(cfg, data, k, class_prior_from_labels(data.y, k), **parts)
 
 
 def load_m1_run(run_dir: str | Path, cfg: RunConfig) -> dict:
     """The weights of M1 from a finished ``model.kind = "m1"`` run, checked against ``cfg``
     (same dataset, likelihood and sizes); a problem is a ValueError naming ``model.m1_run``."""
-    from .checkpoint import load_checkpoint
+    from ..training.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
     where = f"model.m1_run = {str(run_dir)!r}"
@@ -165,10 +155,6 @@ def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
         if key in final:
             metrics[key] = final[key]
     return metrics
-
-
-class RunDirError(ValueError):
-    pass
 
 
 def _same_config(out: Path, cfg: RunConfig) -> bool:
@@ -264,14 +250,14 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
 
     Under torchrun (``WORLD_SIZE`` > 1) every process runs this: it joins the process group
     (and leaves it at the end unless it was joined before), all processes build the data and
-    model and train (:class:`~scnf.training.Trainer` with the group), and rank 0 alone
+    model and train (:class:`~scnf.training.trainer.Trainer` with the group), and rank 0 alone
     prepares the run directory and writes the log, checkpoints, metrics, figures and report.
     Every process returns the same metrics (up to its own clock readings)."""
     with joined(cfg.train.device) as group:
         out = Path(out)
         t0 = time.perf_counter()
         group.run_on_main_first(lambda: prepare_run_dir(out, cfg, resume, overwrite), "run directory setup")
-        set_seed(cfg.seed)
+        seed_everything(cfg.seed)
         data, raw = group.run_on_main_first(lambda: build_data(cfg), "loading the data")
         if "source" in raw and group.is_main:  # own data: what was read, with its checksum
             write_json_atomic(out / "data.json", raw["source"])
@@ -291,13 +277,11 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, overwrite: bool =
         metrics.update({f"val_{k}": v for k, v in trainer.last_val.items()})
         if trainer.best is not None:  # early stopping: the weights kept
             metrics.update(best_step=trainer.best["step"], stopped_early=trainer.stopped_early)
-        from .baselines import SemiSupervisedVAE
+        from ..models.vae import SemiSupervisedVAE
 
         if isinstance(model, SemiSupervisedVAE) and model.m1_frozen:
             metrics.update(m1_run=cfg.model.m1_run, m1_active_dims=int(model.active.numel()))
-        solvers = [m for m in model.modules() if hasattr(m, "num_solves")]
-        if solvers:  # FFJORD parts: mean function evaluations per ODE solve over the run
-            metrics["ffjord_mean_nfe"] = sum(m.total_nfe for m in solvers) / max(sum(m.num_solves for m in solvers), 1)
+        metrics.update(model.diagnostics(over_run=True))  # e.g. FFJORD parts' mean evaluations per solve
         if isinstance(model, SemiConditionalFlow):
             n_check = min(64, data.x.shape[0])
             metrics["max_reconstruction_error"] = check_invertibility(
@@ -315,7 +299,7 @@ def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervised
     if data.dims == 2 and not data.images and "x" in raw:
         from .plots import decision_boundary
 
-        name = f"{model_name(cfg)} on {cfg.data.dataset}"
+        name = f"{model_title(cfg)} on {cfg.data.dataset}"
         decision_boundary(model, raw["x"], raw["y_semi"], out / "decision_boundary.png",
                           title=f"{name}: test error {metrics['error_pct']:.1f} %, NLL {metrics['nll']:.3f}")
         figures.append("decision_boundary.png")
@@ -329,16 +313,8 @@ def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervised
     write_report(out, cfg, metrics, figures)
 
 
-def model_name(cfg: RunConfig) -> str:
-    """"GLOW ∘ GMM", or the baseline's name ("M2", "M1+M2")."""
-    title = MODEL_KINDS[cfg.model.kind].title
-    if title is not None:
-        return title
-    return f"{cfg.model.unconditional.upper()} ∘ {cfg.model.conditional.upper()}"
-
-
 def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -> None:
-    lines = [f"# scnf run: {model_name(cfg)} on {cfg.data.dataset}", "",
+    lines = [f"# scnf run: {model_title(cfg)} on {cfg.data.dataset}", "",
              f"{cfg.data.n_labelled} labelled rows, seed {cfg.seed}, split seed {cfg.data.split_seed}, "
              f"{metrics['steps']} steps in {metrics['seconds']:.1f} s.", "",
              "| metric | value |", "|---|---|"]
@@ -349,13 +325,13 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -
             v = metrics[k]
             lines.append(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
     ref = PAPER_TABLE1.get((cfg.model.unconditional, cfg.model.conditional))
-    if ref and cfg.data.dataset in ("moons", "circles"):
+    if ref and cfg.data.dataset in TOY_DATASETS:
         i = 0 if cfg.data.dataset == "moons" else 2
         lines += ["", f"Paper (Table 1, mean ± std over 5 seeds): error {ref[i]} %, NLL {ref[i + 1]}."]
     for f in figures:
         lines += ["", f"![{f}]({f})"]
     lines += ["", METRIC_NOTES, ""]
-    if cfg.data.dataset in ("mnist", "fashion-mnist"):
+    if cfg.data.dataset in IMAGE_DATASETS:
         n = cfg.data.n_test_eval or 10_000
         lines += [f"Test numbers over {n:,} test images"
                   + (f", validation numbers over {cfg.data.n_validation:,} held-out training images"
@@ -385,7 +361,7 @@ METRIC_NOTES = (
 def load_run(run_dir: str | Path):
     """(config, model, data, checkpoint) of a run directory.
 
-    The checkpoint is read without running code (:func:`scnf.checkpoint.load_checkpoint`);
+    The checkpoint is read without running code (:func:`scnf.training.checkpoint.load_checkpoint`);
     one that is not a scnf checkpoint or does not fit the config raises
     :class:`~scnf.errors.CheckpointError` (a ``ValueError``) naming the file."""
     run_dir = Path(run_dir)
@@ -394,11 +370,11 @@ def load_run(run_dir: str | Path):
     for name in ("config.toml", "checkpoint.pt"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir} has no {name}: not a scnf run directory")
-    from .checkpoint import load_checkpoint, load_model_state
+    from ..training.checkpoint import load_checkpoint, load_model_state
 
     cfg = load_config(run_dir / "config.toml")
     state = load_checkpoint(run_dir / "checkpoint.pt")  # before the data: a bad file fails fast
-    set_seed(cfg.seed)
+    seed_everything(cfg.seed)
     data, raw = build_data(cfg)
     model = build_model(cfg, data)
     # a run with a weight average is evaluated with it, as during training
@@ -412,7 +388,7 @@ def evaluate_run(run_dir: str | Path, bins: int = 15) -> dict:
     the expected calibration error of its p(y | x) (``ece_pct``, ``bins`` confidence bins), with
     a reliability diagram written to ``run_dir/reliability.png``. When the run holds out
     labelled validation rows (``data.n_validation``), a temperature T is fitted on them
-    (:func:`scnf.calibration.fit_temperature`, never on the test set) and the test set's ECE of
+    (:func:`scnf.runs.calibration.fit_temperature`, never on the test set) and the test set's ECE of
     softmax(log p(x, y) / T) is reported beside it (``temperature``, ``ece_pct_temperature``)."""
     from .calibration import expected_calibration_error, fit_temperature, reliability_diagram, temperature_scale
 
@@ -426,7 +402,7 @@ def evaluate_run(run_dir: str | Path, bins: int = 15) -> dict:
         p, y = torch.cat(probs).numpy(), data.y_test.numpy()
         out["ece_pct"] = expected_calibration_error(p, y, bins)
         reliability_diagram(p, y, Path(run_dir) / "reliability.png", bins,
-                            title=f"{model_name(cfg)}, test set: p(y | x)")
+                            title=f"{model_title(cfg)}, test set: p(y | x)")
         out["reliability_diagram"] = str(Path(run_dir) / "reliability.png")
         if data.x_val is not None and data.y_val is not None and len(data.y_val):
             val_probs: list = []

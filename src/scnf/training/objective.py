@@ -1,71 +1,17 @@
-"""The training objective of Eq. (1): labelled rows contribute log p(x, y), unlabelled rows
-log p(x); plain SGD or EM-SGD (Appendix B); the optional classification loss, consistency
-and pseudo-label terms; and its backward pass in micro-batches and across processes."""
+"""The training objective of a batch (each model's :meth:`loss_terms`, e.g. the flows' Eq. (1) in
+:mod:`scnf.models.loss`), the consistency view's target, and its backward pass in micro-batches
+and across processes."""
 from __future__ import annotations
 
 from contextlib import nullcontext
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-from .interface import LossTerms, TrainableModel
+from ..config import TrainConfig
+from ..protocol import TrainableModel
 from .process_group import ProcessGroup
 
-# ``cfg`` below is a :class:`scnf.config.TrainConfig` (not imported: scnf.config reaches the models,
-# which reach this module)
-
-
-def loss_terms(lj: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, n_rows: int | None = None,
-               n_labelled: int | None = None, target: torch.Tensor | None = None, pseudo: bool = False) -> LossTerms:
-    """The loss of Eq. (1) from a batch's log p(x, y=k) (B, K) and labels (-1: unlabelled).
-
-    SGD: labelled rows -log p(x, y), unlabelled rows -log p(x), summed and divided by
-    ``n_rows`` (default: the rows here). EM-SGD: unlabelled rows -E_q log p(x, y) with
-    q = p_old(y|x) held fixed (E-step); one gradient step on it is the M-step (its gradient at
-    theta_old equals that of log p(x), by Fisher's identity). L_clf: cross-entropy of
-    log p(y|x) on labelled rows, summed and divided by ``n_labelled`` (default: the labelled
-    rows here), times ``clf_weight``. Distributed training passes global counts.
-    ``target`` (unlabelled rows, K), when given: posteriors of a second view of the
-    unlabelled rows; adds ``consistency_weight`` times the mean KL(target || p(y|x)) over them.
-
-    Returns :class:`~scnf.interface.LossTerms`: (loss, log p(x, y) of labelled rows, log p(x)
-    of unlabelled rows, L_clf sum, labelled-row predictions correct, consistency KL sum).
-    """
-    lab = y >= 0
-    lj_lab, y_lab, lj_unl = lj[lab], y[lab], lj[~lab]
-    lp_lab = lj_lab.gather(1, y_lab[:, None]).squeeze(1)
-    lp_unl = torch.logsumexp(lj_unl, 1)
-    if cfg.optimisation == "em-sgd":
-        q = torch.softmax(lj_unl.detach(), 1)
-        unl_term = (q * lj_unl).sum(1)
-    else:
-        unl_term = lp_unl
-    n_rows = lj.shape[0] if n_rows is None else n_rows
-    n_labelled = int(lab.sum()) if n_labelled is None else n_labelled
-    loss = -(cfg.labelled_weight * lp_lab.sum() + unl_term.sum()) / n_rows
-    clf_sum = lj.new_zeros(())
-    if cfg.clf_weight > 0 and n_labelled > 0:
-        if lab.any():
-            clf_sum = F.cross_entropy(lj_lab, y_lab, reduction="sum")
-        loss = loss + cfg.clf_weight * clf_sum / n_labelled
-    kl_sum = lj.new_zeros(())
-    if target is not None and lj_unl.shape[0] > 0:
-        if target.shape != lj_unl.shape:
-            raise ValueError(f"target has shape {tuple(target.shape)}, expected {tuple(lj_unl.shape)} "
-                             "(one posterior per unlabelled row)")
-        log_post = torch.log_softmax(lj_unl, 1)
-        kl_sum = (torch.xlogy(target, target) - target * log_post).sum()
-        loss = loss + cfg.consistency_weight * kl_sum / (n_rows - n_labelled)
-    if pseudo and cfg.pseudo_threshold > 0 and lj_unl.shape[0] > 0:
-        conf, y_hat = torch.softmax(lj_unl.detach(), 1).max(1)
-        sure = conf >= cfg.pseudo_threshold
-        if sure.any():
-            pl = F.cross_entropy(lj_unl[sure], y_hat[sure], reduction="sum")
-            loss = loss + cfg.pseudo_weight * pl / max(n_rows - n_labelled, 1)
-    with torch.no_grad():
-        correct = (lj_lab.argmax(1) == y_lab).sum()
-    return LossTerms(loss, lp_lab, lp_unl, clf_sum, correct, kl_sum)
 
 
 def _consistency_target(model: TrainableModel, view: torch.Tensor | None, cfg: TrainConfig):
@@ -82,7 +28,7 @@ def _stats(n: int, n_lab: int, lp_sum: float, clf_sum: float, kl_sum: float, cor
 
 def objective(model: TrainableModel, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
               view: torch.Tensor | None = None, pseudo: bool = False):
-    """The per-example mean loss (nats) of one batch, and statistics (see :func:`loss_terms`).
+    """The per-example mean loss (nats) of one batch, and statistics (see :func:`scnf.models.loss.loss_terms`).
 
     ``view``: a perturbed copy of the unlabelled rows of ``x``; its posterior, without
     gradient and at ``consistency_temperature``, is the target of the consistency term."""
@@ -93,12 +39,6 @@ def objective(model: TrainableModel, x: torch.Tensor, y: torch.Tensor, cfg: Trai
         lp_sum = float(lp_lab.sum() + lp_unl.sum())
     return loss, _stats(x.shape[0], lp_lab.shape[0], lp_sum, float(clf_sum.detach()), float(kl_sum.detach()),
                         int(correct))
-
-
-def has_uninitialised_actnorm(model: torch.nn.Module) -> bool:
-    from .bijectors.actnorm import ActNorm
-
-    return any(isinstance(m, ActNorm) and not bool(m.initialized) for m in model.modules())
 
 
 def backward_objective(model: TrainableModel, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
@@ -128,7 +68,7 @@ def backward_objective(model: TrainableModel, x: torch.Tensor, y: torch.Tensor, 
     n = rows if n_rows is None else n_rows
     n_lab = int(lab.sum()) if n_labelled is None else n_labelled
     chunk = cfg.micro_batch if 0 < cfg.micro_batch < rows else rows
-    if chunk < rows and model.training and has_uninitialised_actnorm(model):
+    if chunk < rows and model.training and model.needs_initialisation():
         with torch.no_grad():
             model.log_joint(x)
     target, unl_seen = None, 0

@@ -33,8 +33,8 @@ Evaluation uses ``log_joint(x)`` (B, K): a one-sample estimate of a lower bound 
 log p(x, y=k) (for M1+M2 of the stacked model p(x | z1) p(z1 | y, z2) p(z2) p(y));
 ``log_density(x, log_joint)``: E_q(y|x)[L(x, y)] + H(q(y|x)), a lower bound on log p(x) (the
 logsumexp over one-sample estimates, reported before, is not one); and ``classifier_logits(x)``:
-log q(y | x). Every sample is drawn with :func:`scnf.interface.randn_like` /
-:func:`~scnf.interface.rand_like`: from the trainer's generator in training, from a fixed one
+log q(y | x). Every sample is drawn with :func:`scnf.noise.randn_like` /
+:func:`~scnf.noise.rand_like`: from the trainer's generator in training, from a fixed one
 in evaluation.
 """
 from __future__ import annotations
@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .interface import LossTerms, rand_like, randn_like
+from ..noise import rand_like, randn_like
+from ..protocol import LossTerms
 
 
 LOG2PI = math.log(2 * math.pi)
@@ -95,7 +96,7 @@ class BernoulliPixels(nn.Module):
 
 def binarise(x: torch.Tensor) -> torch.Tensor:
     """b ~ Bernoulli(x) elementwise for intensities x in [0, 1], from the generator that
-    :func:`scnf.interface.noise_from` installed (the trainer's in training, a fixed one in evaluation)."""
+    :func:`scnf.noise.noise_from` installed (the trainer's in training, a fixed one in evaluation)."""
     return (rand_like(x) < x).to(x.dtype)
 
 
@@ -156,7 +157,7 @@ LIKELIHOODS = {"bernoulli": BernoulliPixels, "continuous-bernoulli": ContinuousB
 
 class SemiSupervisedVAE(nn.Module):
     """M1 alone (``stage = "m1"``), M2 on pixels (``"m2"``) or M1+M2 (``"m1m2"``), a
-    :class:`scnf.interface.TrainableModel`: ``training_forward`` / ``loss_terms`` (training),
+    :class:`scnf.protocol.TrainableModel`: ``training_forward`` / ``loss_terms`` (training),
     ``log_joint`` / ``log_density`` / ``class_scores`` (evaluation) and ``parameter_groups``.
 
     ``likelihood``: ``"bernoulli"`` (the original: pixels re-binarised, b ~ Bernoulli(x), every
@@ -295,9 +296,17 @@ class SemiSupervisedVAE(nn.Module):
         feats = (z1 if self.m1_features == "sample" else mu).detach()
         return {"bounds": self.m2.bounds(feats), "log_q": self.m2.classifier_logits(feats), "m1_bound": m1_bound}
 
+    def needs_initialisation(self) -> bool:
+        """No data-dependent initialisation: the VAEs start from their random weights."""
+        return False
+
+    def diagnostics(self, over_run: bool = False) -> dict:
+        """Nothing beyond the objective to report."""
+        return {}
+
     def loss_terms(self, out: dict, y: torch.Tensor, cfg, n_rows: int | None = None, n_labelled: int | None = None,
                    target=None, pseudo: bool = False):
-        """The objective of a batch as :class:`~scnf.interface.LossTerms`: (loss, bound of
+        """The objective of a batch as :class:`~scnf.protocol.LossTerms`: (loss, bound of
         labelled rows, bound of unlabelled rows, cross-entropy sum, labelled rows classified
         right, 0).
 

@@ -19,8 +19,8 @@ Every key is checked: a missing, unexpected or mis-shaped one raises
 other than the one our layer computes and a prior mean other than 0 (their code never trains
 it; ours has none).
 
-``scnf import-released CHECKPOINT --out RUN_DIR`` (:func:`import_released`) writes a run
-directory that ``scnf evaluate``, ``scnf analyse`` and :func:`scnf.experiment.load_run` read.
+``scnf import-released CHECKPOINT --out RUN_DIR`` (:func:`scnf.runs.imported.import_released`) writes a run
+directory that ``scnf evaluate``, ``scnf analyse`` and :func:`scnf.runs.run.load_run` read.
 """
 from __future__ import annotations
 
@@ -29,15 +29,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import conditional_glow, mnist_scnf, vector_unconditional
-from .bijectors.actnorm import ActNorm
-from .bijectors.base import Flatten, Sequential
-from .bijectors.conv1x1 import InvertibleConv2d
-from .bijectors.coupling import AffineCoupling, CouplingLayer, MaskedCouplingLayer, checkerboard_mask
-from .bijectors.logits import ToLogits
-from .bijectors.reshape import FactorOut, SpaceToDepth
-from .model import SemiConditionalFlow
-from .nets import MLP, ResidualConvNet, ResidualMLP
+from .builders import conditional_glow, mnist_scnf, vector_unconditional
+from ..bijectors.actnorm import ActNorm
+from ..bijectors.base import Flatten, Sequential
+from ..bijectors.conv1x1 import InvertibleConv2d
+from ..bijectors.coupling import AffineCoupling, CouplingLayer, MaskedCouplingLayer, checkerboard_mask
+from ..bijectors.logits import ToLogits
+from ..bijectors.reshape import FactorOut, SpaceToDepth
+from .flow import SemiConditionalFlow
+from ..nn import MLP, ChannelAffine, ResidualConvNet, ResidualMLP
 
 MODELS = ("mnist", "toy")
 
@@ -88,7 +88,7 @@ def _copy(param: torch.Tensor, value: torch.Tensor) -> None:
     param.data.copy_(value.to(param.dtype).reshape(param.shape))
 
 
-def _actnorm(keys: _Keys, prefix: str, an: ActNorm) -> None:
+def _actnorm(keys: _Keys, prefix: str, an: ChannelAffine) -> None:
     c = an.num_channels
     _copy(an.log_scale, keys.take(prefix + "logs", (c,)))
     _copy(an.bias, -keys.take(prefix + "bias", (c,)).to(torch.float64))
@@ -273,43 +273,3 @@ def read_released(path: str | Path) -> dict:
     if not isinstance(sd, dict):
         raise ReleasedCheckpointError(f"{path} holds a {type(sd).__name__}, not a state dict")
     return sd
-
-
-def run_config(model: str, h_hidden: int = 256):
-    """The run config an imported model is evaluated and analysed with: the paper profile
-    (``configs/mnist-paper.toml``) for MNIST; moons with 10 labels for the toy."""
-    from .config import RunConfig, validate
-
-    cfg = RunConfig()
-    if model == "mnist":
-        cfg.data.dataset, cfg.data.n_labelled = "mnist", 100
-        cfg.train.batch_size, cfg.train.steps, cfg.train.eval_every = 256, 117188, 2344
-        cfg.train.checkpoint_every = 1000
-    else:
-        cfg.data.dataset, cfg.data.n_labelled = "moons", 10
-        cfg.model.blocks, cfg.model.hidden, cfg.model.h_blocks = 2, 64, 3
-        cfg.model.h_hidden, cfg.model.h_net, cfg.model.h_net_blocks = h_hidden, "resmlp", 4
-        cfg.model.embed_dim = TOY_EMBED_ROWS
-    return validate(cfg)
-
-
-def import_released(checkpoint: str | Path, out: str | Path, model: str = "mnist",
-                    overwrite: bool = False) -> SemiConditionalFlow:
-    """Convert the authors' checkpoint into a scnf run directory ``out`` (``config.toml`` and
-    ``checkpoint.pt``, written only after every key was checked); returns the model."""
-    from .checkpoint import save_checkpoint
-    from .config import dump_config
-
-    sd = read_released(checkpoint)
-    net = load_released_state_dict(sd, model, source=str(checkpoint))
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file, not a directory")
-    if (out / "checkpoint.pt").exists() and not overwrite:
-        raise FileExistsError(f"--out {out} already holds a run (checkpoint.pt); choose another directory")
-    cfg = run_config(model, toy_hidden(sd) if model == "toy" else 256)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(dump_config(cfg))
-    save_checkpoint(out / "checkpoint.pt", {"model": net.state_dict(), "step": 0,
-                                            "imported_from": str(checkpoint), "source": "released"})
-    return net

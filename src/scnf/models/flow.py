@@ -16,9 +16,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import objective as _objective
-from .bijectors.actnorm import ActNorm, ConditionalActNorm
-from .bijectors.base import Bijector, Identity
+from ..nn import ChannelAffine
+from .loss import loss_terms as _loss_terms
+from ..bijectors.actnorm import ConditionalActNorm
+from ..bijectors.base import Bijector, Identity
+from ..bijectors.ffjord import FFJORD
 from .priors import ClassConditionalGaussian, DiagonalGaussian
 
 
@@ -155,7 +157,7 @@ class SemiConditionalFlow(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.log_joint(x).argmax(1)
 
-    # ------------------------------------------------------------------ training (scnf.interface.TrainableModel)
+    # ------------------------------------------------------------------ training (scnf.protocol.TrainableModel)
     classifies = True
     density_of = "dequantised"
 
@@ -169,8 +171,24 @@ class SemiConditionalFlow(nn.Module):
 
     def loss_terms(self, out: torch.Tensor, y: torch.Tensor, cfg, n_rows: int | None = None,
                    n_labelled: int | None = None, target: torch.Tensor | None = None, pseudo: bool = False):
-        """Eq. (1) and the optional terms from ``out`` = :meth:`log_joint` (:func:`scnf.objective.loss_terms`)."""
-        return _objective.loss_terms(out, y, cfg, n_rows, n_labelled, target, pseudo)
+        """Eq. (1) and the optional terms from ``out`` = :meth:`log_joint` (:func:`scnf.models.loss.loss_terms`)."""
+        return _loss_terms(out, y, cfg, n_rows, n_labelled, target, pseudo)
+
+    def needs_initialisation(self) -> bool:
+        """Whether an ActNorm still waits for its data-dependent initialisation (it runs on the
+        next forward pass in training mode)."""
+        return any(isinstance(m, ChannelAffine) and not bool(m.initialized) for m in self.modules())
+
+    def diagnostics(self, over_run: bool = False) -> dict:
+        """FFJORD parts: the function evaluations of each part's last solve (``ffjord_last_nfe``),
+        or with ``over_run`` the mean per solve since the model was built (``ffjord_mean_nfe``);
+        empty for flows without ODE solves."""
+        solvers = [m for m in self.modules() if isinstance(m, FFJORD)]
+        if not solvers:
+            return {}
+        if over_run:
+            return {"ffjord_mean_nfe": sum(m.total_nfe for m in solvers) / max(sum(m.num_solves for m in solvers), 1)}
+        return {"ffjord_last_nfe": [m.last_nfe for m in solvers]}
 
     def class_scores(self, x: torch.Tensor, log_joint: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x, y=k): its argmax is the exact posterior's."""
@@ -280,7 +298,7 @@ def class_aware_init(model: SemiConditionalFlow, x: torch.Tensor, y: torch.Tenso
                 break
         if isinstance(first, ConditionalActNorm):
             first.initialize_from_labelled(z_f, y_lab)
-    for mod in model.conditional.modules():  # (re-)initialise h's ActNorms on the new z_f
-        if isinstance(mod, ActNorm):
+    for mod in model.conditional.modules():  # (re-)initialise h's ActNorms (its nets' too) on the new z_f
+        if isinstance(mod, ChannelAffine):
             mod.initialized.fill_(False)
     model.log_joint(x)

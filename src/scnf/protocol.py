@@ -1,19 +1,13 @@
-"""What training and evaluation need of a model, and where models draw their noise.
+"""What training and evaluation need of a model.
 
-:class:`TrainableModel` is the one interface the :class:`~scnf.training.Trainer`,
-:func:`~scnf.objective.backward_objective` and :func:`~scnf.evaluation.evaluate` use; the
-flows (:class:`~scnf.model.SemiConditionalFlow`) and Kingma et al.'s VAEs
-(:class:`~scnf.baselines.SemiSupervisedVAE`) implement it. Nothing is looked up by name.
-
-Noise inside a model (a VAE's reparameterised samples, FFJORD's Hutchinson probes) is drawn
-with :func:`randn_like`, from the generator that :func:`noise_from` installs: the trainer
-installs its own (seeded, saved in checkpoints) around each training forward and evaluation
-installs a fixed one, so neither depends on the other, nor on torch's global generator.
+:class:`TrainableModel` is the one interface the :class:`~scnf.training.trainer.Trainer`,
+:func:`~scnf.training.objective.backward_objective` and :func:`~scnf.training.evaluation.evaluate` use; the
+flows (:class:`~scnf.models.flow.SemiConditionalFlow`) and Kingma et al.'s VAEs
+(:class:`~scnf.models.vae.SemiSupervisedVAE`) implement it. Nothing is looked up by name.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -59,43 +53,15 @@ class TrainableModel(Protocol):
         constant). ``log_joint``: :meth:`log_joint` of the same ``x`` if already computed; a
         model that predicts from it (the flows: the exact posterior) reuses it."""
 
+    def needs_initialisation(self) -> bool:
+        """Whether a data-dependent initialisation (the flows' ActNorms) still waits for the next
+        forward pass in training mode; the trainer then runs it on the whole first batch."""
+
+    def diagnostics(self, over_run: bool = False) -> dict:
+        """Model-specific figures for the log (at each evaluation) or, with ``over_run``, for the
+        run's metrics (e.g. an ODE solver's function evaluations); ``{}`` when there are none."""
+
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """The optimiser's groups by name (every parameter in exactly one): ``f``/``h`` for the
         flows (``train.h_lr_mult`` and ``train.warmup_f_steps`` act on ``h``), ``m1``/``m2`` for
         the VAEs."""
-
-
-_generator: torch.Generator | None = None
-
-
-@contextmanager
-def noise_from(generator: torch.Generator | None) -> Iterator[None]:
-    """Within the block, :func:`randn_like` draws from ``generator`` (None: torch's global one)."""
-    global _generator
-    previous, _generator = _generator, generator
-    try:
-        yield
-    finally:
-        _generator = previous
-
-
-def randn_like(t: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise shaped like ``t``, from the generator :func:`noise_from` installed
-    (drawn on the CPU, then moved, so the stream does not depend on the device)."""
-    if _generator is None:
-        return torch.randn_like(t)
-    return torch.randn(t.shape, generator=_generator, dtype=t.dtype).to(t.device)
-
-
-def rand_like(t: torch.Tensor) -> torch.Tensor:
-    """Uniform [0, 1) noise shaped like ``t``, from the same generator as :func:`randn_like`."""
-    if _generator is None:
-        return torch.rand_like(t)
-    return torch.rand(t.shape, generator=_generator, dtype=t.dtype).to(t.device)
-
-
-def rademacher_like(t: torch.Tensor) -> torch.Tensor:
-    """Random signs (+1 / -1) shaped like ``t``, from the same generator as :func:`randn_like`."""
-    if _generator is None:
-        return torch.randint_like(t, 0, 2).mul_(2).sub_(1)
-    return torch.randint(0, 2, t.shape, generator=_generator).to(t.dtype).mul_(2).sub_(1).to(t.device)

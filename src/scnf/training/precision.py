@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .bijectors.coupling import MaskedCouplingLayer, _TwoPassCoupling
+from ..bijectors.coupling import MaskedCouplingLayer, _TwoPassCoupling
 
 PRECISIONS = ("fp32", "tf32", "bf16-mixed")
 

@@ -3,7 +3,7 @@
 * :class:`ResidualConvNet` — Appendix E's coupling net for images: reflection pad, 3x3
   conv to ``hidden``, residual blocks (ReLU, 3x3 conv, ReLU, 3x3 conv; no normalisation
   inside, as in the released code, which builds an ActNorm there but never uses it),
-  ActNorm, ReLU, zero-initialised 3x3 conv.
+  ActNorm (:class:`ChannelAffine`), ReLU, zero-initialised 3x3 conv.
 * :class:`ResidualMLP` — the same net at 1x1 spatial size (1x1 convs are linear maps),
   used by the conditional flow h.
 * :class:`MLP` — the toy models' 64-64 LeakyReLU net.
@@ -28,7 +28,66 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bijectors.actnorm import ActNorm
+
+
+class ChannelAffine(nn.Module):
+    """Per-channel affine map ``y = (x + bias) * exp(log_scale)`` with Glow's data-dependent
+    initialisation: on the first forward pass in training mode (or by :meth:`initialize`) the
+    bias and scale are set so that the output has zero mean and unit variance per channel,
+    ``bias = -mean``, ``log_scale = -log(std + 1e-6)``, with the unbiased (N - 1) standard
+    deviation over batch and positions, as the released model computes it.
+
+    Works on images (B, C, H, W) and vectors (B, C). The ``initialized`` flag is a registered
+    buffer, so a model loaded from a state dict never re-initialises. The coupling nets use it
+    as their normalisation; :class:`scnf.bijectors.ActNorm` is the same map as an invertible
+    layer (with its log-determinant).
+
+    Under ``torch.compile`` the flag is not read (a data-dependent branch would split the
+    compiled graph): initialise before compiling, as the Trainer does with ``train.compile``.
+    """
+
+    def __init__(self, num_channels: int):
+        super().__init__()
+        self.num_channels = int(num_channels)
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.log_scale = nn.Parameter(torch.zeros(num_channels))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _view(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+    def _check_std(self, std: torch.Tensor) -> None:
+        """A constant hidden channel is legitimate inside a net: nothing to refuse here."""
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Set bias and scale from a batch ``x`` (data-dependent initialisation)."""
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"{type(self).__name__}({self.num_channels}): expected input with {self.num_channels} "
+                f"channels, got shape {tuple(x.shape)}"
+            )
+        flat = x.transpose(0, 1).reshape(self.num_channels, -1)
+        mean = flat.mean(1)
+        std = flat.std(1, unbiased=True) if flat.shape[1] > 1 else torch.zeros_like(mean)
+        self._check_std(std)
+        self.bias.data.copy_(-mean)
+        self.log_scale.data.copy_(-torch.log(std + 1e-6))
+        self.initialized.fill_(True)
+
+    def _initialise_if_needed(self, x: torch.Tensor) -> None:
+        if self.training and not torch.compiler.is_compiling() and not bool(self.initialized):
+            self.initialize(x)
+
+    def _affine(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self._view(self.bias, x)) * self._view(self.log_scale.exp(), x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._initialise_if_needed(x)
+        return self._affine(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}"
 
 
 def _zero(layer: nn.Module) -> nn.Module:
@@ -43,11 +102,10 @@ def _conv3(cin: int, cout: int) -> nn.Sequential:
 
 class _NormAct(nn.Sequential):
     def __init__(self, channels: int):
-        # strict=False: a constant hidden channel is legitimate inside a net
-        super().__init__(ActNorm(channels, strict=False), nn.ReLU())
+        super().__init__(ChannelAffine(channels), nn.ReLU())
 
-    def forward(self, x):  # ActNorm is a bijector returning (y, logdet)
-        return self[1](self[0](x)[0])
+    def forward(self, x):
+        return self[1](self[0](x))
 
 
 class _ResBlock(nn.Module):

@@ -5,8 +5,9 @@ import math
 
 import torch
 
-from .batches import SemiSupervisedData
-from .interface import TrainableModel, noise_from
+from ..data.batches import SemiSupervisedData
+from ..noise import noise_from
+from ..protocol import TrainableModel
 from .process_group import ProcessGroup
 
 LN2 = math.log(2.0)

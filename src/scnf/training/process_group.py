@@ -1,6 +1,6 @@
 """The collective operations of training, for one process or for a ``torch.distributed`` job.
 
-The :class:`~scnf.training.Trainer` asks a process group for every operation that involves
+The :class:`~scnf.training.trainer.Trainer` asks a process group for every operation that involves
 other processes: its share of a batch, sums over processes, the broadcast of the initial
 weights, the gradient all-reduce (a DistributedDataParallel wrapper) and whether it writes
 files. :class:`ProcessGroup` is one process (every collective is the identity);
@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .bijectors.ffjord import ODESolverError
-from .errors import TrainingFailed
+from ..bijectors.ffjord import ODESolverError
+from ..errors import TrainingFailed
 
 ENV_TIMEOUT = "SCNF_DDP_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0

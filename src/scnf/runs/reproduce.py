@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig, validate
-from .data import toy_problem
-from .experiment import PAPER_TABLE1, finished_metrics, resumable, run, write_json_atomic
+from ..config import TOY_DATASETS, DataConfig, ModelConfig, RunConfig, TrainConfig, validate
+from ..data import toy_problem
+from ..fileio import write_json_atomic
+from .run import PAPER_TABLE1, finished_metrics, resumable, run
 
 # Per-row training settings for the toy problems (FFJORD rows solve ODEs: fewer, larger steps).
 # labelled_share 0.1: with the authors' 1/3 the 10 labelled points take a third of every
@@ -87,7 +88,7 @@ def _run_all(work: list, jobs: int) -> list[dict]:
 
 
 def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gmm")),
-           datasets=("moons", "circles"), steps: int | None = None, jobs: int = 1,
+           datasets=TOY_DATASETS, steps: int | None = None, jobs: int = 1,
            clf_weight: float | None = None, ffjord_train_tol: float | None = None,
            evaluate_on: str = "test") -> str:
     """Run Table 1's rows over ``seeds`` seeds; write ``table1.md``/``table1.json`` and one
@@ -230,7 +231,8 @@ def table2_configs(profile: str, rows=None, splits=(0, 1, 2), overrides=(), conf
     ``overrides`` (``section.key=value``, as ``scnf train --set``) apply to every row after its own.
     ``m1_dir``: where the shared M1 lives; rows whose config names an ``model.m1_run`` point there
     (see :func:`table2_m1_config`)."""
-    from .config import ConfigError, load_config, toml_value, with_overrides
+    from ..config import load_config, toml_value, with_overrides
+    from ..errors import ConfigError
 
     if profile not in TABLE2_PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(TABLE2_PROFILES)}")
@@ -265,7 +267,8 @@ def table2_configs(profile: str, rows=None, splits=(0, 1, 2), overrides=(), conf
 def table2_m1_config(profile: str, overrides=(), configs_dir=None):
     """The config of the M1 that ``profile``'s M1+M2 rows share (:data:`TABLE2_M1`), with the
     ``overrides`` that apply to it (a key it does not take is a ConfigError naming the M1)."""
-    from .config import ConfigError, load_config, with_overrides
+    from ..config import load_config, with_overrides
+    from ..errors import ConfigError
 
     cdir = Path(configs_dir) if configs_dir is not None else default_configs_dir()
     path = cdir / TABLE2_M1[profile]

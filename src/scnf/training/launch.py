@@ -2,7 +2,7 @@
 
 ``scnf train CONFIG --nproc N`` re-runs itself as N processes (:func:`launch`) with the
 variables torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
-``MASTER_PORT``); every process then runs :func:`scnf.experiment.run`, which joins the group
+``MASTER_PORT``); every process then runs :func:`scnf.runs.run.run`, which joins the group
 from them. Errors keep their exit code and one line, as with one process.
 :func:`local_launch` starts a job without torchrun's agent, for tests and benchmarks.
 """
@@ -112,7 +112,7 @@ def local_launch(nproc: int, target: str, kwargs: dict | None = None, timeout: f
     For tests and benchmarks: sets the torchrun variables itself (no agent, so one rank's
     failure does not kill the others), waits up to ``timeout`` seconds (then kills them) and
     returns ``[(returncode, output), ...]`` by rank. ``function`` joins the group itself
-    (:func:`scnf.process_group.init_distributed` or :func:`~scnf.process_group.joined`).
+    (:func:`scnf.training.process_group.init_distributed` or :func:`~scnf.training.process_group.joined`).
     """
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(nproc),
                 LOCAL_WORLD_SIZE=str(nproc), OMP_NUM_THREADS="1")
@@ -120,7 +120,7 @@ def local_launch(nproc: int, target: str, kwargs: dict | None = None, timeout: f
     procs = []
     for r in range(nproc):
         e = dict(base, RANK=str(r), LOCAL_RANK=str(r))
-        procs.append(subprocess.Popen([sys.executable, "-m", "scnf.launch", target, json.dumps(kwargs or {})],
+        procs.append(subprocess.Popen([sys.executable, "-m", "scnf.training.launch", target, json.dumps(kwargs or {})],
                                       env=e, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     deadline = time.monotonic() + timeout
     results = []
