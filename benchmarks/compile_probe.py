@@ -29,7 +29,8 @@ if variant == "compiled-simdlen":
     import torch._inductor.config as ic
     ic.cpp.simdlen = simdlen
 from scnf.config import demo_config
-from scnf.runs.run import build_data, build_model
+from scnf.data.load import build_data
+from scnf.runs.run import build_model
 from scnf.training.trainer import Trainer
 cfg = demo_config()
 cfg.train = dataclasses.replace(cfg.train, progress=False, threads=threads, compile=variant.startswith("compiled"))

@@ -52,7 +52,8 @@ torch.set_num_threads(threads)
 out = {"torch": torch.__version__}
 if what == "demo":
     from scnf.config import demo_config
-    from scnf.runs.run import build_data, build_model
+    from scnf.data.load import build_data
+    from scnf.runs.run import build_model
     from scnf.training.trainer import Trainer
     cfg = demo_config()
     cfg.train = dataclasses.replace(cfg.train, progress=False, threads=threads)

@@ -226,7 +226,8 @@ def test_m1_then_m1m2_from_its_run(tiny_images, tmp_path):  # noqa: F811
 def test_early_stopping_keeps_the_weights_of_the_best_validation_bound(tiny_images, tmp_path):  # noqa: F811
     """Validation NLLs 5, 4, 6, 7 with patience 2: training stops at the 4th evaluation and
     ends with the weights (and evaluations) of the 2nd."""
-    from scnf.runs.run import build_data, build_model
+    from scnf.data.load import build_data
+    from scnf.runs.run import build_model
     from scnf.training.trainer import Trainer
 
     data_dir, _ = tiny_images

@@ -120,7 +120,8 @@ def _check_table2(text, saved, rows):
 def test_table2_paper_profile_trains_a_flow_row_and_m1m2_for_a_step(tiny_mnist, tmp_path):
     """The paper profile (GPU-sized models) runs end to end on CPU: one SCNF row and M1+M2 for a step;
     every row's config loads and its model builds (all rows train in the slow test below)."""
-    from scnf.runs.run import build_data, build_model
+    from scnf.data.load import build_data
+    from scnf.runs.run import build_model
     from scnf.config import with_overrides
     from scnf.runs.reproduce import TABLE2_PROFILES, table2, table2_configs
 

@@ -217,7 +217,8 @@ def test_gmm_with_class_aware_init_trains():
     cfg = _toy_cfg(steps=20, eval_every=20)
     cfg.model.conditional = "gmm"
     cfg.model.init_from_labels = True
-    from scnf.runs.run import build_data, build_model
+    from scnf.data.load import build_data
+    from scnf.runs.run import build_model
     from scnf.models.flow import class_aware_init
 
     data, _ = build_data(cfg)

@@ -8,7 +8,8 @@ import torch
 
 import scnf
 from scnf.config import ConfigError, TrainConfig, from_dict
-from scnf.runs.run import build_data, load_run, run
+from scnf.data.load import build_data
+from scnf.runs.run import load_run, run
 from scnf.training.trainer import Trainer
 from scnf.training.averaging import WeightAverage
 from scnf.models.loss import loss_terms

@@ -241,7 +241,8 @@ def test_train_tol_applies_in_training_mode_only():
 
 def test_run_config_passes_ffjord_tolerances_to_the_model():
     from scnf.config import from_dict
-    from scnf.runs.run import build_data, build_model
+    from scnf.data.load import build_data
+    from scnf.runs.run import build_model
 
     cfg = from_dict({"data": {"dataset": "moons", "n_train": 50, "n_test": 50, "n_labelled": 4},
                      "model": {"unconditional": "ffjord", "conditional": "glow", "hidden": 8,

@@ -12,20 +12,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import (IMAGE_DATASETS, OWN_DATASETS, TOY_DATASETS, RunConfig, check_for_data, dump_config,
-                      load_config, model_title)
+from ..config import IMAGE_DATASETS, OWN_DATASETS, TOY_DATASETS, RunConfig, dump_config, load_config, model_title
+from ..data.batches import SemiSupervisedData
+from ..data.load import build_data
 from ..errors import RunDirError
 from ..fileio import write_json_atomic
-from ..noise import seed_everything
-from ..data import labelled_split, load_dataset, toy_problem
-from ..data.own import load_own
-from ..models.flow import SemiConditionalFlow, check_invertibility, class_aware_init, class_prior_from_labels
-from ..protocol import TrainableModel
 from ..models import registry
-from ..training.process_group import joined
-from ..data.batches import SemiSupervisedData
-from ..training.trainer import Trainer
+from ..models.flow import SemiConditionalFlow, check_invertibility, class_aware_init, class_prior_from_labels
+from ..noise import seed_everything
+from ..protocol import TrainableModel
 from ..training.evaluation import evaluate
+from ..training.process_group import joined
+from ..training.trainer import Trainer
 
 PAPER_TABLE1 = {  # (moons error %, moons NLL, circles error %, circles NLL), paper Table 1
     ("glow", "glow"): ("0.6 ± 0.4", "1.11 ± 0.02", "5.0 ± 1.9", "1.68 ± 0.13"),
@@ -33,79 +31,6 @@ PAPER_TABLE1 = {  # (moons error %, moons NLL, circles error %, circles NLL), pa
     ("ffjord", "glow"): ("0.3 ± 0.2", "1.12 ± 0.03", "6.2 ± 2.2", "1.7 ± 0.2"),
     ("ffjord", "gmm"): ("5.3 ± 6.3", "1.15 ± 0.06", "25 ± 2", "0.97 ± 0.05"),
 }
-
-
-def build_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
-    """The semi-supervised data of a config, and raw arrays for plots."""
-    d = cfg.data
-    if d.dataset in TOY_DATASETS:
-        x, y_semi, y_true, xt, yt = toy_problem(d.dataset, d.n_train, d.n_test, d.n_labelled, d.noise,
-                                                seed=d.split_seed, evaluate_on=d.evaluate_on)
-        data = SemiSupervisedData(torch.from_numpy(x), torch.from_numpy(y_semi), torch.from_numpy(xt),
-                                  torch.from_numpy(yt))
-        return data, {"x": x, "y_semi": y_semi, "y_true": y_true}
-    if d.dataset in OWN_DATASETS:
-        return _build_own_data(cfg)
-    data_dir = d.data_dir or None
-    xi, yi = load_dataset(d.dataset, "train", data_dir)
-    xt, yt = load_dataset(d.dataset, "test", data_dir)
-    lab = labelled_split(yi, d.n_labelled, seed=d.split_seed)
-    y_semi = np.full_like(yi, -1)
-    y_semi[lab] = yi[lab]
-    keep = np.arange(len(yi))
-    val = np.empty(0, dtype=np.int64)
-    if d.n_validation:
-        # held out of training altogether: its labels only score choices (never the test set's)
-        rest = np.setdiff1d(keep, lab)
-        if d.n_validation > len(rest):
-            raise ValueError(f"data.n_validation = {d.n_validation} exceeds the {len(rest)} unlabelled training images")
-        val = np.sort(np.random.default_rng([d.split_seed, 1]).choice(rest, d.n_validation, replace=False))
-        keep = np.setdiff1d(keep, val)
-    if d.n_unlabelled:
-        rest = np.setdiff1d(keep, lab)
-        rng = np.random.default_rng(d.split_seed)
-        keep = np.sort(np.concatenate([lab, rng.choice(rest, min(d.n_unlabelled, len(rest)), replace=False)]))
-    if d.n_test_eval:
-        xt, yt = xt[: d.n_test_eval], yt[: d.n_test_eval]
-    data = SemiSupervisedData(torch.from_numpy(xi[keep][:, None]), torch.from_numpy(y_semi[keep]),
-                              torch.from_numpy(xt[:, None]), torch.from_numpy(yt), images=True,
-                              x_val=torch.from_numpy(xi[val][:, None]) if len(val) else None,
-                              y_val=torch.from_numpy(yi[val]) if len(val) else None)
-    return data, {"labelled_indices": lab, "validation_indices": val}
-
-
-def _build_own_data(cfg: RunConfig) -> tuple[SemiSupervisedData, dict]:
-    """The user's npz file or image folder (:mod:`scnf.data.own`). ``data.n_validation`` rows are
-    held out of the LABELLED rows (the unlabelled ones have no label to score), drawn by
-    ``data.split_seed``; ``data.n_unlabelled`` subsamples the unlabelled ones."""
-    d = cfg.data
-    own = load_own(d.dataset, d.path)
-    check_for_data(cfg, own.images)
-    x, y = own.x, own.y
-    lab = np.flatnonzero(y >= 0)
-    keep = np.arange(len(y))
-    val = np.empty(0, dtype=np.int64)
-    if d.n_validation:
-        if d.n_validation >= len(lab):
-            raise ValueError(f"data.n_validation = {d.n_validation}: your data have {len(lab)} labelled rows; the "
-                             "validation rows are held out of them and at least one must stay for training")
-        val = np.sort(np.random.default_rng([d.split_seed, 1]).choice(lab, d.n_validation, replace=False))
-        keep = np.setdiff1d(keep, val)
-    if d.n_unlabelled:
-        unl = np.setdiff1d(keep, lab)
-        rng = np.random.default_rng(d.split_seed)
-        keep = np.sort(np.concatenate([np.intersect1d(keep, lab),
-                                       rng.choice(unl, min(d.n_unlabelled, len(unl)), replace=False)]))
-    xt, yt = own.x_test, own.y_test
-    if xt is not None and d.n_test_eval:
-        xt, yt = xt[: d.n_test_eval], yt[: d.n_test_eval]
-    t = (lambda a: None if a is None else torch.from_numpy(a))  # noqa: E731
-    data = SemiSupervisedData(t(x[keep]), t(y[keep]), t(xt), t(yt), images=own.images,
-                              x_val=t(x[val]) if len(val) else None, y_val=t(y[val]) if len(val) else None)
-    raw = {"source": own.source, "validation_indices": val}
-    if not own.images:
-        raw.update(x=x[keep], y_semi=y[keep])
-    return data, raw
 
 
 def build_model(cfg: RunConfig, data: SemiSupervisedData) -> TrainableModel:
