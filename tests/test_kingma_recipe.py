@@ -241,7 +241,7 @@ def test_early_stopping_keeps_the_weights_of_the_best_validation_bound(tiny_imag
     tr.evaluate_validation = lambda: {"nll": next(script)}
     tr.callback = lambda t, step: snapshots.setdefault(step, {k: v.clone() for k, v in t.model.state_dict().items()}) and False
     tr.fit()
-    assert tr.step == 8 and tr.stopped_early and tr.best["step"] == 4
+    assert tr.step == 8 and tr.stopped_early and tr.early_stopping.best["step"] == 4
     assert tr.last_val == {"nll": 4.0}
     for k, v in model.state_dict().items():
         assert torch.equal(v, snapshots[4][k]), k

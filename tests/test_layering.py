@@ -184,3 +184,26 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path):
 def test_a_module_outside_the_declared_layers_is_named(layers):
     with pytest.raises(KeyError, match="scnf.newthing"):
         layer_of("scnf.newthing.x", layers[:-1])
+
+
+def test_the_readme_table_of_where_things_are_matches_the_tree():
+    """Every module is named in the README's "Where things are" table, and every name there exists."""
+    import re
+
+    readme = (SRC.parent / "README.md").read_text()
+    table = readme.split("### Where things are (`src/scnf/`)")[1].split("\n## ")[0].split("\n### ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = set()
+    for row in rows:
+        where, what = row.split(" | ")[0], row.split(" | ", 1)[1]
+        folders = re.findall(r"`(\w+)/`", where)
+        tops = re.findall(r"`(\w+\.py)`", where)
+        named |= set(tops)
+        for folder in folders:
+            for f in re.findall(r"`(\w+\.py)`", what):
+                named.add(f"{folder}/{f}")
+    tree = {str(p.relative_to(SRC / "scnf")) for p in (SRC / "scnf").rglob("*.py")
+            if p.name not in ("__init__.py", "__main__.py")}
+    # a folder's modules are named in its row, by their file name
+    assert tree - named == set(), f"modules missing from the README table: {sorted(tree - named)}"
+    assert named - tree == set(), f"the README names modules that do not exist: {sorted(named - tree)}"

@@ -197,7 +197,7 @@ def _cmd_train(args) -> int:
         cfg.seed = args.seed
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     if args.nproc > 1:
-        from .runs.run import check_run_dir
+        from .runs.rundir import check_run_dir
         from .training.launch import launch
 
         if cfg.train.batch_size % args.nproc:  # checked here too, so that it is one line, once

@@ -21,8 +21,9 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .models import builders as architectures
-from .config import TrainConfig
+from .config import ModelConfig, RunConfig, TrainConfig, validate
+from .errors import ConfigError
+from .models import registry
 from .models.flow import class_aware_init, class_prior_from_labels
 from .data.batches import SemiSupervisedData
 from .training.trainer import Trainer
@@ -320,19 +321,18 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                           schedule=self.schedule,
                           eval_every=max(int(steps), 1), checkpoint_every=max(int(steps), 1), device=self.device,
                           progress=False, input_noise=levels[0])
-        from .config import RunConfig, validate
-        from .errors import ConfigError
+        model_cfg = ModelConfig(unconditional=self.unconditional, conditional=auto["conditional"],
+                                deep_dim=auto["deep_dim"] or 0, hidden=auto["hidden"], blocks=self.blocks,
+                                h_blocks=self.h_blocks, h_hidden=self.h_hidden)
         try:
-            validate(RunConfig(train=cfg))
+            run_cfg = validate(RunConfig(model=model_cfg, train=cfg))
         except ConfigError as e:
-            raise ValueError(str(e).replace("config key 'train.", "parameter '")) from None
-        torch.manual_seed(seed)
-        self.model_ = architectures.vector_scnf(
-            X.shape[1], k, auto["conditional"], auto["deep_dim"], unconditional=self.unconditional,
-            blocks=self.blocks, hidden=auto["hidden"], h_blocks=self.h_blocks, h_hidden=self.h_hidden,
-            class_prior=class_prior_from_labels(y_int, k))
+            raise ValueError(str(e).replace("config key 'train.", "parameter '")
+                             .replace("config key 'model.", "parameter '")) from None
         self.n_steps_ = int(steps)
         x_all = self._to_model(X, torch.float32)
+        torch.manual_seed(seed)
+        self.model_ = registry.build(run_cfg, SemiSupervisedData(x_all, y_int), k, class_prior_from_labels(y_int, k))
         # several noise levels: hold out some unlabelled rows to choose among them
         unl = np.flatnonzero(~labelled)
         n_val = int(NOISE_VALIDATION_SHARE * unl.size)

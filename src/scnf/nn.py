@@ -266,3 +266,15 @@ def make_vector_net(kind: str, in_features: int, out_features: int, hidden: int,
     if kind == "mlp":
         return MLP(in_features, out_features, (hidden,) * blocks)
     raise ValueError(f"unknown coupling net {kind!r}: expected 'resmlp' or 'mlp'")
+
+
+def class_embedding(num_classes: int, embed_dim: int | None = None) -> nn.Embedding:
+    """A learnable class table (``num_classes`` x ``embed_dim``, ``num_classes`` by default),
+    initialised one-hot (the identity where it fits, zeros elsewhere) as in the released model."""
+    embed_dim = num_classes if embed_dim is None else int(embed_dim)
+    emb = nn.Embedding(num_classes, embed_dim)
+    with torch.no_grad():
+        emb.weight.zero_()
+        k = min(num_classes, embed_dim)
+        emb.weight[:k, :k] = torch.eye(k)
+    return emb

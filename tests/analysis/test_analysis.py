@@ -34,7 +34,7 @@ TINY = {"seed": 0, "data": {"dataset": "mnist", "n_labelled": 10},
 def run_dir(tmp_path_factory):
     threads = torch.get_num_threads()  # train.threads sets torch's global thread count
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scnf.runs.run, "load_dataset", fake_load_dataset)
+        mp.setattr(scnf.data.load, "load_dataset", fake_load_dataset)
         d = tmp_path_factory.mktemp("tiny") / "run"
         scnf.runs.run.run(from_dict(TINY), d)
         yield d
@@ -86,7 +86,7 @@ def test_tsne(loaded, tmp_path):
 
 
 def test_obfuscation(loaded, tmp_path, monkeypatch):
-    monkeypatch.setattr(scnf.runs.run, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(scnf.data.load, "load_dataset", fake_load_dataset)
     res = obfuscation(loaded, out=tmp_path, seed=0, n_train=100, n_test=50, hidden=(16, 16), max_iter=30)
     n = res.numbers
     assert n["n_train"] == 100 and n["n_test"] == 50
@@ -111,7 +111,7 @@ def test_class_mean_separation_measures_the_offset_of_class_means():
 
 
 def test_dimension_ablation(run_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(scnf.runs.run, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(scnf.data.load, "load_dataset", fake_load_dataset)
     res = dimension_ablation(run_dir, out=tmp_path, dims=(49, 98), steps=1)
     r = res.numbers["results"]
     assert sorted(r) == [49, 98] and not r[49]["reused"]

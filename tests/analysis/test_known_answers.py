@@ -107,7 +107,7 @@ def test_the_oracle_classifies_perfectly(oracle):
 
 
 def test_obfuscation_probes(oracle, tmp_path, monkeypatch):
-    monkeypatch.setattr(scnf.runs.run, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(scnf.data.load, "load_dataset", fake_load_dataset)
     n = obfuscation(oracle, out=tmp_path, seed=0, n_train=400, n_test=400, hidden=(32,), max_iter=200).numbers
     assert n["chance"] == 1 / K
     assert n["mlp_z_f"]["test_accuracy"] == 1.0 and n["mlp_z_f"]["train_accuracy"] == 1.0

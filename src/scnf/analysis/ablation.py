@@ -40,7 +40,7 @@ def dimension_ablation(run, out=None, seed: int | None = None, dims: Sequence[in
     Returns, per d, the test error and the error on the labelled training rows (%).
     """
     from ..runs.run import run as train_run
-    from ..runs.run import finished_metrics
+    from ..runs.rundir import finished_metrics
 
     if isinstance(run, LoadedRun):
         cfg, run_dir = run.cfg, run.run_dir

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..nn import MLP, ResidualConvNet, make_vector_net
+from ..nn import MLP, ResidualConvNet, class_embedding, make_vector_net
 from .base import Bijector
 
 _EPS = 1e-6
@@ -325,15 +325,3 @@ class ConditionalCouplingLayer(AffineCoupling):
     def __init__(self, dim: int, num_classes: int, hidden: int = 256, blocks: int = 4,
                  net: str = "resmlp", embed_dim: int | None = None, embedding: nn.Embedding | None = None):
         super().__init__(dim, hidden, blocks, net, num_classes, embed_dim, embedding)
-
-
-def class_embedding(num_classes: int, embed_dim: int | None = None) -> nn.Embedding:
-    """A learnable class table (``num_classes`` x ``embed_dim``, ``num_classes`` by default),
-    initialised one-hot (the identity where it fits, zeros elsewhere) as in the released model."""
-    embed_dim = num_classes if embed_dim is None else int(embed_dim)
-    emb = nn.Embedding(num_classes, embed_dim)
-    with torch.no_grad():
-        emb.weight.zero_()
-        k = min(num_classes, embed_dim)
-        emb.weight[:k, :k] = torch.eye(k)
-    return emb

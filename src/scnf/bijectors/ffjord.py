@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from ..nn import class_embedding
 from ..noise import rademacher_like, randn_like
 from .base import Bijector
 
@@ -94,12 +95,8 @@ class ODEFunc(nn.Module):
         self.dim = dim
         self.num_classes = num_classes
         if num_classes is not None:
-            embed_dim = num_classes if embed_dim is None else embed_dim
-            self.embedding: nn.Embedding | None = nn.Embedding(num_classes, embed_dim)
-            if embed_dim == num_classes:
-                with torch.no_grad():
-                    self.embedding.weight.copy_(torch.eye(num_classes))
-            context_dim = embed_dim
+            self.embedding: nn.Embedding | None = class_embedding(num_classes, embed_dim)
+            context_dim = self.embedding.embedding_dim
         else:
             self.embedding = None
             context_dim = 0
@@ -201,8 +198,8 @@ class FFJORD(Bijector):
         num_layers: number of hidden layers of the dynamics network.
         num_classes: if given, the layer is conditional on a class label
             (``context``) through a learnable embedding.
-        embed_dim: embedding size; defaults to ``num_classes`` and, when equal to
-            it, the embedding is initialised to one-hot vectors.
+        embed_dim: embedding size; defaults to ``num_classes``; initialised one-hot
+            (:func:`scnf.nn.class_embedding`).
         T: integration time.
         trace: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (exact when
             ``dim <= exact_trace_max_dim``).

@@ -12,10 +12,10 @@ from ..bijectors.base import Bijector, Flatten, Identity, Sequential
 from ..bijectors.ffjord import FFJORD
 from ..bijectors.fused import FusedSequential
 from ..bijectors.conv1x1 import InvertibleConv2d, InvertibleConv2dLU
-from ..bijectors.coupling import (AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer,
-    class_embedding)
+from ..bijectors.coupling import AffineCoupling, ConditionalCouplingLayer, CouplingLayer, MaskedCouplingLayer
 from ..bijectors.logits import ToLogits
 from ..bijectors.reshape import FactorOut, SpaceToDepth, factor_out_keep
+from ..nn import class_embedding
 from .flow import SemiConditionalFlow
 from .priors import ClassConditionalGaussian
 

@@ -13,11 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_LOG2PI = math.log(2 * math.pi)
+LOG2PI = math.log(2 * math.pi)
 
 
-def _normal_logpdf(z, loc, scale):
-    return -0.5 * ((z - loc) / scale) ** 2 - torch.log(scale) - 0.5 * _LOG2PI
+def normal_log_prob(x: torch.Tensor, loc, scale: torch.Tensor | None = None, *,
+                    log_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Elementwise log N(x; loc, scale^2), the one Gaussian log-density of the package: given the
+    scale (the priors' softplus scale), or its logarithm (the VAEs' nets output log-scales)."""
+    if log_scale is None:
+        return -0.5 * ((x - loc) / scale) ** 2 - torch.log(scale) - 0.5 * LOG2PI
+    return -0.5 * ((x - loc) * torch.exp(-log_scale)) ** 2 - log_scale - 0.5 * LOG2PI
 
 
 class DiagonalGaussian(nn.Module):
@@ -41,7 +46,7 @@ class DiagonalGaussian(nn.Module):
     def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if z.shape[1] == 0:
             return z.new_zeros(z.shape[0])
-        return _normal_logpdf(z, 0.0, self.scale.to(z.dtype)).sum(1)
+        return normal_log_prob(z, 0.0, self.scale.to(z.dtype)).sum(1)
 
     def sample(self, n: int, y=None, temperature: float = 1.0, generator=None) -> torch.Tensor:
         eps = torch.randn(n, self.dim, generator=generator, device=self.log_sigma.device)
@@ -65,12 +70,12 @@ class ClassConditionalGaussian(nn.Module):
         return F.softplus(self.log_sigma)
 
     def log_prob(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _normal_logpdf(z, self.loc[y].to(z.dtype), self.scale[y].to(z.dtype)).sum(1)
+        return normal_log_prob(z, self.loc[y].to(z.dtype), self.scale[y].to(z.dtype)).sum(1)
 
     def log_prob_all(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z | y=k) for every k: shape (B, K), without repeating z."""
         loc, scale = self.loc.to(z.dtype), self.scale.to(z.dtype)
-        return _normal_logpdf(z[:, None, :], loc[None], scale[None]).sum(2)
+        return normal_log_prob(z[:, None, :], loc[None], scale[None]).sum(2)
 
     def sample(self, n: int, y: torch.Tensor, temperature: float = 1.0, generator=None):
         eps = torch.randn(n, self.dim, generator=generator, device=self.loc.device)

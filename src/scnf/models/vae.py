@@ -47,9 +47,9 @@ from torch import nn
 
 from ..noise import rand_like, randn_like
 from ..protocol import LossTerms
+from .priors import LOG2PI, normal_log_prob
 
 
-LOG2PI = math.log(2 * math.pi)
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -64,7 +64,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """Sum over the last dimension of log N(x; mu, exp(log_scale)^2)."""
-    return (-0.5 * ((x - mu) * torch.exp(-log_scale)) ** 2 - log_scale - 0.5 * LOG2PI).sum(-1)
+    return normal_log_prob(x, mu, log_scale=log_scale).sum(-1)
 
 
 def kl_to_standard_normal(mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -264,6 +264,7 @@ class SemiSupervisedVAE(nn.Module):
         mu, log_scale = self.m1_encoder(x).chunk(2, -1)
         eps = randn_like(mu)
         z1 = mu + torch.exp(log_scale) * eps
+        # log q(z1 | x) at z1 = mu + exp(log_scale) * eps, written in eps (the reparameterised form)
         return mu, log_scale, z1, (-0.5 * eps ** 2 - log_scale - 0.5 * LOG2PI).sum(-1)
 
     def _frozen_features(self, x: torch.Tensor):
@@ -275,7 +276,7 @@ class SemiSupervisedVAE(nn.Module):
         """log N(z1; 0, I) over the dimensions M2 does not model."""
         mask = torch.ones(z1.shape[-1], dtype=torch.bool, device=z1.device)
         mask[self.active] = False
-        return (-0.5 * z1[..., mask] ** 2 - 0.5 * LOG2PI).sum(-1)
+        return normal_log_prob(z1[..., mask], 0.0, log_scale=torch.zeros(())).sum(-1)
 
     # ------------------------------------------------------------ training
     def training_forward(self, x: torch.Tensor) -> dict:

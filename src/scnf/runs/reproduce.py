@@ -10,7 +10,9 @@ import numpy as np
 from ..config import TOY_DATASETS, DataConfig, ModelConfig, RunConfig, TrainConfig, validate
 from ..data import toy_problem
 from ..fileio import write_json_atomic
-from .run import PAPER_TABLE1, finished_metrics, resumable, run
+from .report import PAPER_TABLE1
+from .run import run
+from .rundir import finished_metrics, resumable
 
 # Per-row training settings for the toy problems (FFJORD rows solve ODEs: fewer, larger steps).
 # labelled_share 0.1: with the authors' 1/3 the 10 labelled points take a third of every

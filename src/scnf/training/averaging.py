@@ -1,12 +1,14 @@
-"""An exponential moving average of a model's weights, for evaluation."""
+"""An exponential moving average of a model's weights, for evaluation (a trainer callback)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 import torch
 
+from .callbacks import Callback
 
-class WeightAverage:
+
+class WeightAverage(Callback):
     """An exponential moving average of a model's floating-point parameters and buffers
     (integer and boolean buffers are copied), for evaluation. The decay at update t is
     ``min(decay, (1 + t) / (10 + t))``, so early averages are not dominated by the start.
@@ -42,6 +44,28 @@ class WeightAverage:
             yield model
         finally:
             model.load_state_dict(own)
+
+    # ---------------------------------------------------------------- as the trainer's callback
+    def on_step_end(self, trainer, applied: bool) -> None:
+        if applied:
+            self.update(trainer.model)
+
+    @contextmanager
+    def eval_weights(self, model: torch.nn.Module):
+        """The average once it has been updated; the model's own weights before."""
+        if self.updates == 0:
+            yield model
+        else:
+            with self.applied(model) as m:
+                yield m
+
+    def checkpoint_state(self) -> dict:
+        return {"ema": self.state_dict()}
+
+    def restore(self, state: dict) -> None:
+        if "ema" not in state:
+            raise KeyError("ema: the checkpoint has no weight average but train.ema_decay > 0")
+        self.load_state_dict(state["ema"])
 
     def state_dict(self) -> dict:
         return {"shadow": self.shadow, "updates": self.updates}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from . import signals
 from .averaging import WeightAverage
+from .callbacks import Callback, EarlyStopping
 from ..data.batches import MixedBatchSampler, SemiSupervisedData, shift_images
 from ..bijectors.ffjord import ODESolverError
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
@@ -92,8 +93,10 @@ class Trainer:
         run_dir: where ``checkpoint.pt`` and ``log.jsonl`` go (None: nothing is written).
         callback: called as ``callback(trainer, step)`` after every completed step; a true
             return value ends the run after that step, with no further evaluation or
-            checkpoint (early stopping; with several processes it must return the same on
-            every one).
+            checkpoint (with several processes it must return the same on every one).
+        callbacks: further :class:`~scnf.training.callbacks.Callback` objects, after the
+            config's own (the weight average with ``cfg.ema_decay``, early stopping with
+            ``cfg.early_stop_patience``).
         init_fn: called as ``init_fn(model, x, y)`` on the batch of step ``warmup_f_steps``
             (class-aware initialisation).
         progress_bar: tqdm keyword arguments overriding the progress bar's (shown with
@@ -122,7 +125,7 @@ class Trainer:
     def __init__(self, model: TrainableModel, data: SemiSupervisedData, cfg: TrainConfig, seed: int = 0,
                  run_dir: str | Path | None = None, callback: Callable | None = None,
                  init_fn: Callable | None = None, group: ProcessGroup | None = None,
-                 progress_bar: dict | None = None):
+                 progress_bar: dict | None = None, callbacks: list[Callback] | None = None):
         self.group = group if group is not None else ProcessGroup()
         self.progress_bar = dict(progress_bar or {})
         if cfg.batch_size % self.group.world:
@@ -166,12 +169,12 @@ class Trainer:
         self.last_eval: dict = {}
         self.last_val: dict = {}
         self.run_loss, self.run_n = 0.0, 0
+        #: the config's callbacks (None when off), then the caller's
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        # early stopping (train.early_stop_patience): the best validation NLL so far, its step,
-        # weights and evaluations, and the evaluations since it
-        self.best: dict | None = None
-        self.since_best = 0
-        self.stopped_early = False
+        self.early_stopping = EarlyStopping(cfg.early_stop_patience) if cfg.early_stop_patience > 0 else None
+        self.callbacks: list[Callback] = [c for c in (self.ema, self.early_stopping) if c is not None]
+        self.callbacks += list(callbacks or [])
+        self.stopped_early = False  # a callback ended the run at an evaluation
         self._reseed_rank()
 
     def _reseed_rank(self):
@@ -193,8 +196,7 @@ class Trainer:
             "model_rng": self.model_noise.get_state(), "step": self.step,
             "history": self.history, "nonfinite_total": self.nonfinite_total, "seconds": self.seconds,
             "last_eval": self.last_eval, "last_val": self.last_val, "run_loss": (self.run_loss, self.run_n),
-            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
-            **({"best": self.best, "since_best": self.since_best} if self.best is not None else {}),
+            **{k: v for c in self.callbacks for k, v in c.checkpoint_state().items()},
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -210,12 +212,9 @@ class Trainer:
         self.nonfinite_total, self.seconds = int(s["nonfinite_total"]), float(s["seconds"])
         self.last_eval = dict(s.get("last_eval", {}))
         self.last_val = dict(s.get("last_val", {}))
-        if self.ema is not None:
-            if "ema" not in s:
-                raise KeyError("ema: the checkpoint has no weight average but train.ema_decay > 0")
-            self.ema.load_state_dict(s["ema"])
         self.run_loss, self.run_n = s.get("run_loss", (0.0, 0))
-        self.best, self.since_best = s.get("best"), int(s.get("since_best", 0))
+        for c in self.callbacks:
+            c.restore(s)
 
     def save(self, extra: dict | None = None) -> None:
         if self.checkpoint_path is not None and self.group.is_main:
@@ -258,12 +257,13 @@ class Trainer:
     # ------------------------------------------------------------ loop
     @contextmanager
     def eval_weights(self):
-        """The weights evaluation uses: the weight average when ``ema_decay`` > 0."""
-        if self.ema is None or self.ema.updates == 0:
-            yield self.model
-        else:
-            with self.ema.applied(self.model) as m:
-                yield m
+        """The weights evaluation uses: the model as the callbacks hand it on (the weight
+        average when ``ema_decay`` > 0)."""
+        with ExitStack() as stack:
+            m = self.model
+            for c in self.callbacks:
+                m = stack.enter_context(c.eval_weights(m))
+            yield m
 
     def evaluate(self) -> dict:
         if self.data.x_test is None:
@@ -367,12 +367,12 @@ class Trainer:
         if ok:
             self.optimizer.step()
             self.nonfinite_run = 0
-            if self.ema is not None:
-                self.ema.update(self.model)
         else:
             self.flat.zero_grad()
             self.nonfinite_total += 1
             self.nonfinite_run += 1
+        for c in self.callbacks:
+            c.on_step_end(self, ok)
         self.scheduler.step()
         self.step += 1
         if self.nonfinite_run >= self.cfg.max_nonfinite:
@@ -391,24 +391,6 @@ class Trainer:
             return False
         self.seconds = self.group.max(self.seconds, "max_seconds check")
         return self.seconds >= self.cfg.max_seconds
-
-    def _early_stop_check(self, ev: dict, val: dict) -> bool:
-        """Track the best validation NLL (its weights, step and evaluations); True once
-        ``early_stop_patience`` evaluations in a row did not improve on it."""
-        if "nll" not in val:
-            raise ValueError("train.early_stop_patience needs a validation set (data.n_validation > 0)")
-        if self.best is None or val["nll"] < self.best["val"]["nll"]:
-            self.best = {"step": self.step, "val": dict(val), "eval": dict(ev),
-                         "model": {k: v.detach().clone().cpu() for k, v in self.model.state_dict().items()}}
-            self.since_best = 0
-            return False
-        self.since_best += 1
-        return self.since_best >= self.cfg.early_stop_patience
-
-    def _restore_best(self) -> None:
-        """The best weights back into the model, and their evaluations as the run's last."""
-        self.model.load_state_dict(self.best["model"])
-        self.last_eval, self.last_val = dict(self.best["eval"]), dict(self.best["val"])
 
     def fit(self) -> dict:
         cfg = self.cfg
@@ -445,7 +427,7 @@ class Trainer:
                     rec.update(self.model.diagnostics())  # e.g. FFJORD parts' function evaluations
                     self._log(rec)
                     self.run_loss, self.run_n = 0.0, 0
-                    if cfg.early_stop_patience > 0 and self._early_stop_check(ev, val):
+                    if [c for c in self.callbacks if c.on_evaluation(self, ev, val)]:  # every one is asked
                         self.stopped_early = True
                         break
                 saved = (self.step % cfg.checkpoint_every == 0 or last) and self.nonfinite_run == 0
@@ -464,7 +446,6 @@ class Trainer:
         finally:
             signals.exit_fit()
             bar.close()
-        if self.best is not None:  # early stopping: the run ends with the best weights (and saves them)
-            self._restore_best()
-            self.save()
+        for c in self.callbacks:  # early stopping: the run ends with the best weights (and saves them)
+            c.on_fit_end(self)
         return dict(self.last_eval)
