@@ -133,12 +133,12 @@ def obfuscation(run, out=None, seed: int = 0, n_train: int = 10000, n_test: int 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ..runs import run as experiment
+    from ..data import load as data_load  # the module's name: tests replace its load_dataset
 
     lr = open_run(run, device)
     require_images(lr, "obfuscation")
     seed_everything(seed)
-    xi, yi = experiment.load_dataset(lr.cfg.data.dataset, "train", lr.cfg.data.data_dir or None)
+    xi, yi = data_load.load_dataset(lr.cfg.data.dataset, "train", lr.cfg.data.data_dir or None)
     rng = np.random.default_rng(seed)
     sel = np.sort(rng.choice(len(yi), min(int(n_train), len(yi)), replace=False))
     x_tr = torch.from_numpy(np.ascontiguousarray(xi[sel]))[:, None]
