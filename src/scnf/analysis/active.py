@@ -1,0 +1,101 @@
+"""Which rows to label next: query strategies on an exact posterior and an exact density.
+
+Every strategy turns, for each candidate row, the model's log p(x, y=k) (the flows' exact
+joint, shape (N, K)) into a score; higher is more worth labelling:
+
+* ``"entropy"``: the posterior's entropy H(p(y | x)) (uncertainty sampling);
+* ``"margin"``: 1 - (p1 - p2), one minus the gap between the two most probable classes;
+* ``"density"``: density-weighted uncertainty (Settles and Craven's information density, with
+  the exact density in place of a similarity average): H(p(y | x)) * (p(x) / max p(x))^beta
+  over the candidates, so an ambiguous row in a dense region comes before an equally
+  ambiguous outlier, on which a label teaches little about the other rows;
+* ``"novelty"``: -log p(x): the rows the model finds least likely (a class with no label yet
+  sits there);
+* ``"random"``: uniform scores (a baseline).
+
+A batch of ``n`` is chosen by :func:`select`: with ``diversity`` (the default) the ``pool``
+best-scored candidates (``pool_factor * n`` of them) are grouped into ``n`` clusters by
+k-means in the model's label-free latent space, and the best-scored row of each cluster is
+taken (Zhdanov's diverse mini-batch selection), so a batch is not ``n`` near-duplicates;
+without it the ``n`` best scores are taken.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+STRATEGIES = ("entropy", "margin", "density", "novelty", "random")
+#: the strategy :meth:`scnf.SCNFClassifier.query` uses by default
+DEFAULT_STRATEGY = "density"
+#: ``"density"``: the exponent of the relative density
+DENSITY_BETA = 1.0
+
+
+def _posterior(log_joint: np.ndarray) -> np.ndarray:
+    lj = np.asarray(log_joint, dtype=np.float64)
+    lj = lj - lj.max(1, keepdims=True)
+    p = np.exp(lj)
+    return p / p.sum(1, keepdims=True)
+
+
+def _log_density(log_joint: np.ndarray) -> np.ndarray:
+    lj = np.asarray(log_joint, dtype=np.float64)
+    m = lj.max(1)
+    return m + np.log(np.exp(lj - m[:, None]).sum(1))
+
+
+def entropy(log_joint: np.ndarray) -> np.ndarray:
+    p = _posterior(log_joint)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -(np.where(p > 0, p * np.log(p), 0.0)).sum(1)
+
+
+def scores(log_joint: np.ndarray, strategy: str, rng: np.random.Generator | None = None,
+           beta: float = DENSITY_BETA) -> np.ndarray:
+    """Each candidate's score under ``strategy`` (higher: label it sooner), from its (N, K)
+    log p(x, y=k)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    lj = np.asarray(log_joint, dtype=np.float64)
+    if lj.ndim != 2 or lj.shape[0] == 0:
+        raise ValueError(f"log_joint must have shape (N, K) with N >= 1, got {lj.shape}")
+    if not np.isfinite(lj).all():
+        raise ValueError("log_joint holds NaN or inf")
+    if strategy == "entropy":
+        return entropy(lj)
+    if strategy == "margin":
+        p = np.sort(_posterior(lj), 1)
+        return 1.0 - (p[:, -1] - p[:, -2]) if p.shape[1] > 1 else np.zeros(len(p))
+    if strategy == "density":
+        lp = _log_density(lj)
+        return entropy(lj) * np.exp(beta * (lp - lp.max()))
+    if strategy == "novelty":
+        return -_log_density(lj)
+    return (rng if rng is not None else np.random.default_rng()).random(lj.shape[0])
+
+
+def select(score: np.ndarray, n: int, latent: np.ndarray | None = None, diversity: bool = True,
+           pool_factor: int = 10, random_state: int | None = None) -> np.ndarray:
+    """The positions of the ``n`` rows to label, best first (see the module's text for the
+    rule). ``latent`` (N, D): the rows' label-free latent codes, needed with ``diversity``."""
+    score = np.asarray(score, dtype=np.float64)
+    n_cand = score.shape[0]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if n > n_cand:
+        raise ValueError(f"n = {n} rows asked for, but there are only {n_cand} candidates")
+    order = np.argsort(-score, kind="stable")
+    if not diversity or n == 1 or n == n_cand:
+        return order[:n]
+    if latent is None:
+        raise ValueError("diversity needs the candidates' latent codes")
+    latent = np.asarray(latent, dtype=np.float64).reshape(n_cand, -1)
+    pool = order[: min(n_cand, max(n, pool_factor * n))]
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n, n_init=3, random_state=random_state).fit_predict(latent[pool])
+    chosen = [pool[labels == c][0] for c in range(n) if (labels == c).any()]  # pool is best first
+    if len(chosen) < n:  # fewer distinct clusters than asked (duplicate rows): fill by score
+        rest = [i for i in pool if i not in set(chosen)]
+        chosen += rest[: n - len(chosen)]
+    chosen = np.asarray(chosen)
+    return chosen[np.argsort(-score[chosen], kind="stable")]
