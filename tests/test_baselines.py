@@ -135,16 +135,72 @@ def test_objective_by_hand():
 
 
 def test_m1m2_classifies_from_the_encoder_mean_and_m2_from_pixels():
+    """Prediction: M2 reads the intensities themselves (no binarisation: the same logits from any
+    generator), M1+M2 reads M2's classifier at the mean of q(z1 | x), not its log-scale or a sample."""
+    from scnf.noise import noise_from
+
     torch.manual_seed(0)
+    x = torch.rand(6, 12)  # intensities in (0, 1), not binary
+    m2 = bl.build("m2", 12, 3, m2_hidden=8, m2_latent=2)
+    with torch.no_grad():
+        want = torch.log_softmax(m2.m2.classifier(x), -1)
+        for seed in (0, 1):
+            with noise_from(torch.Generator().manual_seed(seed)):
+                assert torch.equal(m2.classifier_logits(x), want)
+        assert torch.equal(m2.predict(x), want.argmax(1)) and torch.equal(m2.posterior(x), want.exp())
+        assert not torch.allclose(want, torch.log_softmax(m2.m2.classifier((x > 0.5).float()), -1))
     m = bl.build("m1m2", 12, 3, m1_hidden=8, m1_latent=2, m2_hidden=8, m2_latent=2)
-    x = torch.rand(6, 12)
-    a, b = m.classifier_logits(x), m.classifier_logits(x)
-    torch.testing.assert_close(a, b)  # deterministic: the mean of q(z1|x), not a sample
-    torch.testing.assert_close(a.exp().sum(1), torch.ones(6))
+    with torch.no_grad():
+        mu, log_scale = m.m1_encoder(x).chunk(2, -1)
+        assert not torch.allclose(mu, log_scale)
+        assert torch.equal(m.classifier_logits(x), torch.log_softmax(m.m2.classifier(mu), -1))
     with pytest.raises(ValueError, match="12 values per row"):
         m.log_joint(torch.rand(2, 13))
     with pytest.raises(ValueError, match="baseline"):
         bl.build("m3", 12, 3)
+
+
+@pytest.mark.parametrize("stage", ["m1", "m1m2"])
+def test_a_jointly_trained_m1_encodes_the_binarised_pixels(stage):
+    """The Bernoulli likelihood scores b ~ Bernoulli(x), and M1's encoder reads that b, not the
+    intensities x: the bound (and M2's features) by hand from the same generator's draws
+    (first the uniforms of b, then z1's normals, then M2's)."""
+    from scnf.noise import noise_from, randn_like
+
+    torch.manual_seed(3)
+    m = bl.build(stage, 12, 3, m1_hidden=8, m1_latent=2, m2_hidden=8, m2_latent=2).double()
+    x = torch.rand(5, 12, dtype=torch.float64) * 0.6 + 0.2  # no pixel is 0 or 1: b differs from x
+    with torch.no_grad():
+        with noise_from(torch.Generator().manual_seed(7)):
+            out = m.training_forward(x)
+            lj = m.log_joint(x)
+        with noise_from(torch.Generator().manual_seed(7)):
+            b = bl.binarise(x)
+            mu, log_scale = m.m1_encoder(b).chunk(2, -1)
+            eps = randn_like(mu)
+            z1 = mu + log_scale.exp() * eps
+            rec = m.pixels.log_prob(b, m.m1_decoder(z1))
+            want = {"m1_bound": rec - bl.kl_to_standard_normal(mu, log_scale)}
+            if stage == "m1m2":
+                want["bounds"] = m.m2.bounds(z1)
+                want["log_q"] = m.m2.classifier_logits(z1)
+            # log_joint: a fresh b and z1, from the draws that follow
+            b2 = bl.binarise(x)
+            mu2, ls2 = m.m1_encoder(b2).chunk(2, -1)
+            eps2 = randn_like(mu2)
+            z2 = mu2 + ls2.exp() * eps2
+            rec2 = m.pixels.log_prob(b2, m.m1_decoder(z2))
+            if stage == "m1":
+                want_lj = (rec2 - bl.kl_to_standard_normal(mu2, ls2))[:, None]
+            else:
+                log_q = (-0.5 * eps2 ** 2 - ls2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+                want_lj = (rec2 - log_q)[:, None] + m.m2.bounds(z2)
+    assert not torch.equal(b, x)
+    assert out.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(out[k], want[k], rtol=0, atol=0, msg=k)
+    # log q(z1 | x) is written another way here: float64 rounding, ~1e-15 of terms of ~10
+    torch.testing.assert_close(lj, want_lj, rtol=1e-12, atol=1e-12)
 
 
 def _cfg(**model):
@@ -266,17 +322,6 @@ def test_m1m2_log_joint_is_the_stacked_elbo_by_quadrature(likelihood):
             elbo = float(torch.trapezoid(log_q1.exp() * (rec - log_q1 + l_m2), z1))
             mean, se = _monte_carlo(draws[:, k])
             assert abs(mean - elbo) < 5 * se + 1e-3, (k, mean, elbo, se)
-
-
-def test_m1m2_classifies_the_mean_of_q_z1():
-    """Prediction reads M2's classifier at the mean of q(z1 | x), not at its log-scale or a sample."""
-    torch.manual_seed(0)
-    m = bl.build("m1m2", 12, 3, m1_hidden=8, m1_latent=2, m2_hidden=8, m2_latent=2)
-    x = torch.rand(6, 12)
-    with torch.no_grad():
-        mu, log_scale = m.m1_encoder(x).chunk(2, -1)
-        assert not torch.allclose(mu, log_scale)
-        torch.testing.assert_close(m.classifier_logits(x), m.m2.classifier_logits(mu))
 
 
 def test_labelled_weight_scales_the_labelled_bound_only():

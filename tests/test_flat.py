@@ -128,21 +128,123 @@ def test_an_optimiser_state_written_per_tensor_resumes_in_the_flat_form(opt):
     assert flat_optimizer_state(sd, fg, [list(g["params"]) for g in _param_groups(resumed)]) is sd
 
 
-def test_the_small_model_benchmark_runs_and_reports_both_versions(tmp_path):
-    """benchmarks/small_model.py as benchmarks/RESULTS.md runs it, tiny: two names for this
-    checkout's source, one round of a few steps, no estimator fit."""
+def _small_model_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "small_model.py"
+    spec = importlib.util.spec_from_file_location("small_model_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_small_model_benchmark_tables_by_hand(monkeypatch, capsys, tmp_path):
+    """benchmarks/small_model.py's tables from measurements given by hand: rounds alternate the
+    versions' order, each row is the median of its rounds, the speed-up is against the first
+    version, and --unfused reaches only the version it names."""
+    bench = _small_model_benchmark()
+    demo_ms = {("a", False): iter([2.0, 3.0, 10.0]), ("b", True): iter([4.0, 6.0, 5.0])}
+    calls = []
+
+    def fake_run(src, what, steps, threads, unfused=False):
+        name = "a" if src.endswith("a") else "b"
+        calls.append((name, what, unfused))
+        if what == "demo":
+            return {"ms_per_step": next(demo_ms[(name, unfused)]), "ops_per_step": 100.0 if name == "a" else 250.0,
+                    "profile": {"kernels": 0.5, "matmul": 0.25, "autograd_engine": 0.2, "optimiser": 0.1,
+                                "python_and_rest": 0.2}}
+        return {"wall_s": 8.0 if name == "a" else 10.0, "cpu_s": 9.0, "steps": 500}
+
+    for name in "ab":
+        (tmp_path / name / "scnf").mkdir(parents=True)
+        (tmp_path / name / "scnf" / "__init__.py").write_text("")
+    monkeypatch.setattr(bench, "_run", fake_run)
+    bench.main(["--version", f"a={tmp_path / 'a'}", "--version", f"b={tmp_path / 'b'}", "--unfused", "b",
+                "--rounds", "3", "--steps", "3", "--estimator-rounds", "1"])
+    out = capsys.readouterr().out
+    assert calls == [("a", "demo", False), ("b", "demo", True), ("b", "demo", True), ("a", "demo", False),
+                     ("a", "demo", False), ("b", "demo", True), ("a", "estimator", False), ("b", "estimator", True)]
+    rows = [l for l in out.splitlines() if l.startswith(("| a |", "| b |"))]
+    assert rows == ["| a | 3.0 | 333.3 | 1.00x | 100 | 50% (25%) | 20% | 10% | 20% |",  # medians 3.0 and 5.0 ms
+                    "| b | 5.0 | 200.0 | 0.60x | 250 | 50% (25%) | 20% | 10% | 20% |",
+                    "| a | 8.0 | 9.0 | 500 | 1.00x |",
+                    "| b | 10.0 | 9.0 | 500 | 0.80x |"]
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--version", "x=/nowhere"])
+    assert e.value.code == 2 and "DIR/scnf/__init__.py" in capsys.readouterr().err
+
+
+def test_the_small_model_benchmark_runs_this_checkout():
+    """benchmarks/small_model.py run for real on this checkout's source, tiny (one version, one
+    round of 3 timed steps, no estimator fit): its row is the round it printed."""
+    import json
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    src = str(root / "src")
-    p = subprocess.run([sys.executable, str(root / "benchmarks" / "small_model.py"), "--version", f"a={src}",
-                        "--version", f"b={src}", "--rounds", "1", "--steps", "3", "--estimator-rounds", "0"],
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "small_model.py"), "--version",
+                        f"a={root / 'src'}", "--rounds", "1", "--steps", "3", "--estimator-rounds", "0"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    rows = [l for l in p.stdout.splitlines() if l.startswith("| a |") or l.startswith("| b |")]
-    assert len(rows) == 2 and "1.00x" in rows[0]
-    bad = subprocess.run([sys.executable, str(root / "benchmarks" / "small_model.py"), "--version", "x=/nowhere"],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "DIR/scnf/__init__.py" in bad.stderr
+    (demo,) = [json.loads(l)["demo"] for l in p.stdout.splitlines() if l.startswith("{")]
+    (row,) = [l for l in p.stdout.splitlines() if l.startswith("| a |")]
+    ms = demo["ms_per_step"]
+    assert row.split(" | ")[1:5] == [f"{ms:.1f}", f"{1e3 / ms:.1f}", "1.00x", f"{demo['ops_per_step']:.0f}"]
+    assert 0 < demo["profile"]["matmul"] <= demo["profile"]["kernels"] <= 1
+
+
+def _mixed_groups():
+    """Two groups: float32 ``a``, ``b`` (flat) and ``c`` float32 beside ``d`` float64 (kept per tensor)."""
+    torch.manual_seed(0)
+    a, b, c = (torch.nn.Parameter(torch.randn(*s)) for s in ((3,), (2, 2), (5,)))
+    d = torch.nn.Parameter(torch.randn(2, dtype=torch.float64))
+    return [{"params": [a, b], "name": "g0"}, {"params": [c, d], "name": "g1"}]
+
+
+def _mixed_loss(groups):
+    return sum((p.double() ** 2 * (i + 1)).sum() for i, p in enumerate(q for g in groups for q in g["params"]))
+
+
+def test_a_group_of_mixed_dtypes_is_kept_per_tensor_in_its_dtypes():
+    groups = _mixed_groups()
+    a, b, c, d = (p for g in groups for p in g["params"])
+    before = [p.detach().clone() for p in (a, b, c, d)]
+    fg = FlatGroups(groups)
+    assert [p.dtype for p in (a, b, c, d)] == [torch.float32] * 3 + [torch.float64]
+    assert fg.flat[0] is not None and fg.flat[1] is None
+    assert fg.optimizer_groups[1]["params"] == [c, d]
+    assert fg.flat[0].dtype == torch.float32
+    for p, v in zip((a, b, c, d), before):
+        assert torch.equal(p, v)
+    # an optimiser step on the groups as given keeps each dtype
+    o = torch.optim.Adam(fg.optimizer_groups, lr=0.1)
+    _mixed_loss(groups).backward()
+    fg.gather_grads()
+    o.step()
+    assert (c.dtype, d.dtype) == (torch.float32, torch.float64)
+
+
+def test_a_per_tensor_group_after_a_flat_one_keeps_each_parameter_state():
+    """Old state indices 0-3 (a, b | c, d) become 0 (flat a+b) and 1, 2 (c, d): each per-tensor
+    parameter resumes with its own ``exp_avg``, not with its neighbour's, nor with none."""
+    groups = _mixed_groups()
+    o_ref = torch.optim.Adam(groups, lr=0.1)
+    for _ in range(2):
+        o_ref.zero_grad()
+        _mixed_loss(groups).backward()
+        o_ref.step()
+    saved = copy.deepcopy(o_ref.state_dict())
+    assert sorted(saved["state"]) == [0, 1, 2, 3]
+    a, b, c, d = (p for g in groups for p in g["params"])
+    old = {name: o_ref.state[p]["exp_avg"].clone() for name, p in zip("abcd", (a, b, c, d))}
+    fg = FlatGroups(groups)
+    o = torch.optim.Adam(fg.optimizer_groups, lr=0.1)
+    o.load_state_dict(flat_optimizer_state(saved, fg, [list(g["params"]) for g in groups]))
+    flat_state = o.state[fg.flat[0]]
+    assert torch.equal(flat_state["exp_avg"], torch.cat([old["a"], old["b"].reshape(-1)]))
+    for name, p in (("c", c), ("d", d)):
+        assert p in o.state, f"{name} lost its optimiser state"
+        assert o.state[p]["exp_avg"].shape == p.shape, name
+        assert torch.equal(o.state[p]["exp_avg"], old[name]), name

@@ -8,6 +8,7 @@ import torch
 from scnf.models.builders import conditional_glow, vector_scnf, vector_unconditional
 from scnf.bijectors import (ActNorm, AffineCoupling, InvertibleConv2d, InvertibleConv2dLU, MaskedCouplingLayer,
     FusedSequential, fused)
+from scnf.bijectors.base import Sequential
 
 K = 3
 
@@ -141,6 +142,61 @@ def test_steps_aside_for_what_it_does_not_take(fused_calls):
     with pytest.raises(ValueError, match="context"):
         h(torch.randn(4, 2), torch.zeros(3, dtype=torch.long))
     assert fused_calls == [6]
+
+
+def _layer_by_layer(chain, x, y=None):
+    return Sequential.forward(chain, x, y)
+
+
+def test_steps_aside_for_couplings_under_autocast(fused_calls):
+    """bf16-mixed: couplings whose ``autocast`` names a device run their nets in bfloat16. The
+    fused pass (float32 arithmetic) steps aside, so the output is the layer-by-layer bfloat16
+    one exactly, not the float32 one (which differs by ~1e-2 with these weights)."""
+    torch.manual_seed(5)
+    chain = vector_unconditional(2, blocks=2, hidden=8)
+    x = torch.randn(16, 2)
+    with torch.no_grad():
+        chain(x)  # ActNorm initialisation (layer by layer)
+    _randomise(chain)
+    couplings = [m for m in chain.layers if isinstance(m, AffineCoupling)]
+    assert len(couplings) == 2
+    with torch.no_grad():
+        fp32_z, fp32_ld = chain(x)
+        assert fused_calls == [6]  # without autocast the fused pass takes the chain
+        for c in couplings:
+            c.autocast = "cpu"
+        z, ld = chain(x)
+        ref_z, ref_ld = _layer_by_layer(chain, x)
+    torch.testing.assert_close(z, ref_z, rtol=0, atol=0)
+    torch.testing.assert_close(ld, ref_ld, rtol=0, atol=0)
+    assert fused_calls == [6]  # stepped aside
+    # the autocast path is really another computation: bfloat16 keeps 8 bits of mantissa
+    assert (z - fp32_z).abs().max() > 1e-3
+
+
+def test_steps_aside_for_residual_nets_and_under_compile(fused_calls, monkeypatch):
+    torch.manual_seed(6)
+    # h with residual coupling nets (the released toy's): layer by layer, the same numbers
+    h = conditional_glow(2, K, levels=1, steps=2, hidden=8, blocks=1, net="resmlp")
+    x, y = torch.randn(8, 2), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    with torch.no_grad():
+        h(x, y)
+    _randomise(h)
+    with torch.no_grad():
+        z, ld = h(x, y)
+        ref_z, ref_ld = _layer_by_layer(h, x, y)
+    torch.testing.assert_close(z, ref_z, rtol=0, atol=0)
+    torch.testing.assert_close(ld, ref_ld, rtol=0, atol=0)
+    assert fused_calls == []
+    # a chain the fused pass takes, but traced by torch.compile: layer by layer
+    f = vector_unconditional(2, blocks=1, hidden=4)
+    with torch.no_grad():
+        f(x)
+    f(x)
+    assert fused_calls == [3]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    f(x)
+    assert fused_calls == [3]
 
 
 def test_a_model_trains_the_same_fused(monkeypatch):
