@@ -73,9 +73,20 @@ def test_sample_and_transform(fitted, blobs):
     assert xs.shape == (50, 3) and set(ys) <= {"a", "b", "c"}  # units: test_sample_in_callers_units
     xs, ys = fitted.sample(5, y="b")
     assert list(ys) == ["b"] * 5
-    z = fitted.transform(X[:10])
-    z2 = fitted.transform(X[:10], y_text[:10])
-    assert z.shape == (10, 3) and z2.shape == (10, 3)
+    # transform: z_h of each row under the given label (-1: the predicted one); decoding z_h under
+    # that label gives the row back (float64 through f and h: to ~1e-12 of the data's scale)
+    x = X[:10]
+    pred = fitted.predict(x)
+    other = np.roll(fitted.classes_, 1)[np.searchsorted(fitted.classes_, pred)].astype(object)  # never the predicted
+    other[0] = -1
+    z_pred, z_other = fitted.transform(x), fitted.transform(x, other)
+    assert np.array_equal(z_pred, fitted.transform(x, pred))
+    assert np.array_equal(z_other[0], z_pred[0]) and not np.isclose(z_other[1:], z_pred[1:]).all(1).any()
+    for z, labels in ((z_pred, pred), (z_other, np.where(other == -1, pred, other))):
+        idx = torch.as_tensor(np.searchsorted(fitted.classes_, labels.astype(str)))
+        with torch.no_grad():
+            back = fitted.model_.decode(torch.zeros(10, 0, dtype=torch.float64), torch.as_tensor(z), idx)
+        assert np.abs(back.numpy() * fitted.scale_ + fitted.mean_ - x).max() / fitted.scale_.min() < 1e-9
 
 
 def _units_error(xs: np.ndarray, X: np.ndarray) -> float:
@@ -117,11 +128,23 @@ def test_sklearn_params_clone_and_pickle(fitted, blobs):
     assert np.allclose(again.predict_proba(X), fitted.predict_proba(X))
 
 
-@pytest.mark.parametrize("conditional", ["gmm"])
-def test_other_conditionals_fit(blobs, conditional):
-    X, y_text, y_semi = blobs
-    m = SCNFClassifier(conditional=conditional, **FAST).fit(X, y_semi)
-    assert m.predict(X).shape == (300,)
+def test_a_gmm_conditional_scores_with_its_class_gaussians(blobs):
+    """conditional="gmm" on 3 features (where the default is a Glow h): p(x, y=k) is f's density
+    times N(z_f; loc_k, scale_k) p(k), so the probabilities and densities follow by hand."""
+    from scnf.bijectors.base import Identity
+    from scnf.models.priors import ClassConditionalGaussian
+
+    X, _, y_semi = blobs
+    m = SCNFClassifier(conditional="gmm", **{**FAST, "steps": 3}).fit(X, y_semi)
+    prior = m.model_.latent_prior
+    assert isinstance(prior, ClassConditionalGaussian) and isinstance(m.model_.conditional, Identity)
+    with torch.no_grad():
+        z_f, log_det = m.model_.unconditional(torch.as_tensor((X - m.mean_) / m.scale_))
+        normal = torch.distributions.Normal(prior.loc, prior.scale)
+        lj = normal.log_prob(z_f[:, None, :]).sum(2) + m.model_.log_class_prior + log_det[:, None]
+    np.testing.assert_allclose(m.predict_log_proba(X), torch.log_softmax(lj, 1).numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(m.score_samples(X), torch.logsumexp(lj, 1).numpy() - np.log(m.scale_).sum(),
+                               rtol=0, atol=1e-10)
 
 
 def test_errors(blobs, fitted):
@@ -159,7 +182,30 @@ def test_ffjord_parts_fit(unconditional, conditional):
     y_semi[:6] = y[:6]
     m = SCNFClassifier(unconditional=unconditional, conditional=conditional, steps=3, batch_size=32, hidden=8,
                        h_hidden=8, h_blocks=1, blocks=1, random_state=0).fit(X, y_semi)
-    assert m.predict_proba(X).shape == (120, 2) and np.isfinite(m.score_samples(X)).all()
+    from scnf.bijectors.ffjord import FFJORD
+
+    model = m.model_
+    assert any(isinstance(mod, FFJORD) for mod in model.unconditional.modules()) == (unconditional == "ffjord")
+    assert isinstance(model.conditional, FFJORD) == (conditional == "ffjord")
+    rows = X[::3]  # 40 rows: each check is an ODE solve
+    proba, density = m.predict_proba(rows), m.score_samples(rows)
+    x = torch.as_tensor((rows - m.mean_) / m.scale_)
+    y = torch.as_tensor(proba.argmax(1))
+    with torch.no_grad():
+        z, ld_f = model.unconditional(x)
+        lj = ld_f[:, None] + model.log_conditional_deep(z) + model.log_class_prior
+        z_h, ld_h = model.conditional(z, context=y)
+        z_back, ld_h_inv = model.conditional.inverse(z_h, context=y)
+        x_back, ld_f_inv = model.unconditional.inverse(z_back)
+    # the posterior and the density from f's log-det and h's log p(z_f | y), by hand
+    np.testing.assert_allclose(proba, torch.softmax(lj, 1).numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(density, torch.logsumexp(lj, 1).numpy() - np.log(m.scale_).sum(), rtol=0, atol=1e-8)
+    # solved back (x -> z_f -> z_h -> z_f -> x), the rows return and the log-dets cancel. dopri5
+    # keeps each step's error estimate under atol + rtol |z| = 1e-5 (1 + |z|) ~ 4e-5 here; over
+    # the ~20 steps of each way that is ~2e-3 at most (4e-4 seen); a wrong inverse, label or
+    # log-det is off by O(1). The Glow parts are exact to ~1e-12.
+    assert (x_back - x).abs().max() < 1e-2 and (z_back - z).abs().max() < 1e-2
+    assert (ld_f + ld_f_inv).abs().max() < 1e-2 and (ld_h + ld_h_inv).abs().max() < 1e-2
 
 
 class _CountingTrainer:
@@ -317,7 +363,9 @@ def test_string_labels_with_unlabelled_rows_are_read_as_scikit_learn_reads_them(
     (lambda names: np.where(names == -1, None, names), "contains None"),
     (lambda names: np.where(names == -1, "-1", names), "string '-1'"),
     (lambda names: np.where(names == -1, -2, np.where(names == "cat", 0, 1)).astype(int), r"\[-2\] are negative"),
-], ids=["str-dtype", "none", "str-minus-one", "minus-two"])
+    (lambda names: np.where(np.arange(len(names)) == 3, -2.0, np.where(names == -1, -1.0, np.where(names == "cat", 0.0, 1.0))),
+     r"^label\(s\) \[-2\.0\] are negative"),
+], ids=["str-dtype", "none", "str-minus-one", "minus-two", "float-minus-two"])
 def test_labels_that_would_be_misread_are_refused(make_y, match):
     X, _, names = _semi_blobs()
     with pytest.raises(ValueError, match=match):
@@ -397,3 +445,139 @@ def test_bad_noise_levels_are_refused_by_name(bad):
     y_semi[:6] = y[:6]
     with pytest.raises(ValueError, match="parameter 'input_noise'"):
         SCNFClassifier(steps=2, input_noise=bad, **TINY).fit(X, y_semi)
+
+
+@pytest.fixture
+def trainer_inputs(monkeypatch):
+    """Each fit's training rows (``data``) and noise selector (``callback``), as given to the Trainer."""
+    import scnf.estimator as est
+    seen = []
+    real = est.Trainer
+
+    def spy(model, data, cfg, **kwargs):
+        seen.append({"data": data, "selector": kwargs.get("callback"), "cfg": cfg})
+        return real(model, data, cfg, **kwargs)
+
+    monkeypatch.setattr(est, "Trainer", spy)
+    return seen
+
+
+def _labelled_and_unlabelled(n_labelled, n_unlabelled, seed=0):
+    X, y = make_blobs(n_labelled + n_unlabelled, n_features=2, centers=[[0, 0], [4, 4]], random_state=seed)
+    y_semi = y.copy()
+    y_semi[n_labelled:] = -1
+    return X, y_semi
+
+
+def test_auto_noise_holds_out_unlabelled_rows_only(trainer_inputs):
+    """200 labelled and 300 unlabelled rows: 30 unlabelled rows (10 %) are held out to choose the
+    noise level; every labelled row is trained on."""
+    X, y_semi = _labelled_and_unlabelled(200, 300)
+    clf = SCNFClassifier(steps=5, input_noise="auto", **TINY).fit(X, y_semi)
+    assert clf.n_noise_validation_rows_ == 30
+    (seen,) = trainer_inputs
+    y_train = seen["data"].y.numpy()
+    assert (y_train >= 0).sum() == 200 and (y_train == -1).sum() == 270
+    # the held-out rows are unlabelled rows of X (standardised as the model sees them)
+    x_std = torch.as_tensor((X - clf.mean_) / clf.scale_, dtype=torch.float32)
+    held = seen["selector"].x_val
+    at = torch.cdist(held, x_std).argmin(1).numpy()
+    assert torch.equal(x_std[at], held) and len(set(at.tolist())) == 30
+    assert (y_semi[at] == -1).all()
+
+
+@pytest.mark.parametrize("n_unlabelled, held_out", [(199, 0), (200, 20)])
+def test_auto_noise_without_enough_unlabelled_rows_uses_the_first_level(trainer_inputs, n_unlabelled, held_out):
+    """10 % of the unlabelled rows are held out when that is at least 20 rows (200 unlabelled
+    rows); with 199 nothing is held out, every row trains, and the first level, 0.3, is used
+    throughout (not a level chosen by the NaN score of no rows)."""
+    import scnf.estimator as est
+    X, y_semi = _labelled_and_unlabelled(6, n_unlabelled)
+    clf = SCNFClassifier(steps=5, input_noise="auto", **TINY).fit(X, y_semi)
+    (seen,) = trainer_inputs
+    if not held_out:
+        assert clf.input_noise_ == 0.3 and clf.noise_validation_ == {}
+        assert seen["selector"] is None and seen["cfg"].input_noise == 0.3
+    else:
+        assert seen["selector"] is not None and list(clf.noise_validation_) == list(est.NOISE_LEVELS)
+    assert clf.n_noise_validation_rows_ == held_out
+    assert seen["data"].x.shape[0] == 6 + n_unlabelled - held_out
+
+
+# ------------------------------------------------------------------ missing labels, in every container
+class _NAType:
+    """A stand-in for pandas.NA where pandas is not installed: named as pandas names it, and
+    ambiguous as a boolean (what made numpy's unique raise a TypeError)."""
+
+    def __bool__(self):
+        raise TypeError("boolean value of NA is ambiguous")
+
+    def __eq__(self, other):
+        return self
+
+    def __ne__(self, other):
+        return self
+
+    __hash__ = object.__hash__
+
+
+_NAType.__name__ = "NAType"
+_MISSING_MATCH = r"y contains (None|NaN|pd\.NA) on \d+ row\(s\).*mark unlabelled rows with the integer -1"
+
+
+def _with_missing(marker, names=True):
+    """Labels of _semi_blobs with its unlabelled rows marked by ``marker`` instead of -1 (a list)."""
+    _, y, named = _semi_blobs()
+    labels = [n if names else int(k) for n, k in zip(named.tolist(), y.tolist())]
+    return [marker if n == -1 else v for n, v in zip(named.tolist(), labels)]
+
+
+_NUMPY_CASES = {
+    "list-None-names": lambda: _with_missing(None),
+    "list-NaN-names": lambda: _with_missing(float("nan")),  # np.asarray would make "nan" a class
+    "list-npnan-names": lambda: _with_missing(np.nan),
+    "list-None-ints": lambda: _with_missing(None, names=False),
+    "list-NA-names": lambda: _with_missing(_NAType()),
+    "object-None-names": lambda: np.array(_with_missing(None), dtype=object),
+    "object-NaN-names": lambda: np.array(_with_missing(np.nan), dtype=object),
+    "object-NA-names": lambda: np.array(_with_missing(_NAType()), dtype=object),
+    "object-NaN-ints": lambda: np.array(_with_missing(np.nan, names=False), dtype=object),
+    "float-NaN": lambda: np.array(_with_missing(np.nan, names=False), dtype=float),
+    "column-NaN": lambda: np.array(_with_missing(np.nan, names=False), dtype=float)[:, None],
+}
+
+
+@pytest.mark.parametrize("make_y", list(_NUMPY_CASES.values()), ids=list(_NUMPY_CASES))
+def test_every_missing_marker_in_numpy_containers_gets_the_documented_value_error(make_y):
+    X, _, _ = _semi_blobs()
+    with pytest.raises(ValueError, match=_MISSING_MATCH):
+        SCNFClassifier(steps=2, **TINY).fit(X, make_y())
+
+
+_PANDAS_CASES = {
+    "series-object-None": lambda pd: pd.Series(_with_missing(None), dtype=object),
+    "series-object-NaN": lambda pd: pd.Series(_with_missing(np.nan), dtype=object),
+    "series-string-None": lambda pd: pd.Series(_with_missing(None), dtype="string"),  # pd.NA inside
+    "series-string-NA": lambda pd: pd.Series(_with_missing(pd.NA), dtype="string"),
+    "series-Int64-NA": lambda pd: pd.Series(_with_missing(pd.NA, names=False), dtype="Int64"),
+    "series-float-NaN": lambda pd: pd.Series(_with_missing(np.nan, names=False), dtype=float),
+    "categorical-None": lambda pd: pd.Categorical(_with_missing(None)),
+    "categorical-NaN": lambda pd: pd.Categorical(_with_missing(np.nan)),
+    "series-categorical-NA": lambda pd: pd.Series(_with_missing(pd.NA), dtype="category"),
+}
+
+
+@pytest.mark.parametrize("make_y", list(_PANDAS_CASES.values()), ids=list(_PANDAS_CASES))
+def test_every_missing_marker_in_pandas_containers_gets_the_documented_value_error(make_y):
+    pd = pytest.importorskip("pandas")
+    X, _, _ = _semi_blobs()
+    with pytest.raises(ValueError, match=_MISSING_MATCH):
+        SCNFClassifier(steps=2, **TINY).fit(X, make_y(pd))
+
+
+def test_score_and_transform_refuse_missing_labels_too():
+    X, _, names = _semi_blobs()
+    clf = SCNFClassifier(steps=2, **TINY).fit(X, names)
+    for method in (clf.score, clf.transform):
+        with pytest.raises(ValueError, match=_MISSING_MATCH):
+            method(X, np.array(_with_missing(np.nan), dtype=object))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -21,6 +23,8 @@ from sklearn.utils import TransformerTags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from .analysis import active
+from .analysis.active import DEFAULT_STRATEGY
 from .config import ModelConfig, RunConfig, TrainConfig, validate
 from .errors import ConfigError
 from .models import registry
@@ -55,6 +59,21 @@ NOISE_SHARES = (0.6, 0.2, 0.2)
 NOISE_VALIDATION_SHARE = 0.1
 NOISE_VALIDATION_MIN = 20
 LR = 3e-3
+#: ``warm_start=True``: a continuation takes this share of the resolved steps (unless ``steps`` is set)
+WARM_START_SHARE = 0.25
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """torch uses ``n`` threads within the block; the caller's setting comes back after it."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _check_semi_supervised_labels(y: np.ndarray) -> None:
@@ -134,7 +153,15 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     ``epochs``, ``batch_size``, ``lr``, ``schedule`` ("linear" decay to 0 or "constant"),
     ``weight_decay``, ``labelled_share``, ``optimisation``, ``clf_weight``), the model size
     (``blocks``, ``hidden``, ``h_blocks``, ``h_hidden``), ``standardize``, ``random_state``
-    and ``device``. ``classes`` (optional) lists the
+    and ``device``. ``n_jobs``: torch threads while fitting and predicting, with scikit-learn's
+    meaning (None: one, unless inside joblib's ``parallel_config``; -1: every CPU); one is the
+    default because these small models are bound by per-operation overhead: on 1,000 x 64 rows
+    a second thread saves a few percent on an idle machine and costs several times as much on
+    a busy one (RESULTS.md). Torch's own setting comes back after each call. ``warm_start=True``:
+    a later ``fit`` with the same features and classes continues from the fitted weights (the same
+    standardisation and noise level, p(y) from the new labels) for a quarter of the resolved steps
+    (``steps`` if set), e.g. after labelling the rows :meth:`query` suggests; with other features
+    or classes it warns and fits afresh. ``classes`` (optional) lists the
     expected classes, so that a class without any labelled row is an error. ``verbose=True``
     shows a progress bar of the training steps (on stderr).
 
@@ -177,7 +204,10 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                  min_steps=MIN_STEPS, batch_size=256, lr=LR, weight_decay=1e-5, labelled_share=1 / 3,
                  optimisation="sgd", clf_weight=CLF_WEIGHT, blocks=5, hidden=None, h_blocks=4, h_hidden=64,
                  standardize=True, random_state=None, device="cpu", verbose=False, classes=None,
-                 init_from_labels=True, input_noise=INPUT_NOISE, schedule="linear"):
+                 init_from_labels=True, input_noise=INPUT_NOISE, schedule="linear", n_jobs=None,
+                 warm_start=False):
+        self.n_jobs = n_jobs
+        self.warm_start = warm_start
         self.classes = classes
         self.schedule = schedule
         self.init_from_labels = init_from_labels
@@ -233,6 +263,16 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------ helpers
+    def _threads(self) -> int:
+        """torch threads for fitting and predicting: ``n_jobs`` with scikit-learn's meaning (None:
+        1 unless inside joblib's ``parallel_config``; -1 every CPU; -2 all but one)."""
+        from joblib import effective_n_jobs
+
+        if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, (int, np.integer))
+                                        or self.n_jobs == 0):
+            raise ValueError(f"parameter 'n_jobs' must be None or a non-zero integer, got {self.n_jobs!r}")
+        return max(1, int(effective_n_jobs(self.n_jobs)))
+
     def _noise_levels(self) -> tuple[float, ...]:
         """``input_noise`` as the levels to train with, in order (one: a fixed level)."""
         v = self.input_noise
@@ -277,7 +317,9 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         if y is None:
             raise ValueError("SCNFClassifier requires y to be passed, but the target y is None "
                              "(mark unlabelled rows with y = -1)")
+        previous = self._fitted_state() if self.warm_start else None
         X = self._check_X(X, fitted=False)
+        _check_missing_labels(y)  # before numpy turns a NaN among names into the class "nan"
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)  # a column vector: warn and ravel, as scikit-learn does
@@ -300,7 +342,14 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"label(s) {extra.tolist()} are not in classes={expected.tolist()}")
         if len(self.classes_) < 2:
             raise ValueError(f"need labelled rows of at least 2 classes, got 1 class: {self.classes_.tolist()}")
-        if self.standardize:
+        warm = previous is not None and previous["n_features"] == X.shape[1] \
+            and np.array_equal(previous["classes"], self.classes_)
+        if previous is not None and not warm:
+            warnings.warn("warm_start: the features or the classes differ from the last fit's; fitting afresh",
+                          UserWarning, stacklevel=2)
+        if warm:  # the model's input space stays the one it was trained in
+            self.mean_, self.scale_ = previous["mean"], previous["scale"]
+        elif self.standardize:
             self.mean_ = X.mean(0)
             sd = X.std(0)
             self.scale_ = np.where(sd > 0, sd, 1.0)
@@ -315,12 +364,15 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
             raise ValueError(f"parameter 'steps' must be a positive integer or None, got {steps!r}")
         levels = self._noise_levels()
+        if warm:  # a continuation: a share of the steps, at the noise level the last fit kept
+            steps = steps if self.steps is not None else max(1, math.ceil(WARM_START_SHARE * steps))
+            levels = (float(previous["input_noise"]),)
         cfg = TrainConfig(optimisation=self.optimisation, clf_weight=float(self.clf_weight),
                           labelled_share=float(self.labelled_share), batch_size=int(self.batch_size),
                           steps=int(steps), lr=float(self.lr), weight_decay=float(self.weight_decay),
                           schedule=self.schedule,
                           eval_every=max(int(steps), 1), checkpoint_every=max(int(steps), 1), device=self.device,
-                          progress=False, input_noise=levels[0])
+                          progress=False, input_noise=levels[0], threads=self._threads())
         model_cfg = ModelConfig(unconditional=self.unconditional, conditional=auto["conditional"],
                                 deep_dim=auto["deep_dim"] or 0, hidden=auto["hidden"], blocks=self.blocks,
                                 h_blocks=self.h_blocks, h_hidden=self.h_hidden)
@@ -332,7 +384,14 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         self.n_steps_ = int(steps)
         x_all = self._to_model(X, torch.float32)
         torch.manual_seed(seed)
-        self.model_ = registry.build(run_cfg, SemiSupervisedData(x_all, y_int), k, class_prior_from_labels(y_int, k))
+        prior = class_prior_from_labels(y_int, k)
+        if warm:
+            self.model_ = previous["model"].float().train()
+            self.model_.log_class_prior = torch.as_tensor(prior, dtype=torch.float64).log()  # p(y) of the new labels
+        else:
+            self.model_ = registry.build(run_cfg, SemiSupervisedData(x_all, y_int), k, prior)
+        self.unlabelled_rows_ = np.flatnonzero(~labelled)  # the candidates of query() without X
+        self._unlabelled_X = X[~labelled].copy()
         # several noise levels: hold out some unlabelled rows to choose among them
         unl = np.flatnonzero(~labelled)
         n_val = int(NOISE_VALIDATION_SHARE * unl.size)
@@ -344,7 +403,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         data = SemiSupervisedData(x_all[train_rows], y_int[train_rows])
         selector = _NoiseSelection(levels, int(steps), x_all[val]) if len(levels) > 1 else None
         # verbose: the trainer's bar, shown whether or not stderr is a terminal
-        init_fn = class_aware_init if self.init_from_labels else None  # sets nothing for a Glow h
+        init_fn = class_aware_init if self.init_from_labels and not warm else None  # sets nothing for a Glow h
         Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn, callback=selector,
                 progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True)).fit()
         if selector is not None:
@@ -358,11 +417,57 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         self.model_.cpu().double().eval()
         return self
 
+    def _fitted_state(self) -> dict | None:
+        """What a warm start continues from (None before the first fit)."""
+        if not hasattr(self, "model_"):
+            return None
+        return {"model": self.model_, "classes": self.classes_, "mean": self.mean_, "scale": self.scale_,
+                "n_features": self.n_features_in_, "input_noise": self.input_noise_}
+
+    def query(self, X=None, n: int = 10, strategy: str = DEFAULT_STRATEGY, random_state=None,
+              return_scores: bool = False, diversity: bool = True):
+        """The positions, among the candidates, of the ``n`` rows most worth labelling next.
+
+        Candidates: the rows of ``X``, or without it the last fit's unlabelled rows in their
+        order in the training data (``unlabelled_rows_[positions]`` are their row numbers there).
+        ``strategy``: ``"entropy"``, ``"margin"``, ``"density"`` (the default: uncertainty
+        weighted by the exact density, so an outlier's label is not bought before a dense
+        ambiguous region's), ``"novelty"`` (lowest log p(x) first: where an unlabelled class
+        hides) or ``"random"`` (:mod:`scnf.analysis.active` defines each). ``diversity``: one row
+        from each of ``n`` k-means clusters, in f's label-free latent space, of the ``10 n``
+        best-scored candidates, so a batch is not ``n`` near-duplicates. ``return_scores``:
+        also each chosen row's score. Positions come best first. After labelling them, refit
+        (``warm_start=True`` continues from the fitted weights with a share of the steps)."""
+        check_is_fitted(self, "model_")
+        if strategy not in active.STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(active.STRATEGIES)}")
+        if X is None:
+            Xc = self._unlabelled_X
+            if not len(Xc):
+                raise ValueError("the last fit had no unlabelled rows: pass the candidates as X")
+        else:
+            Xc = self._check_X(X)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 or n > len(Xc):
+            raise ValueError(f"n must be an integer in [1, {len(Xc)}] (the candidates), got {n!r}")
+        lj = self._log_joint(Xc).double().numpy()
+        score = active.scores(lj, strategy, np.random.default_rng(random_state))
+        latent = self._latent(Xc) if diversity and 1 < n < len(Xc) else None
+        pos = active.select(score, int(n), latent, diversity, random_state=random_state)
+        return (pos, score[pos]) if return_scores else pos
+
+    @torch.no_grad()
+    def _latent(self, X: np.ndarray) -> np.ndarray:
+        """f(x): the rows' label-free latent codes (z_aux and z_f)."""
+        with _torch_threads(self._threads()):
+            z, _ = self.model_.unconditional(self._to_model(X))
+        return z.flatten(1).double().numpy()
+
     @torch.no_grad()
     def _log_joint(self, X) -> torch.Tensor:
         check_is_fitted(self, "model_")
         X = self._check_X(X)
-        return torch.cat([self.model_.log_joint(c) for c in self._to_model(X).split(4096)])
+        with _torch_threads(self._threads()):
+            return torch.cat([self.model_.log_joint(c) for c in self._to_model(X).split(4096)])
 
     def predict_proba(self, X) -> np.ndarray:
         return torch.softmax(self._log_joint(X), 1).double().numpy()
@@ -378,6 +483,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         """Accuracy on the labelled rows of ``(X, y)``: rows with ``y = -1`` are skipped, so
         ``cross_val_score(SCNFClassifier(), X, y_semi)`` scores the held-out labelled rows only
         (scikit-learn's default would count every -1 row as an error)."""
+        _check_missing_labels(y)
         y = np.asarray(y)
         keep = y != -1
         if not keep.any():
@@ -415,7 +521,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             if y.ndim == 0:
                 y = np.full(int(n), y)
             yy = self._encode_labels(y)
-        x, yk = self.model_.sample(int(n), yy)
+        with _torch_threads(self._threads()):
+            x, yk = self.model_.sample(int(n), yy)
         return x.double().numpy() * self.scale_ + self.mean_, self.classes_[yk.numpy()]
 
     def fit_transform(self, X, y):
@@ -431,11 +538,67 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         X = self._check_X(X)
         yk = self._log_joint(X).argmax(1)
         if y is not None:
+            _check_missing_labels(y)
             y = np.asarray(y)
             if y.shape != (X.shape[0],):
                 raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
             known = y != -1
             if known.any():
                 yk[torch.from_numpy(known)] = self._encode_labels(y[known])
-        _, _, z_h = self.model_.encode(self._to_model(X), yk)
+        with _torch_threads(self._threads()):
+            _, _, z_h = self.model_.encode(self._to_model(X), yk)
         return z_h.double().numpy()
+
+
+def _missing_kind(v) -> str | None:
+    """The name of the missing-value marker ``v`` is (None, NaN, pandas' NA or NaT), else None."""
+    if v is None:
+        return "None"
+    if isinstance(v, (float, np.floating, complex, np.complexfloating)) and v != v:
+        return "NaN"
+    name = type(v).__name__
+    if name == "NAType":  # pandas.NA (checked by name: pandas is not needed here)
+        return "pd.NA"
+    if name == "NaTType" or (isinstance(v, (np.datetime64, np.timedelta64)) and np.isnat(v)):
+        return "NaT"
+    return None
+
+
+def _check_missing_labels(y) -> None:
+    """Refuse every marker of a missing value that pandas or numpy can put in labels (None, NaN,
+    pandas.NA, NaT; in a list, an array, a Series or a Categorical) with the ValueError that says
+    how to mark unlabelled rows: the integer -1. A list is read before numpy converts it (a NaN
+    among strings would become the class "nan")."""
+    if y is None:
+        return
+    if isinstance(y, (list, tuple)):
+        values = np.empty(len(y), dtype=object)
+        values[:] = [v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v for v in y]
+    else:
+        values = np.asarray(y)
+        if values.dtype.kind in "fc":
+            values = values.ravel()
+            rows = np.flatnonzero(np.isnan(values))
+            if rows.size:
+                _refuse_missing("NaN", rows, numeric=True)
+            return
+        if values.dtype.kind in "mM":
+            rows = np.flatnonzero(np.isnat(values.ravel()))
+            if rows.size:
+                _refuse_missing("NaT", rows, numeric=False)
+            return
+        if values.dtype != object:
+            return
+        values = values.ravel()
+    kinds = [_missing_kind(v) for v in values]
+    rows = np.flatnonzero([k is not None for k in kinds])
+    if rows.size:
+        _refuse_missing(kinds[rows[0]], rows, numeric=False)
+
+
+def _refuse_missing(marker: str, rows: np.ndarray, numeric: bool) -> None:
+    how = ("y = np.where(np.isnan(y), -1, y)" if numeric else
+           "y = np.array(labels, dtype=object); y[missing] = -1")
+    raise ValueError(f"y contains {marker} on {rows.size} row(s) (first at row {int(rows[0])}): a missing value is "
+                     f"not a label; mark unlabelled rows with the integer -1, e.g. {how} (pandas: "
+                     "y = y.astype(object).where(y.notna(), -1))")

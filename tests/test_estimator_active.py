@@ -1,0 +1,105 @@
+"""SCNFClassifier.query and warm_start with known answers on small fitted problems."""
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from scnf import SCNFClassifier
+
+
+def _blobs(n=200, sep=1.0, seed=0):
+    """Two overlapping classes, means (-sep, 0) and (sep, 0), unit std: their boundary x0 = 0
+    crosses the densest region."""
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([rng.normal((-sep, 0), 1, (n // 2, 2)), rng.normal((sep, 0), 1, (n // 2, 2))])
+    y = np.full(n, -1)
+    y[[0, 1, 2, n // 2, n // 2 + 1, n // 2 + 2]] = [0, 0, 0, 1, 1, 1]
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = _blobs(sep=2.0)
+    return SCNFClassifier(steps=150, random_state=0, conditional="gmm").fit(X, y), X, y
+
+
+def test_entropy_picks_the_point_on_the_boundary(fitted):
+    clf, _, _ = fitted
+    cand = np.array([[-3.0, 0.0], [0.0, 0.0], [3.0, 0.5], [-2.0, 1.0]])
+    assert clf.query(cand, n=1, strategy="entropy").tolist() == [1]
+    assert clf.query(cand, n=1, strategy="margin").tolist() == [1]
+
+
+def _on_the_boundary(clf, y0: float) -> np.ndarray:
+    """The point (x0, y0) whose posterior is closest to (1/2, 1/2), x0 on a fine grid."""
+    grid = np.column_stack([np.linspace(-30, 30, 6001), np.full(6001, y0)])
+    return grid[np.argmin(np.abs(clf.predict_proba(grid)[:, 0] - 0.5))]
+
+
+def test_density_weighting_prefers_the_dense_ambiguous_row_to_an_ambiguous_outlier(fitted):
+    clf, _, _ = fitted
+    outlier, dense = _on_the_boundary(clf, 10.0), _on_the_boundary(clf, 0.0)
+    cand = np.array([outlier, dense, [-3.0, 0.0]])
+    p = clf.predict_proba(cand)[:, 0]
+    assert abs(p[0] - 0.5) < 0.01 and abs(p[1] - 0.5) < 0.01  # both as ambiguous as can be
+    assert clf.score_samples(cand[:1])[0] < clf.score_samples(cand[1:2])[0] - 10  # row 0 is far out
+    assert clf.query(cand, n=1, strategy="density").tolist() == [1]
+    assert clf.query(cand, n=1, strategy="novelty").tolist() == [0]  # and the outlier is the novel one
+
+
+def test_novelty_finds_the_row_of_an_unseen_cluster(fitted):
+    clf, _, _ = fitted
+    rng = np.random.default_rng(1)
+    cand = np.concatenate([rng.normal((-2, 0), 1, (20, 2)), [[0.0, -9.0]], rng.normal((2, 0), 1, (20, 2))])
+    assert clf.query(cand, n=1, strategy="novelty").tolist() == [20]
+
+
+def test_without_x_the_candidates_are_the_unlabelled_rows_and_a_batch_is_diverse(fitted):
+    clf, X, y = fitted
+    assert np.array_equal(clf.unlabelled_rows_, np.flatnonzero(y == -1))
+    pos, s = clf.query(n=4, strategy="entropy", random_state=0, return_scores=True)
+    assert len(set(pos.tolist())) == 4 and np.all(np.diff(s) <= 0)  # distinct, best first
+    rows = clf.unlabelled_rows_[pos]
+    assert np.array_equal(clf.query(X[clf.unlabelled_rows_], n=4, strategy="entropy", random_state=0), pos)
+    # diversity: the batch spreads out more than the 4 best scores alone
+    top = clf.query(n=4, strategy="entropy", diversity=False)
+    spread = lambda r: np.mean([np.linalg.norm(a - b) for a in X[r] for b in X[r]])  # noqa: E731
+    assert spread(rows) > spread(clf.unlabelled_rows_[top])
+
+
+@pytest.mark.parametrize("kwargs, match", [({"n": 500}, "n must be an integer in \\[1, 194\\]"),
+                                           ({"n": 0}, "n must be"), ({"strategy": "bald"}, "unknown strategy 'bald'")])
+def test_bad_query_arguments_are_named(fitted, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fitted[0].query(**kwargs)
+
+
+def test_query_before_fit_says_so():
+    with pytest.raises(NotFittedError):
+        SCNFClassifier().query(np.zeros((3, 2)))
+
+
+def test_warm_start_continues_from_the_fitted_weights():
+    X, y = _blobs()
+    clf = SCNFClassifier(steps=40, random_state=0).fit(X, y)
+    before = clf.predict_proba(X)
+    clf.set_params(warm_start=True, steps=1, lr=1e-12)  # one step that changes nothing measurable
+    clf.fit(X, y)
+    assert np.abs(clf.predict_proba(X) - before).max() < 1e-6 and clf.n_steps_ == 1
+    cold = SCNFClassifier(steps=1, lr=1e-12, random_state=0).fit(X, y)
+    assert np.abs(cold.predict_proba(X) - before).max() > 1e-2  # a fresh start is elsewhere
+
+
+def test_a_warm_refit_takes_a_share_of_the_steps_and_new_labels_count():
+    X, y = _blobs(n=60)
+    clf = SCNFClassifier(epochs=1, min_steps=8, batch_size=16, random_state=0, warm_start=True).fit(X, y)
+    assert clf.n_steps_ == 8
+    y2 = y.copy()
+    y2[[10, 40]] = [0, 1]
+    clf.fit(X, y2)
+    assert clf.n_steps_ == 2  # a quarter of 8
+    assert clf.model_.log_class_prior.exp().tolist() == pytest.approx([0.5, 0.5])
+    y3 = y.copy()
+    y3[20] = 2  # a new class: the model cannot continue
+    with pytest.warns(UserWarning, match="fitting afresh"):
+        clf.fit(X, y3)
+    assert clf.classes_.tolist() == [0, 1, 2] and clf.n_steps_ == 8
