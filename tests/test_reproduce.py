@@ -127,7 +127,8 @@ def test_table2_paper_profile_trains_a_flow_row_and_m1m2_for_a_step(tiny_mnist, 
 
     cfgs = table2_configs("paper", splits=[0], overrides=_quick(tiny_mnist))
     assert {r for r, _ in cfgs} == set(TABLE2_PROFILES["paper"])
-    assert cfgs[("m1m2", 0)].model.m1_run == "runs/mnist-paper-m1"  # table2 points it at its shared M1
+    # the config's relative m1_run is read against its folder (table2 points it at its shared M1)
+    assert cfgs[("m1m2", 0)].model.m1_run == str(REPO / "runs" / "mnist-paper-m1")
     data, _ = build_data(cfgs[("glow-sgd", 0)])
     # M1+M2 counted as the jointly trained variant (the same weights; the sequential one needs a trained M1)
     cfgs[("m1m2", 0)] = with_overrides(cfgs[("m1m2", 0)], ['model.m1_run=""'])
@@ -248,3 +249,122 @@ def test_evaluate_on_is_refused_for_images_and_bad_values():
         from_dict({"data": {"evaluate_on": "val"}})
     cfg = toy_config("moons", "glow", "glow", 0, evaluate_on="validation")
     assert cfg.data.evaluate_on == "validation"
+
+
+# ------------------------------------------- the tables' markdown beside the paper (no training)
+
+@pytest.mark.parametrize("ours, paper, kind, better", [
+    ("0.6 ± 0.1", "0.6 ± 0.4", "error", True),  # a tie with the paper's mean counts
+    ("0.7 ± 0.0", "0.6 ± 0.4", "error", False),  # within the paper's std is not enough for an error
+    ("24.9 ± 3.0", "25 ± 2", "error", True),
+    ("1.130 ± 0.010", "1.11 ± 0.02", "density", True),  # a tie with mean + std counts, exactly (no float 1.13000...1)
+    ("1.131 ± 0.000", "1.11 ± 0.02", "density", False),
+    ("0.969 ± 0.048", "1.7 ± 0.2", "density", True),
+    ("0.5 ± 0.1", "–", "error", False),  # no paper number, no mark
+    ("nan ± nan", "1.2 ± 1.2", "error", False),
+])
+def test_at_or_better_compares_the_printed_numbers(ours, paper, kind, better):
+    from scnf.runs.reproduce import at_or_better
+
+    assert at_or_better(ours, paper, kind) is better
+
+
+def _t1_row(err, nll, seconds=10.0, train=(4.0, 5.0), nfe=(None, None)):
+    return {"error_pct": list(err), "nll": list(nll), "seconds": seconds, "train_seconds": list(train),
+            "ffjord_mean_nfe": list(nfe)}
+
+
+T1_RESULTS = {
+    "glow-glow-moons": _t1_row([0.5, 0.7], [1.12, 1.14]),  # 0.6 = paper 0.6; 1.130 = paper 1.11 + 0.02
+    "glow-glow-circles": _t1_row([5.0, 5.4], [1.81, 1.83]),  # 5.2 > 5.0; 1.820 > 1.68 + 0.13
+    "glow-gmm-moons": _t1_row([1.2, 1.2], [1.17, 1.17], seconds=3.0, train=(1.0, 1.0)),  # 1.2 = 1.2; 1.170 > 1.16
+    "glow-gmm-circles": _t1_row([14.3, 14.3], [1.0, 1.0], seconds=3.0, train=(1.0, 1.0)),  # 14.3 > 14.2; 1.000
+}
+T1_BASE = {"LabelSpreading (rbf)|moons": [1.0, 3.0], "LabelSpreading (rbf)|circles": [0.0, 0.0],
+           "SelfTraining (SVC)|moons": [10.0, 20.0], "SelfTraining (SVC)|circles": [2.0, 2.0]}
+
+
+def test_table1_markdown_marks_the_cells_at_or_better_than_the_paper():
+    from scnf.runs.reproduce import table1_markdown
+
+    text = table1_markdown(T1_RESULTS, T1_BASE, [("glow", "glow"), ("glow", "gmm")], ["moons", "circles"], 2)
+    assert text.splitlines()[4:8] == [
+        "| GLOW ∘ GLOW | 0.6 ± 0.1 ✓ | 1.130 ± 0.010 ✓ | 0.6 ± 0.4 | 1.11 ± 0.02 | "
+        "5.2 ± 0.2 | 1.820 ± 0.010 | 5.0 ± 1.9 | 1.68 ± 0.13 | 18 | 20 | – |",
+        "| GLOW ∘ GMM | 1.2 ± 0.0 ✓ | 1.170 ± 0.000 | 1.2 ± 1.2 | 1.15 ± 0.01 | "
+        "14.3 ± 0.0 | 1.000 ± 0.000 ✓ | 14.2 ± 9.0 | 1.28 ± 0.15 | 4 | 6 | – |",
+        "| LabelSpreading (rbf) | 2.0 ± 1.0 | – | – | – | 0.0 ± 0.0 | – | – | – | | | |",
+        "| SelfTraining (SVC) | 15.0 ± 5.0 | – | – | – | 2.0 ± 0.0 | – | – | – | | | |",
+    ]
+    assert text.splitlines()[-1] == ("✓ after our number: at or better than the paper's, both as printed: error % at "
+                                     "or below the paper's mean; NLL at or below the paper's mean + its std.")
+
+
+def test_table2_markdown_marks_error_and_bits_per_dim_against_the_paper():
+    from scnf.runs.reproduce import table2_markdown
+
+    def row(err, bpd, binarised=(None, None)):
+        return {"splits": [0, 1], "error_pct": list(err), "bits_per_dim": list(bpd),
+                "bits_per_dim_binarised": list(binarised), "steps": [10, 12], "train_seconds": [60.0, 120.0],
+                "wall_seconds": 30.0}
+
+    results = {"glow-sgd": row([1.9, 1.9], [1.149, 1.149]),  # ties: 1.90 = 1.9, 1.149 = 1.145 + 0.004
+               "gmm-sgd": row([14.21, 14.21], [1.155, 1.155]),  # 14.21 > 14.2, 1.155 > 1.143 + 0.011
+               "glow-sgd-clf": row([1.0, 1.0], [1.0, 1.0]),  # the paper has no such row
+               "m1m2": row([3.0, 3.2], [None, None], [0.19, 0.19])}  # binarised bits/dim: no paper number
+    lines = table2_markdown(results, "paper").splitlines()
+    tail = " | 0,1 | 10/12 | 1.5 | 0.5 |"  # splits, steps, training minutes per split, wall minutes
+    assert lines[4:8] == [
+        "| SCNF-GLOW | SGD | ✗ | 1.90 ± 0.00 ✓ | 1.149 ± 0.000 ✓ | – | 1.9 ± 0.3 | 1.145 ± 0.004" + tail,
+        "| SCNF-GMM | SGD | ✗ | 14.21 ± 0.00 | 1.155 ± 0.000 | – | 14.2 ± 2.4 | 1.143 ± 0.011" + tail,
+        "| SCNF-GLOW | SGD | ✓ | 1.00 ± 0.00 | 1.000 ± 0.000 | – | – | –" + tail,
+        "| M1+M2 (Kingma et al.) | VI | ✓ | 3.10 ± 0.10 ✓ | – | 0.190 ± 0.000 | 3.33 ± 0.14 | –" + tail,
+    ]
+    assert lines[-1].startswith("✓ after our number: at or better than the paper's, both as printed: error % at "
+                                "or below the paper's mean; bits/dim (dequantised) at or below the paper's mean "
+                                "+ its std.")
+
+
+def test_markdown_from_json_is_what_the_command_writes(tmp_path):
+    from scnf.runs.reproduce import markdown_from_json, rewrite_markdown, table1_markdown
+
+    rows = [("glow", "glow"), ("glow", "gmm")]
+    (tmp_path / "table1.json").write_text(json.dumps({"seeds": 2, "rows": T1_RESULTS, "baselines": T1_BASE,
+                                                      "evaluate_on": "validation"}))
+    want = table1_markdown(T1_RESULTS, T1_BASE, rows, ["moons", "circles"], 2, "validation")
+    assert markdown_from_json(tmp_path / "table1.json") == want
+    assert rewrite_markdown(tmp_path / "table1.json") == tmp_path / "table1.md"
+    assert (tmp_path / "table1.md").read_text() == want
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(ValueError, match="neither a table1.json nor a table2.json"):
+        markdown_from_json(tmp_path / "other.json")
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_recorded_table2_md_is_its_json_rewritten():
+    """docs/results' table2.md is what `python -m scnf.runs.reproduce .../table2.json` writes."""
+    from scnf.runs.reproduce import markdown_from_json
+
+    d = REPO / "docs" / "results" / "table2-kingma-2026-12-01"
+    assert (d / "table2.md").read_text() == markdown_from_json(d / "table2.json")
+
+
+def test_tables_in_readme_and_results_are_the_recorded_files_byte_for_byte():
+    """A table shown in README.md or RESULTS.md sits between `<!-- verbatim: PATH -->` and
+    `<!-- end verbatim -->` and is the file PATH exactly, so no number in them can be retyped."""
+    import re
+
+    block = re.compile(r"^<!-- verbatim: (\S+) -->\n(.*?)^<!-- end verbatim -->$", re.S | re.M)
+    shown = {}
+    for doc in ("README.md", "RESULTS.md"):
+        text = (REPO / doc).read_text()
+        found = block.findall(text)
+        assert len(found) == text.count("<!-- verbatim:"), doc  # every opened block is closed
+        for path, body in found:
+            assert body == (REPO / path).read_text(), f"{doc}: {path}"
+            shown.setdefault(doc, set()).add(path)
+    for doc in ("README.md", "RESULTS.md"):
+        assert {"docs/results/table1-released-2026-12-01/table1.md",
+                "docs/results/table2-kingma-2026-12-01/table2.md"} <= shown.get(doc, set()), doc

@@ -1,8 +1,11 @@
 """Paper tables: runs over seeds, aggregation, Markdown beside the paper's numbers."""
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 import time
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +72,43 @@ def _mean_std(v: list[float], digits: int) -> str:
     return f"{a.mean():.{digits}f} ± {a.std(ddof=0):.{digits}f}"
 
 
+#: the mark after our mean ± std where it is at or better than the paper's number
+BETTER = "✓"
+
+
+def paper_mean_std(text: str) -> tuple[Decimal, Decimal] | None:
+    """A number as a table prints it, exactly: ``"1.9 ± 0.3"`` -> (1.9, 0.3), ``"25"`` -> (25, 0);
+    None where there is none (``"–"``, empty, not a finite number)."""
+    parts = [p.strip() for p in str(text).split("±")]
+    try:
+        mean = Decimal(parts[0])
+        std = Decimal(parts[1]) if len(parts) == 2 else Decimal(0)
+    except (InvalidOperation, IndexError):
+        return None
+    if len(parts) > 2 or not (mean.is_finite() and std.is_finite()):
+        return None
+    return mean, std
+
+
+def at_or_better(ours: str, paper: str, kind: str) -> bool:
+    """Whether our ``mean ± std`` is at or better than the paper's, both compared as printed (so a
+    reader can check the mark from the table; a tie counts). ``kind="error"``: our mean at or
+    below the paper's mean; ``kind="density"`` (NLL, bits/dim): our mean at or below the paper's
+    mean + its std. No paper number (``"–"``) or no number of ours: False."""
+    if kind not in ("error", "density"):
+        raise ValueError(f"kind must be 'error' or 'density', got {kind!r}")
+    o, p = paper_mean_std(ours), paper_mean_std(paper)
+    if o is None or p is None:
+        return False
+    return o[0] <= (p[0] if kind == "error" else p[0] + p[1])
+
+
+def _cell(values: list[float], digits: int, paper: str, kind: str) -> str:
+    """Our mean ± std, with :data:`BETTER` after it where :func:`at_or_better` says so."""
+    text = _mean_std(values, digits)
+    return f"{text} {BETTER}" if at_or_better(text, paper, kind) else text
+
+
 def _run_one(args):
     cfg, rdir = args
     m = finished_metrics(rdir, cfg)
@@ -125,12 +165,14 @@ def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gm
                 base.setdefault(f"{name}|{ds}", []).append(err)
     write_json_atomic(out / "table1.json", {"seeds": seeds, "rows": results, "baselines": base,
                                             "evaluate_on": evaluate_on})
-    text = _markdown(results, base, rows, datasets, seeds, evaluate_on)
+    text = table1_markdown(results, base, rows, datasets, seeds, evaluate_on)
     (out / "table1.md").write_text(text)
     return text
 
 
-def _markdown(results, base, rows, datasets, seeds, evaluate_on: str = "test") -> str:
+def table1_markdown(results, base, rows, datasets, seeds, evaluate_on: str = "test") -> str:
+    """table1.md from the records table1.json holds (``rows``, ``baselines``), no training:
+    our mean ± std beside the paper's, with :data:`BETTER` where ours is at or better."""
     head = "| f ∘ h | " + " | ".join(f"{d} error % | {d} NLL | paper {d} error % | paper {d} NLL" for d in datasets)
     points = ("test set of 1000 points" if evaluate_on == "test" else
               "VALIDATION points: 1000 points of the training distribution, not the test set; the paper's "
@@ -144,7 +186,8 @@ def _markdown(results, base, rows, datasets, seeds, evaluate_on: str = "test") -
         for d in datasets:
             r = results[f"{f}-{h}-{d}"]
             i = 0 if d == "moons" else 2
-            cells += [_mean_std(r["error_pct"], 1), _mean_std(r["nll"], 3), ref[i], ref[i + 1]]
+            cells += [_cell(r["error_pct"], 1, ref[i], "error"), _cell(r["nll"], 3, ref[i + 1], "density"),
+                      ref[i], ref[i + 1]]
             secs += r["seconds"]
             train += sum(r["train_seconds"])
             nfe += [v for v in r.get("ffjord_mean_nfe", []) if v is not None]
@@ -159,7 +202,9 @@ def _markdown(results, base, rows, datasets, seeds, evaluate_on: str = "test") -
     lines += ["", f"NLL: mean {'test' if evaluate_on == 'test' else 'validation'} negative log-likelihood in "
               "nats. Training time: the sum over seeds and datasets "
               "of each run's training seconds. Wall time: this invocation, all seeds and datasets of the row "
-              "(runs finished earlier are reused and count as ~0 s; with --jobs N runs overlap)."]
+              "(runs finished earlier are reused and count as ~0 s; with --jobs N runs overlap).",
+              f"{BETTER} after our number: at or better than the paper's, both as printed: error % at or below "
+              "the paper's mean; NLL at or below the paper's mean + its std."]
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +268,7 @@ TABLE2_DEFAULT_ROWS = {"paper": tuple(TABLE2_PROFILES["paper"]),
 
 def default_configs_dir() -> Path:
     """The repository's ``configs/`` (next to ``src/``), else ``./configs``."""
-    here = Path(__file__).resolve().parents[2] / "configs"
+    here = Path(__file__).resolve().parents[3] / "configs"  # src/scnf/runs/reproduce.py -> the repository
     return here if here.is_dir() else Path("configs")
 
 
@@ -323,12 +368,14 @@ def table2(out: str | Path, profile: str = "cpu", rows=None, splits=(0, 1, 2), j
                       "wall_seconds": time.perf_counter() - t0,
                       "config": {c.data.split_seed: c.to_dict() for c, _ in work}}
     write_json_atomic(out / "table2.json", {"profile": profile, "rows": results, "std_ddof": 0, "m1": results_m1})
-    text = _table2_markdown(results, profile, results_m1)
+    text = table2_markdown(results, profile, results_m1)
     (out / "table2.md").write_text(text)
     return text
 
 
-def _table2_markdown(results: dict, profile: str, m1: dict | None = None) -> str:
+def table2_markdown(results: dict, profile: str, m1: dict | None = None) -> str:
+    """table2.md from the records table2.json holds (``rows``, ``profile``, ``m1``), no training:
+    our mean ± std beside the paper's, with :data:`BETTER` where ours is at or better."""
     lines = [f"Table 2 reproduction, profile {profile}: MNIST with 100 labels, test error and bits/dim, mean ± std "
              "(ddof = 0) over the split seeds listed.", "",
              "| model | optimisation | L_clf | error % | bits/dim (dequantised) | bits/dim (binarised) | "
@@ -337,10 +384,11 @@ def _table2_markdown(results: dict, profile: str, m1: dict | None = None) -> str
     for r, res in results.items():
         model, opt, clf, p_err, p_bpd = TABLE2_ROWS[r]
         cells = []
-        for key in ("bits_per_dim", "bits_per_dim_binarised"):
+        # the paper reports no bits/dim of binarised pixels
+        for key, paper in (("bits_per_dim", p_bpd), ("bits_per_dim_binarised", "–")):
             v = [b for b in res.get(key, []) if b is not None]
-            cells.append(_mean_std(v, 3) if v else "–")
-        lines.append(f"| {model} | {opt} | {'✓' if clf else '✗'} | {_mean_std(res['error_pct'], 2)} | "
+            cells.append(_cell(v, 3, paper, "density") if v else "–")
+        lines.append(f"| {model} | {opt} | {'✓' if clf else '✗'} | {_cell(res['error_pct'], 2, p_err, 'error')} | "
                      f"{cells[0]} | {cells[1]} | {p_err} | {p_bpd} | "
                      f"{','.join(map(str, res['splits']))} | {'/'.join(map(str, res['steps']))} | "
                      f"{np.mean(res['train_seconds']) / 60:.1f} | {res['wall_seconds'] / 60:.1f} |")
@@ -350,7 +398,10 @@ def _table2_markdown(results: dict, profile: str, m1: dict | None = None) -> str
               "a VAE row with the continuous Bernoulli reports an upper bound of the same quantity. bits/dim "
               "(binarised): the VAEs with the original's Bernoulli likelihood bound -log P(b) / (784 ln 2) of the "
               "test images binarised once (b ~ Bernoulli(x)); an upper bound (from the ELBO with the entropy of "
-              "q(y | x)) of a probability of binary images, NOT comparable with the first column."]
+              "q(y | x)) of a probability of binary images, NOT comparable with the first column.",
+              f"{BETTER} after our number: at or better than the paper's, both as printed: error % at or below the "
+              "paper's mean; bits/dim (dequantised) at or below the paper's mean + its std. The L_clf column's "
+              "✓ / ✗: the classification loss on / off."]
     if m1 is not None:
         lines += [f"M1+M2: one M1 trained first without labels and shared by every split ({m1['train_seconds'] / 60:.1f} "
                   f"min, {m1['steps']} steps, the weights of step {m1['best_step']} kept by their validation bound); "
@@ -360,3 +411,35 @@ def _table2_markdown(results: dict, profile: str, m1: dict | None = None) -> str
                   "cores) with the row's variation; L_clf ✓ is its weight 300. It falls far short of the "
                   "paper's GPU recipe (see RESULTS.md)."]
     return "\n".join(lines) + "\n"
+
+
+def markdown_from_json(path: str | Path) -> str:
+    """The markdown table of a recorded ``table1.json`` or ``table2.json``, as the command that
+    wrote the json writes it today (no training; the records are read, not changed)."""
+    data = json.loads(Path(path).read_text())
+    if "baselines" in data:  # table1.json: rows keyed f-h-dataset, in the order they ran
+        keys = list(data["rows"])
+        rows = list(dict.fromkeys(tuple(k.split("-")[:2]) for k in keys))
+        datasets = list(dict.fromkeys(k.split("-", 2)[2] for k in keys))
+        return table1_markdown(data["rows"], data["baselines"], rows, datasets, data["seeds"],
+                               data.get("evaluate_on", "test"))
+    if "profile" in data:  # table2.json
+        return table2_markdown(data["rows"], data["profile"], data.get("m1"))
+    raise ValueError(f"{path}: neither a table1.json nor a table2.json (no 'baselines' or 'profile' key)")
+
+
+def rewrite_markdown(path: str | Path) -> Path:
+    """Write :func:`markdown_from_json` of ``path`` beside it (``table2.json`` -> ``table2.md``)."""
+    path = Path(path)
+    out = path.with_suffix(".md")
+    out.write_text(markdown_from_json(path))
+    return out
+
+
+if __name__ == "__main__":  # python -m scnf.runs.reproduce DIR/table2.json ...: rewrite DIR/table2.md
+    if len(sys.argv) < 2 or any(a.startswith("-") for a in sys.argv[1:]):
+        print("usage: python -m scnf.runs.reproduce TABLE.json [...]  (writes TABLE.md beside each)",
+              file=sys.stderr)
+        sys.exit(2)
+    for arg in sys.argv[1:]:
+        print(rewrite_markdown(arg))
