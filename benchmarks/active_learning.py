@@ -1,0 +1,240 @@
+"""Active learning on the estimator suite's tasks: SCNFClassifier.query against scikit-activeml.
+
+Protocol, for each task and draw (the suite's train/test split, benchmarks/estimator_suite.py):
+start from one labelled row per class (drawn by the draw's seed), then take ``--rounds`` rounds:
+fit, score the test rows, query n = (number of classes) rows among the unlabelled training rows,
+reveal their true labels. The area under the learning curve (AULC) is the mean test accuracy
+over the rounds' fits (round 0 included), so 1.0 is perfect from the start.
+
+Compared, all from the same starting labels:
+* ``scnf-<strategy>`` for each SCNF strategy (``SCNFClassifier.query``; the first fit is shared
+  by the strategies, later fits continue from it with ``warm_start=True``);
+* anchors: scikit-activeml's ``UncertaintySampling(method="entropy")`` around each of
+  LabelSpreading (rbf, gamma = 1 / n_features), SelfTrainingClassifier(SVC) and
+  LogisticRegression (labelled rows only), plain and density-weighted (its ``utility_weight``:
+  each candidate's mean RBF similarity to the unlabelled rows, Settles and Craven's information
+  density with beta = 1), and random sampling. Inputs standardised on all training rows.
+
+Cold start (``--cold``, tasks with three classes or more): class ``draw mod K`` starts with no
+label; the number of rounds until a queried row belongs to it, for SCNF's novelty, density and
+random strategies (capped at ``--cold-rounds``; a miss counts as the cap + 1).
+
+No test label chooses anything: test rows only score each round's fit.
+
+    pip install -r benchmarks/requirements-active.txt   # scikit-activeml (optional)
+    python benchmarks/active_learning.py --draws 3 --rounds 4 --out runs/active
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from estimator_suite import TASKS, split  # noqa: E402
+
+SCNF_STRATEGIES = ("density", "entropy", "margin", "novelty", "random")
+ANCHOR_MODELS = ("ls-rbf", "self-svc", "logreg")
+
+
+def _anchor(name: str, d: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
+    from sklearn.svm import SVC
+    if name == "ls-rbf":
+        return LabelSpreading(kernel="rbf", gamma=1.0 / d, max_iter=1000)
+    if name == "self-svc":
+        return SelfTrainingClassifier(SVC(probability=True, random_state=0))
+    return LogisticRegression(max_iter=1000)
+
+
+def _fit_anchor(name, Xs, y_semi, classes):
+    """The anchor fitted to the current labels; LogisticRegression sees the labelled rows only."""
+    from skactiveml.classifier import SklearnClassifier
+    clf = SklearnClassifier(_anchor(name, Xs.shape[1]), classes=classes, missing_label=-1,
+                            include_unlabeled_samples=name != "logreg", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return clf.fit(Xs, y_semi)
+
+
+def _density_weights(Xs: np.ndarray, unl: np.ndarray) -> np.ndarray:
+    """Each row's mean RBF similarity (gamma = 1 / d) to the unlabelled rows."""
+    from sklearn.metrics.pairwise import rbf_kernel
+    return rbf_kernel(Xs, Xs[unl], gamma=1.0 / Xs.shape[1]).mean(1)
+
+
+def anchor_curve(model: str, weighted: bool | None, X, y_true, y0, Xt, yt, rounds, n, seed):
+    """Accuracies of the anchor over the rounds; ``weighted`` None: random sampling."""
+    from skactiveml.pool import UncertaintySampling
+    from sklearn.preprocessing import StandardScaler
+    sc = StandardScaler().fit(X)
+    Xs, Xts = sc.transform(X), sc.transform(Xt)
+    classes = np.unique(y_true)
+    y, acc, rng = y0.copy(), [], np.random.default_rng(seed)
+    qs = UncertaintySampling(method="entropy", missing_label=-1, random_state=seed)
+    for r in range(rounds + 1):
+        clf = _fit_anchor(model, Xs, y, classes)
+        acc.append(float((clf.predict(Xts) == yt).mean()))
+        if r == rounds:
+            break
+        unl = np.flatnonzero(y == -1)
+        if weighted is None:
+            pick = rng.choice(unl, n, replace=False)
+        else:
+            w = _density_weights(Xs, unl) if weighted else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pick = qs.query(Xs, y, clf=clf, fit_clf=False, utility_weight=w, batch_size=n)
+        y[pick] = y_true[pick]
+    return acc
+
+
+def scnf_curves(X, y_true, y0, Xt, yt, rounds, n, seed, strategies, params):
+    """{strategy: (accuracies, seconds per later round)} from one shared first fit."""
+    from scnf import SCNFClassifier
+    first = SCNFClassifier(random_state=seed, **params).fit(X, y0)
+    acc0 = float((first.predict(Xt) == yt).mean())
+    out = {}
+    for s in strategies:
+        clf, y, acc, secs = copy.deepcopy(first), y0.copy(), [acc0], []
+        clf.set_params(warm_start=True)
+        for r in range(rounds):
+            t = time.perf_counter()
+            pos = clf.query(n=n, strategy=s, random_state=seed + r)
+            rows = clf.unlabelled_rows_[pos]
+            y[rows] = y_true[rows]
+            clf.fit(X, y)
+            secs.append(time.perf_counter() - t)
+            acc.append(float((clf.predict(Xt) == yt).mean()))
+        out[s] = (acc, secs)
+    return out
+
+
+def start_labels(y_true: np.ndarray, seed: int, without: int | None = None) -> np.ndarray:
+    """One labelled row per class (none for class ``without``), -1 elsewhere."""
+    rng = np.random.default_rng([seed, 7])
+    y = np.full(len(y_true), -1)
+    for c in np.unique(y_true):
+        if c != without:
+            i = rng.choice(np.flatnonzero(y_true == c))
+            y[i] = c
+    return y
+
+
+def cold_rounds(X, y_true, seed, strategy, cap, params) -> int:
+    """Rounds until a queried row is of the class that started without a label."""
+    from scnf import SCNFClassifier
+    classes = np.unique(y_true)
+    missing = classes[seed % len(classes)]
+    y = start_labels(y_true, seed, without=missing)
+    clf = SCNFClassifier(random_state=seed, warm_start=True, **params).fit(X, y)
+    n = len(classes)
+    for r in range(1, cap + 1):
+        rows = clf.unlabelled_rows_[clf.query(n=n, strategy=strategy, random_state=seed + r)]
+        y[rows] = y_true[rows]
+        if (y_true[rows] == missing).any():
+            return r
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X, y)
+    return cap + 1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", default=",".join(t for t in TASKS if t != "mnist-pca40"))
+    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--strategies", default=",".join(SCNF_STRATEGIES))
+    p.add_argument("--scnf-params", default="{}", help="JSON object of SCNFClassifier parameters")
+    p.add_argument("--cold", action="store_true", help="also the cold-start rounds (tasks with >= 3 classes)")
+    p.add_argument("--cold-rounds", type=int, default=5)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = json.loads(a.scnf_params)
+    strategies = a.strategies.split(",")
+    rec_path = out / "records.jsonl"
+    done = set()
+    if rec_path.exists():
+        for line in rec_path.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["task"], r["draw"], r["kind"]))
+    with open(rec_path, "a") as fh:
+        def write(rec):
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            print(json.dumps(rec), flush=True)
+
+        for task in a.tasks.split(","):
+            for d in range(a.draws):
+                X, _, Xt, yt, y_true = split(task, d, "test", with_labels=True)
+                n = len(np.unique(y_true))
+                y0 = start_labels(y_true, d)
+                if (task, d, "curves") not in done:
+                    rec = {"task": task, "draw": d, "kind": "curves", "n": n, "rounds": a.rounds, "curves": {},
+                           "seconds_per_round": {}}
+                    for s, (acc, secs) in scnf_curves(X, y_true, y0, Xt, yt, a.rounds, n, d, strategies,
+                                                      params).items():
+                        rec["curves"][f"scnf-{s}"] = acc
+                        rec["seconds_per_round"][f"scnf-{s}"] = secs
+                    for m in ANCHOR_MODELS:
+                        for tag, w in (("us", False), ("dw", True)):
+                            rec["curves"][f"{m}-{tag}"] = anchor_curve(m, w, X, y_true, y0, Xt, yt, a.rounds, n, d)
+                        rec["curves"][f"{m}-random"] = anchor_curve(m, None, X, y_true, y0, Xt, yt, a.rounds, n, d)
+                    write(rec)
+                if a.cold and n >= 3 and (task, d, "cold") not in done:
+                    write({"task": task, "draw": d, "kind": "cold", "cap": a.cold_rounds,
+                           "rounds": {s: cold_rounds(X, y_true, d, s, a.cold_rounds, params)
+                                      for s in ("novelty", "density", "random")}})
+    (out / "table.md").write_text(table(rec_path))
+    print((out / "table.md").read_text())
+
+
+def table(rec_path: Path) -> str:
+    """AULC per task and method (mean ± std over draws), seconds per SCNF round, cold-start rounds."""
+    recs = [json.loads(line) for line in Path(rec_path).read_text().splitlines()]
+    curves = [r for r in recs if r["kind"] == "curves"]
+    tasks = list(dict.fromkeys(r["task"] for r in curves))
+    methods = list(dict.fromkeys(m for r in curves for m in r["curves"]))
+    lines = ["Area under the learning curve (mean test accuracy over the rounds' fits), mean ± std over draws.", "",
+             "| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    aulc = {}
+    for m in methods:
+        cells = []
+        for t in tasks:
+            v = [float(np.mean(r["curves"][m])) for r in curves if r["task"] == t and m in r["curves"]]
+            aulc[(m, t)] = np.mean(v) if v else float("nan")
+            cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f}" if v else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    anchors = [m for m in methods if not m.startswith("scnf-")]
+    best = {t: max(aulc[(m, t)] for m in anchors) for t in tasks}
+    lines += ["", "| SCNF strategy | tasks at or above the best anchor | seconds per round (mean) |", "|---|---|---|"]
+    for m in (m for m in methods if m.startswith("scnf-")):
+        wins = [t for t in tasks if aulc[(m, t)] >= best[t]]
+        secs = [s for r in curves for s in r["seconds_per_round"].get(m, [])]
+        lines.append(f"| {m} | {len(wins)} of {len(tasks)} ({', '.join(wins) or 'none'}) | "
+                     f"{np.mean(secs):.1f} |" if secs else f"| {m} | {len(wins)} of {len(tasks)} | – |")
+    cold = [r for r in recs if r["kind"] == "cold"]
+    if cold:
+        lines += ["", "Cold start: rounds until the class that started without a label is queried "
+                  f"(cap {cold[0]['cap']}; a miss counts cap + 1), mean over draws.", "",
+                  "| task | " + " | ".join(cold[0]["rounds"]) + " |", "|---" * (len(cold[0]["rounds"]) + 1) + "|"]
+        for t in dict.fromkeys(r["task"] for r in cold):
+            rs = [r["rounds"] for r in cold if r["task"] == t]
+            lines.append(f"| {t} | " + " | ".join(f"{np.mean([x[s] for x in rs]):.1f}" for s in rs[0]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
