@@ -42,6 +42,7 @@ def test_a_compressed_atomic_write_is_deterministic_gzip(tmp_path):
     write_bytes_atomic(tmp_path / "a.gz", b"abc" * 100, compress=True)
     assert (tmp_path / "a.gz").read_bytes() == first  # zero timestamp: the same bytes each time
     assert gzip.decompress(first) == b"abc" * 100
+    assert first[4:8] == b"\x00\x00\x00\x00"  # gzip's MTIME field: zero, not the clock
 
 
 def test_seed_everything_seeds_torch_and_numpy():
