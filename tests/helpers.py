@@ -62,3 +62,48 @@ def write_tiny_dataset(root, name: str, monkeypatch):
     monkeypatch.setitem(im.KNOWN_SHA256, name, known_sums(arrays))
     write_idx(root / name, arrays, gz=False)
     return tx
+
+
+# ------------------------------------------------------------------ own data and tiny runs
+#: a few CPU steps of a tiny run (one evaluation at the end)
+TINY_TRAIN = {"steps": 4, "batch_size": 8, "eval_every": 4, "checkpoint_every": 4, "progress": False, "threads": 1}
+#: a tiny image flow
+TINY_IMAGE_FLOW = {"hidden": 4, "blocks": 1, "h_hidden": 8, "h_blocks": 1}
+
+
+def blob_arrays(n=60, n_labelled=6, seed=0):
+    """(x, y, y_semi): two Gaussian blobs in 2-D, the first ``n_labelled`` rows labelled."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]  # both classes among the labelled rows
+    x = (rng.normal(size=(n, 2)) * 0.3 + np.where(y[:, None] == 1, 2.0, -2.0)).astype(np.float32)
+    y_semi = np.full(n, -1)
+    y_semi[:n_labelled] = y[:n_labelled]
+    return x, y, y_semi
+
+
+def write_vectors_npz(path, n=60, n_labelled=6, n_test=20, seed=0):
+    """An npz of 2-D vectors (x, y with -1 unlabelled, x_test, y_test); returns the arrays."""
+    import numpy as np
+
+    x, _, y_semi = blob_arrays(n, n_labelled, seed)
+    xt, yt, _ = blob_arrays(n_test, 0, seed + 1)
+    arrays = dict(x=x, y=y_semi, x_test=xt, y_test=yt)
+    np.savez(path, **arrays)
+    return arrays
+
+
+def write_config(path, data: dict, model: dict | None = None, train: dict | None = None):
+    """A TOML config file with these [data], [model] and [train] tables (TINY_TRAIN by default)."""
+    from pathlib import Path
+
+    from scnf.config import toml_value
+
+    lines = []
+    for name, table in (("data", data), ("model", model or {}), ("train", TINY_TRAIN if train is None else train)):
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)

@@ -356,8 +356,7 @@ def test_vae_training_does_not_depend_on_evaluation(tiny_images, tmp_path, kind)
     """The VAEs draw their samples from the trainer's generator, not torch's global one: the
     same run evaluated every step or only at the end ends with the same parameters, and its
     evaluation gives the same numbers twice."""
-    from scnf.data.load import build_data
-    from scnf.runs.run import build_model, evaluate_run, run
+    from scnf.runs.run import evaluate_run, run
 
     data_dir, _ = tiny_images
     model = {"kind": kind, "m2_hidden": 16, "m2_latent": 3}

@@ -220,3 +220,50 @@ def test_resume_with_a_changed_key_names_it(trained, capsys):
     cfg, out = trained
     code, _, err = _run(["train", str(cfg), "--out", str(out), "--resume", "--set", "train.lr=0.5"], capsys)
     assert code == 2 and "train.lr: 0.001 -> 0.5" in _one_line_error(err)
+
+
+class _ClosedPipe:
+    """stdout whose reader went away (``scnf evaluate RUN | head``)."""
+
+    def write(self, s):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self):
+        raise OSError("no file")
+
+
+def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["config", "--defaults"]) == 141
+    assert capsys.readouterr().err == ""  # not "scnf: error: [Errno 32] Broken pipe"
+
+
+def test_a_closed_pipe_gives_no_message_at_exit_either(tmp_path):
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first byte
+    try:
+        proc = subprocess.run([sys.executable, "-m", "scnf", "config", "--defaults"], stdout=w,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+def test_allow_changed_data_is_an_option_of_every_command_that_reads_a_run():
+    from scnf.cli import build_parser
+
+    p = build_parser()
+    for argv in (["train", "c.toml", "--resume"], ["evaluate", "r"], ["analyse", "r", "samples"],
+                 ["ood", "r", "--against", "mnist"]):
+        assert p.parse_args(argv + ["--allow-changed-data"]).allow_changed_data is True
+        assert p.parse_args(argv).allow_changed_data is False
+
+
+def test_allow_changed_data_without_resume_is_refused(capsys):
+    code, _, err = _run(["train", "configs/moons.toml", "--allow-changed-data"], capsys)
+    assert code == 2 and "applies with --resume only" in _one_line_error(err)

@@ -1,5 +1,4 @@
 """The semi-conditional flow: Eq. 3/4 identities, whole-flow log-dets, normalisation, bad input."""
-import math
 
 import pytest
 import torch

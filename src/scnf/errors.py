@@ -1,8 +1,10 @@
 """Exceptions that say what the user can do, shared by the library and the ``scnf`` command.
 
 * Bad input (usage, config, data, run directory, checkpoint) is a ``ValueError``:
-  :class:`ConfigError`, :class:`RunDirError`,
+  :class:`ConfigError`, :class:`RunDirError`, :class:`DataChangedError`,
   :class:`CheckpointError`. The command prints one line and exits 2.
+* :class:`ChangedDataWarning`: a run is used on data other than those it recorded, because the
+  caller allowed it (``--allow-changed-data``).
 * :class:`TrainingFailed` (a ``RuntimeError``): training stopped on a failure the user can
   act on (divergence, an ODE solver failure); it names the last good checkpoint. The
   command exits 3.
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CheckpointError", "ConfigError", "RunDirError", "TrainingDiverged", "TrainingFailed",
-           "TrainingInterrupted"]
+__all__ = ["ChangedDataWarning", "CheckpointError", "ConfigError", "DataChangedError", "RunDirError",
+           "TrainingDiverged", "TrainingFailed", "TrainingInterrupted"]
 
 
 class ConfigError(ValueError):
@@ -24,6 +26,14 @@ class ConfigError(ValueError):
 
 class RunDirError(ValueError):
     """A run directory cannot be used as asked (not a run, already holds one, another config)."""
+
+
+class DataChangedError(RunDirError):
+    """The data a run directory recorded (``data.json``) are not the data its config reads now."""
+
+
+class ChangedDataWarning(UserWarning):
+    """A run is used on changed data, as the caller allowed (``allow_changed_data=True``)."""
 
 
 class CheckpointError(ValueError):

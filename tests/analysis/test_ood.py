@@ -64,7 +64,7 @@ def _fake_with_noise(name, split="train", data_dir=None, **kw):
 def ood_run(tmp_path_factory):
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scnf.runs.run, "load_dataset", _fake_with_noise)
+        mp.setattr(scnf.data.load, "load_dataset", _fake_with_noise)
         mp.setattr(scnf.data.images, "load_dataset", _fake_with_noise)
         cfg = from_dict({**TINY, "train": {**TINY["train"], "steps": 30, "eval_every": 30, "checkpoint_every": 30}})
         d = tmp_path_factory.mktemp("ood") / "run"
@@ -73,20 +73,74 @@ def ood_run(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
+def test_fpr_counts_a_tie_with_the_threshold_as_flagged():
+    """Both positives score 1, so the threshold is 1; the negative scoring 1 is flagged (>=)."""
+    assert fpr_at_tpr(np.array([1.0, 0.0]), np.array([1.0, 1.0])) == 0.5
+    assert fpr_at_tpr(np.array([1.0, 1.0, 0.0, 2.0]), np.array([1.0, 3.0])) == 0.75
+
+
+def _png_bits_by_hand(images) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    out = []
+    for im in images:
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(im).reshape(28, 28), mode="L").save(buf, format="PNG", optimize=True,
+                                                                       compress_level=9)
+        out.append(8 * len(buf.getvalue()))
+    return np.array(out, dtype=np.float64)
+
+
 def test_scnf_ood_end_to_end(ood_run, tmp_path, capsys):
+    """Every image of each set (n and n_train at least the sets' sizes: 100 test, 100 noise, 200
+    training images), so each number can be computed by hand: -log2 p(x) from evaluation's log
+    density of x dequantised (noise seeds 0, 1, 2 for in, out, training) plus 8 bits a pixel, H
+    from the *training* images, PNG lengths, and each score's AUROC and FPR."""
+    import math
+
+    from sklearn.metrics import roc_auc_score
+
+    from scnf.runs.run import load_run
+    from scnf.training.evaluation import evaluate
+
     d, _ = ood_run
-    res = run_ood(d, "fashion-mnist", n=50, n_train=60, out=tmp_path)
-    assert res["n_in"] == 50 and res["n_out"] == 50
-    for k in ("nll", "complexity", "typicality"):
-        assert 0.0 <= res["scores"][k]["auroc"] <= 1.0 and 0.0 <= res["scores"][k]["fpr_at_95_tpr"] <= 1.0
+    res = run_ood(d, "fashion-mnist", n=500, n_train=500, out=tmp_path)
+    assert (res["n_in"], res["n_out"], res["n_train_for_typical_set"]) == (100, 100, 200)
+    _, model, data, _ = load_run(d)
+    dims = data.dims
+    x_out = torch.from_numpy(_fake_with_noise("fashion-mnist", "test")[0]).reshape(-1, 1, 28, 28)
+
+    def bits(x, seed):
+        lp: list = []
+        evaluate(model, data, x, None, batch_size=500, seed=seed, log_density_out=lp)
+        return -torch.cat(lp).numpy() / math.log(2.0) + 8.0 * dims
+
+    nll = {"in": bits(data.x_test, 0), "out": bits(x_out, 1), "train": bits(data.x, 2)}
+    # bits/dim as evaluation reports it (8 - mean log p / (D ln 2)), on the same images and noise
+    for key, x, seed in (("in", data.x_test, 0), ("out", x_out, 1), ("train", data.x, 2)):
+        want = evaluate(model, data, x, None, batch_size=500, seed=seed)["bits_per_dim"]
+        assert res["bits_per_dim"][key] == pytest.approx(want, rel=1e-12), key
+        assert res["bits_per_dim"][key] == pytest.approx(nll[key].mean() / dims, rel=1e-12), key
+    h = nll["train"].mean()
+    png = {"in": _png_bits_by_hand(data.x_test.numpy()), "out": _png_bits_by_hand(x_out.numpy())}
+    assert res["png_bits_per_dim"] == pytest.approx({k: v.mean() / dims for k, v in png.items()}, rel=1e-12)
+    by_hand = {"nll": (nll["in"], nll["out"]), "complexity": (nll["in"] - png["in"], nll["out"] - png["out"]),
+               "typicality": (abs(nll["in"] - h), abs(nll["out"] - h))}
+    for k, (s_in, s_out) in by_hand.items():
+        labels = np.r_[np.zeros(100), np.ones(100)]
+        assert res["scores"][k]["auroc"] == pytest.approx(roc_auc_score(labels, np.r_[s_in, s_out]), abs=1e-12), k
+        thr = np.sort(s_out)[100 - 95]  # the 95th largest of 100 positives
+        assert res["scores"][k]["fpr_at_95_tpr"] == pytest.approx((s_in >= thr).mean(), abs=1e-12), k
     # uniform noise is far less likely than the bar images under a model trained on them
     assert res["bits_per_dim"]["out"] > res["bits_per_dim"]["in"]
     assert res["scores"]["nll"]["auroc"] > 0.9
     assert (tmp_path / "ood.png").stat().st_size > 0
     assert json.loads((tmp_path / "ood.json").read_text())["scores"] == res["scores"]
-    assert run_ood(d, "fashion-mnist", n=50, n_train=60, out=tmp_path)["scores"] == res["scores"]  # reproducible
     code = main(["ood", str(d), "--against", "fashion-mnist", "--n", "20", "--n-train", "20", "--out", str(tmp_path)])
-    assert code == 0 and json.loads(capsys.readouterr().out)["n_in"] == 20
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and (out["n_in"], out["n_out"], out["n_train_for_typical_set"]) == (20, 20, 20)
 
 
 def test_scnf_ood_refuses_what_it_cannot_score(ood_run, tmp_path, capsys):

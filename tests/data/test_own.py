@@ -121,8 +121,16 @@ def test_image_folder_trains_grayscale_images_of_another_size(tmp_path):
     _write_folder(tmp_path / "d", colour_of=lambda cls, i: False, size=lambda cls, i: (20, 16))  # W 20, H 16
     m = _train({"data": {"dataset": "folder", "path": str(tmp_path / "d")}, "model": _TINY_FLOW,
                 "train": _SHORT}, tmp_path / "run")
-    assert np.isfinite(m["bits_per_dim"])
     assert json.loads((tmp_path / "run" / "data.json").read_text())["shape"] == [1, 16, 20]
+    from PIL import Image
+    from scnf.runs.run import load_run
+
+    _, model, data, _ = load_run(tmp_path / "run")
+    assert model.input_shape == (1, 16, 20) and model.deep_dim == 16 * 20 // 4 and data.dims == 320
+    with Image.open(tmp_path / "d" / "train" / "cat" / "0.png") as im:
+        assert np.array_equal(data.x[0, 0].numpy(), np.asarray(im))  # rows H = 16, columns W = 20
+    # bits/dim is the test NLL over D = 1 x 16 x 20 pixels: 8 - mean log p / (320 ln 2)
+    assert m["bits_per_dim"] == pytest.approx(8.0 + m["nll"] / (320 * np.log(2.0)), rel=1e-12)
 
 
 @pytest.mark.parametrize("problem, match", [
@@ -158,6 +166,10 @@ def test_image_folder_problems_name_the_file(tmp_path, problem, match):
     (dict(x=np.zeros((4, 2)), y=np.array([0, 0, -1, -1]), x_test=np.zeros((2, 2)), y_test=np.array([0, 1])),
      "no labelled training row"),
     (dict(x=np.zeros((4, 9, 9, 9), np.uint8), y=np.zeros(4, int)), "channel axis"),
+    (dict(x=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]), x_test=np.zeros((2, 3)), y_test=np.array([0, 1])),
+     r"bad\.npz: x_test rows have shape \(3,\), x rows \(2,\)$"),
+    (dict(x=np.zeros((4, 2)), y=np.array([0, 1, -1, -1]), x_test=np.zeros((2, 2)), y_test=np.array([0, -1])),
+     r"bad\.npz: y_test: label -1: labels are 0, 1, \.\.\., K-1$"),  # a test row needs its label
 ])
 def test_npz_problems_are_value_errors_naming_the_array(tmp_path, arrays, match):
     path = tmp_path / "bad.npz"
@@ -227,3 +239,57 @@ def test_unchanged_mnist_builder_is_the_image_builder_at_1x28x28():
     assert a.deep_dim == b.deep_dim == 196
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# ------------------------------------------------------------------ errors name what the user named
+def test_an_empty_class_folder_is_named_not_its_index(tmp_path):
+    """Not "class(es) [0] have no labelled row": the folder train/bird/ is named."""
+    from scnf.data.load import build_data
+
+    _write_folder(tmp_path / "d")
+    (tmp_path / "d" / "train" / "bird").mkdir()  # sorted first: class index 0
+    with pytest.raises(ValueError, match=r"no labelled row of class 'bird' \(train/bird/\)") as e:
+        build_data(from_dict({"data": {"dataset": "folder", "path": str(tmp_path / "d")}}))
+    assert "[0]" not in str(e.value) and str(tmp_path / "d") in str(e.value)
+
+
+def test_a_label_without_labelled_rows_and_a_class_emptied_by_validation_are_named(tmp_path):
+    from scnf.data.load import build_data
+
+    x, _, _ = _blobs()
+    y = np.full(60, -1)
+    y[:4] = [0, 0, 2, 2]  # no labelled row of class 1
+    np.savez(tmp_path / "gap.npz", x=x, y=y)
+    with pytest.raises(ValueError, match=r"gap\.npz: no labelled row of class 1; every class \(labels 0, 1, \.\.\., 2\)"):
+        build_data(from_dict({"data": {"dataset": "npz", "path": str(tmp_path / "gap.npz")}}))
+    y[:4] = [0, 0, 0, 1]  # one labelled row of class 1, which validation may take
+    np.savez(tmp_path / "one.npz", x=x, y=y)
+    msgs = set()
+    for seed in range(8):
+        try:
+            build_data(from_dict({"data": {"dataset": "npz", "path": str(tmp_path / "one.npz"), "n_validation": 2,
+                                           "split_seed": seed}}))
+        except ValueError as e:
+            msgs.add(str(e))
+    assert msgs and all("holds out every labelled row of class 1 (1 in" in m and "one.npz" in m for m in msgs), msgs
+
+
+@pytest.mark.parametrize("content, what", [
+    (b"1.0,2.0,0\n3.0,4.0,1\n", "a text file"),
+    (b"\x93NUMPY\x01\x00v\x00", "a .npy file"),
+    (b"\x80\x04\x95\x10\x00\x00\x00", "a Python pickle"),
+    (b"", "an empty file"),
+])
+def test_a_file_that_is_not_an_npz_says_what_it_is_without_advising_to_load_it_unsafely(tmp_path, content, what):
+    path = tmp_path / "mine.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        load_npz(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: {what}") and "np.savez" in msg
+    assert "allow_pickle" not in msg and "unsafe" not in msg and len(msg.splitlines()) == 1
+
+
+def test_a_folder_that_is_not_there_is_not_said_to_lack_train(tmp_path):
+    with pytest.raises(ValueError, match=r"^data.path: no such folder: .*gray$"):
+        load_image_folder(tmp_path / "gray")

@@ -102,6 +102,46 @@ def test_toy_reference_agrees_to_rounding():
     assert (got["log_joint"] - want).abs().max() < 1e-12
 
 
+def _log_joint_error(model) -> float:
+    """The largest |log p(x, y)| difference of ``model`` (float64) from the authors' on the toy inputs."""
+    with torch.no_grad():
+        lj = model.double().log_joint(_inputs("toy").double())
+    return float((lj - torch.tensor(_expected("toy")["float64"]["log_joint"], dtype=torch.float64)).abs().max())
+
+
+def test_initialised_norms_stay_as_imported_in_train_mode():
+    """``requires_init = 0`` (their initialised ActNorm) is ``initialized = True``: a forward in
+    train mode changes no weight and computes the authors' numbers; a norm whose
+    ``requires_init`` is 1 comes in uninitialised (and initialises from its first batch)."""
+    from scnf.nn import ChannelAffine
+
+    model = load_released_state_dict(_toy_sd(), "toy").double()
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith("initialized")}
+    model.train()
+    assert _log_joint_error(model) < 1e-12
+    assert [k for k, v in before.items() if not torch.equal(model.state_dict()[k], v)] == []
+    norms = [m for m in model.modules() if isinstance(m, ChannelAffine)]
+    assert len(norms) == 11 and [bool(m.initialized) for m in norms] == [True] * 11
+    sd = _toy_sd()
+    sd["flow.module.modules_.2.requires_init"] = torch.ones_like(sd["flow.module.modules_.2.requires_init"])
+    fresh = load_released_state_dict(sd, "toy")
+    first = fresh.unconditional.layers[2]
+    assert isinstance(first, ChannelAffine)
+    assert [bool(m.initialized) for m in fresh.modules() if isinstance(m, ChannelAffine)] == [False] + [True] * 10
+
+
+@pytest.mark.parametrize("prefix", ["flow.module.modules_.", "flow.modules_."], ids=["DataParallel", "plain"])
+def test_f_is_read_with_or_without_the_data_parallel_prefix(prefix):
+    """Their script saves f under ``flow.module.`` when wrapped in DataParallel and ``flow.`` when
+    not: both load, to the same numbers."""
+    sd = _toy_sd()
+    assert sum(k.startswith("flow.module.modules_.") for k in sd) == 32
+    sd = {(prefix + k[len("flow.module.modules_."):]) if k.startswith("flow.module.modules_.") else k: v
+          for k, v in sd.items()}
+    assert sum(k.startswith(prefix) for k in sd) == 32
+    assert _log_joint_error(load_released_state_dict(sd, "toy")) < 1e-12
+
+
 # ------------------------------------------------------------------ bad checkpoints
 def _toy_sd():
     return dict(_state_dict("toy"))
@@ -152,7 +192,17 @@ def test_import_released_writes_a_run_that_evaluates(tmp_path, capsys):
         lj = model.double().log_joint(_inputs("toy").double())
     assert (lj - torch.tensor(exp["float64"]["log_joint"], dtype=torch.float64)).abs().max() < F64_TOL
     metrics = evaluate_run(out)
-    assert 0.0 <= metrics["error_pct"] <= 100.0 and metrics["nll"] == metrics["nll"]
+    # the run's test rows, scored by hand with the converted model (float32, as the run holds it)
+    _, model, data, _ = load_run(out)
+    with torch.no_grad():
+        lj = model.log_joint(data.x_test.float()).double()
+    y = torch.as_tensor(data.y_test)
+    assert metrics["error_pct"] == pytest.approx(100.0 * float((lj.argmax(1) != y).double().mean()), abs=1e-9)
+    # float32 log-densities of ~1 nat summed in other batches: 1e-5 is 100 times their rounding
+    assert metrics["nll"] == pytest.approx(-float(torch.logsumexp(lj, 1).mean()), abs=1e-5)
+    from scnf.runs.calibration import expected_calibration_error
+    ece = expected_calibration_error(torch.softmax(lj, 1).numpy(), y.numpy())
+    assert metrics["ece_pct"] == pytest.approx(ece, abs=1e-3)  # float32 confidences agree to ~1e-6: ECE % to ~1e-4
     # an existing run is not overwritten
     assert main(["import-released", str(ckpt), "--out", str(out), "--model", "toy"]) == 2
     assert "already holds a run" in capsys.readouterr().err
@@ -209,3 +259,65 @@ def test_import_released_refuses_code_and_non_state_dicts(tmp_path, capsys):
         assert "ran code" not in captured.out
         assert len(captured.err.strip().splitlines()) == 1, captured.err
     assert main(["import-released", str(tmp_path / "missing.torch"), "--out", str(tmp_path / "r")]) == 2
+
+
+# ------------------------------------------------------------------ files that are not the checkpoint
+def _write_bad(path, kind):
+    import pickle
+
+    if kind == "text":
+        path.write_text("(weights)\n")  # the text torch's loader answered with "pop from empty list"
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps({"a": [1, 2]}, protocol=2))
+    elif kind == "pickle4":
+        path.write_bytes(pickle.dumps({"a": [1, 2]}, protocol=4))
+    elif kind in ("truncated", "truncated-legacy"):
+        shutil.copy(reference_file("toy.pt"), path)
+        if kind == "truncated-legacy":
+            torch.save(_toy_sd(), path, _use_new_zipfile_serialization=False)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("kind, what", [
+    ("text", "is a text file, not a PyTorch checkpoint"),
+    ("pickle", "is a plain Python pickle, not a file torch.save wrote"),
+    ("pickle4", "is a plain Python pickle, not a file torch.save wrote"),
+    ("truncated", "is truncated or damaged: a PyTorch zip file"),
+    ("truncated-legacy", "is truncated or damaged: a PyTorch file \\(legacy format\\)"),
+    ("empty", "is empty"),
+])
+def test_a_file_that_is_not_a_state_dict_is_one_line_saying_what_it_is(tmp_path, capsys, kind, what):
+    f = tmp_path / "model.torch"
+    _write_bad(f, kind)
+    assert main(["import-released", str(f), "--out", str(tmp_path / "run"), "--model", "toy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    import re
+
+    assert re.search(f"{f} {what}", err) and err.endswith("(their pretrained/model.torch)"), err
+    assert "IndexError" not in err and "internal miniz" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_toy_checkpoint_imported_as_mnist_gets_a_hint_and_the_reverse(tmp_path, capsys, mnist_sd):
+    f = tmp_path / "toy.torch"
+    shutil.copy(reference_file("toy.pt"), f)
+    assert main(["import-released", str(f), "--out", str(tmp_path / "run")]) == 2
+    assert "looks like the released toy model, not mnist: pass --model toy" in capsys.readouterr().err
+    with pytest.raises(ReleasedCheckpointError, match="looks like the released mnist model, not toy: pass --model mnist"):
+        load_released_state_dict(dict(mnist_sd), "toy")
+
+
+def test_non_finite_weights_are_refused_on_import(tmp_path, capsys):
+    sd = _toy_sd()
+    key = "prior.flow.modules_.2.net1.0.weight"
+    sd[key] = sd[key].clone()
+    sd[key].view(-1)[3] = float("nan")
+    f = tmp_path / "nan.torch"
+    torch.save(sd, f)
+    assert main(["import-released", str(f), "--out", str(tmp_path / "run"), "--model", "toy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"key {key!r} holds 1 NaN or infinite value(s)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -48,8 +48,10 @@ class AnalysisResult:
     markdown: str
 
 
-def open_run(run, device: str = "cpu") -> LoadedRun:
-    """A :class:`LoadedRun` from a run directory (or an already loaded run, returned as is)."""
+def open_run(run, device: str = "cpu", allow_changed_data: bool | None = None) -> LoadedRun:
+    """A :class:`LoadedRun` from a run directory (or an already loaded run, returned as is);
+    ``allow_changed_data``: as :func:`scnf.runs.run.load_run` (a run of your own data checks
+    them against its record first)."""
     if isinstance(run, LoadedRun):
         return run
     from ..config import load_config
@@ -59,7 +61,7 @@ def open_run(run, device: str = "cpu") -> LoadedRun:
         kind = load_config(Path(run) / "config.toml").model.kind
         if not MODEL_KINDS[kind].flow:
             raise ValueError(f"{run} is a run of the {kind} baseline; the analyses need an SCNF run (a flow)")
-    cfg, model, data, state = load_run(run)
+    cfg, model, data, state = load_run(run, allow_changed_data)
     dev = resolve_device(device)
     model.to(dev).eval()
     return LoadedRun(Path(run), cfg, model, data, state, dev)

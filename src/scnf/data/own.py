@@ -66,11 +66,18 @@ def load_npz(path: str | Path) -> OwnData:
     if not path.is_file():
         raise ValueError(f"data.path: no such file: {path}")
     raw = path.read_bytes()
+    not_npz = _not_an_npz(raw)
+    if not_npz:
+        raise ValueError(f"{path}: {not_npz}, not an .npz (the zip of arrays np.savez writes); save yours with "
+                         "np.savez(path, x=..., y=...) and y = -1 on unlabelled rows")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz of plain arrays ({type(e).__name__}: {e})") from None
+        why = ("an array holds Python objects (dtype object), which are not read because reading them runs "
+               "code; save numbers (floats, or uint8 images, and integer labels)" if "pickle" in str(e)
+               else f"{type(e).__name__}: {' '.join(str(e).split())}")
+        raise ValueError(f"{path}: not a readable .npz of plain arrays ({why})") from None
     for key in ("x", "y"):
         if key not in arrays:
             raise ValueError(f"{path}: no array {key!r} (it holds {', '.join(sorted(arrays)) or 'nothing'}); "
@@ -89,6 +96,25 @@ def load_npz(path: str | Path) -> OwnData:
     source = {"kind": "npz", "path": str(path.resolve()), "sha256": hashlib.sha256(raw).hexdigest(),
               "bytes": len(raw)}
     return OwnData(x, y, x_test, y_test, images, _describe(source, x, y, x_test, images))
+
+
+def _not_an_npz(raw: bytes) -> str | None:
+    """What a file that is not a zip archive is instead (None for a zip: an .npz, maybe)."""
+    if raw[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return None
+    if not raw:
+        return "an empty file"
+    if raw.startswith(b"\x93NUMPY"):
+        return "a .npy file (one array)"
+    if raw[:1] == b"\x80":
+        return "a Python pickle (not read: reading one runs code)"
+    try:
+        head = raw[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        head = None
+    if head is not None and all(c.isprintable() or c in "\r\n\t" for c in head):
+        return "a text file (for a CSV: np.loadtxt it first)"
+    return f"a file that starts with the bytes {raw[:8]!r}"
 
 
 def _rows(a: np.ndarray, what: str) -> tuple[np.ndarray, bool]:
@@ -160,6 +186,10 @@ def load_image_folder(path: str | Path) -> OwnData:
 
     root = Path(path)
     train = root / "train"
+    if not root.is_dir():
+        raise ValueError(f"data.path: no such folder: {root}" if not root.exists() else
+                         f"data.path: {root} is a file, not a folder (data.dataset = 'folder' reads "
+                         "train/<class>/*.png); an .npz file is read with data.dataset = 'npz'")
     if not train.is_dir():
         raise ValueError(f"data.path: {root} has no train/ folder (expected train/<class>/*.png, "
                          "train/unlabelled/*.png and optionally test/<class>/*.png)")

@@ -229,9 +229,48 @@ def toy_hidden(sd: dict) -> int:
     return int(sd[key].shape[0])
 
 
+def guess_model(sd: dict) -> str | None:
+    """Which released model a state dict looks like ("toy": f starts with a 2 x 2 invertible
+    linear layer; "mnist": checkerboard-masked couplings), None when neither."""
+    try:
+        first = sd.get(_f_prefix(sd) + "0.W")
+    except Exception:  # noqa: BLE001 - a hint only
+        return None
+    if isinstance(first, torch.Tensor) and tuple(first.shape) == (2, 2):
+        return "toy"
+    if any(isinstance(k, str) and k.endswith(".mask") for k in sd):
+        return "mnist"
+    return None
+
+
+def _nonfinite(sd: dict, source: str) -> None:
+    for key, v in sd.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            bad = int((~torch.isfinite(v)).sum())
+            if bad:
+                raise ReleasedCheckpointError(
+                    f"{source}: key {key!r} holds {bad} NaN or infinite value(s) of {v.numel()}: a damaged file, or "
+                    "weights saved after training diverged; expected finite weights, nothing was imported")
+
+
 def load_released_state_dict(sd: dict, model: str = "mnist", source: str = "checkpoint") -> SemiConditionalFlow:
     """A :class:`SemiConditionalFlow` (float32, eval mode) computing the function of the
-    authors' model with the state dict ``sd`` (``model``: ``"mnist"`` or ``"toy"``)."""
+    authors' model with the state dict ``sd`` (``model``: ``"mnist"`` or ``"toy"``). A state
+    dict that does not fit ``model`` but looks like the other one says so (pass ``--model``);
+    NaN or infinite weights are refused, naming the key."""
+    try:
+        net = _load_released_state_dict(sd, model, source)
+    except ReleasedCheckpointError as e:
+        guess = guess_model(sd) if isinstance(sd, dict) else None
+        if guess is not None and guess != model and model in MODELS:
+            raise ReleasedCheckpointError(f"{e}; the file looks like the released {guess} model, not {model}: "
+                                          f"pass --model {guess} (model={guess!r})") from None
+        raise
+    _nonfinite(sd, source)
+    return net
+
+
+def _load_released_state_dict(sd: dict, model: str, source: str) -> SemiConditionalFlow:
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
@@ -258,18 +297,59 @@ def load_released_state_dict(sd: dict, model: str = "mnist", source: str = "chec
     return net.eval()
 
 
+#: the first bytes of a file ``torch.save`` wrote in its legacy (non-zip) format: the pickled magic number
+_LEGACY_TORCH = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+EXPECTED = "expected the authors' state dict, saved with torch.save(model.state_dict()) (their pretrained/model.torch)"
+
+
+def _unreadable(path: Path, head: bytes, size: int, e: Exception) -> str:
+    """What the file ``path`` (whose first bytes are ``head``) is, when torch cannot read it."""
+    import re
+    import zipfile
+
+    msg = " ".join(str(e).split())
+    if size == 0:
+        return f"{path} is empty"
+    if head[:4] == b"PK\x03\x04":
+        named = re.search(r"GLOBAL\s+([\w.]+)", msg)
+        if named:
+            return (f"{path} holds the Python object {named.group(1)}, not only tensors; refused, "
+                    "nothing in it was run")
+        if not zipfile.is_zipfile(path) or isinstance(e, zipfile.BadZipFile) or "zip archive" in msg:
+            return f"{path} is truncated or damaged: a PyTorch zip file that cannot be opened ({size:,} bytes)"
+        return f"{path} is a PyTorch file whose content cannot be read as tensors ({type(e).__name__})"
+    if head.startswith(_LEGACY_TORCH):
+        return f"{path} is truncated or damaged: a PyTorch file (legacy format) that cannot be read ({size:,} bytes)"
+    if head[:1] == b"\x80":
+        return f"{path} is a plain Python pickle, not a file torch.save wrote; it was not unpickled (that runs code)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return f"{path} is a text file, not a PyTorch checkpoint"
+    return f"{path} is not a PyTorch checkpoint (it starts with the bytes {head[:8]!r})"
+
+
 def read_released(path: str | Path) -> dict:
-    """Read the authors' checkpoint (tensors only, on the CPU; nothing in it is run)."""
+    """Read the authors' checkpoint (tensors only, on the CPU; nothing in it is run). A file
+    that is not one raises :class:`ReleasedCheckpointError`: one line saying what the file is
+    and what was expected."""
+    import warnings
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(256)
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ReleasedCheckpointError(f"cannot read {path} as a state dict of tensors "
-                                      f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+        raise ReleasedCheckpointError(f"{_unreadable(path, head, path.stat().st_size, e)}; {EXPECTED}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
-        raise ReleasedCheckpointError(f"{path} holds a {type(sd).__name__}, not a state dict")
+        raise ReleasedCheckpointError(f"{path} holds a {type(sd).__name__}, not a state dict; {EXPECTED}")
     return sd

@@ -51,15 +51,29 @@ def decision_boundary(model, x_train: np.ndarray, y_train: np.ndarray, path: str
     return path
 
 
+def curve_note(history: list[dict]) -> str | None:
+    """What a learning curve of ``history`` cannot show: None when it has at least 2 evaluations."""
+    n = len(history)
+    if n >= 2:
+        return None
+    if n == 0:
+        return "no evaluation was logged, so there is no curve"
+    return (f"one evaluation (step {history[0].get('step', '?')}), drawn as a point: a curve needs "
+            "train.eval_every below train.steps")
+
+
 def learning_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Validation and test error (%) and bits/dim against training seconds, from a run's
-    evaluation records (``log.jsonl``)."""
+    evaluation records (``log.jsonl``). Every evaluation is a marker; with fewer than two the
+    figure says so (:func:`curve_note`) instead of pretending to be a curve."""
     t = [r["seconds"] for r in history]
+    note = curve_note(history)
+    ms = 3 if note is None else 8
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, label, style in (("val_error_pct", "validation", "-o"), ("test_error_pct", "test", "-s")):
         pts = [(ti, r[key]) for ti, r in zip(t, history) if r.get(key) is not None]
         if pts:
-            a.plot(*zip(*pts), style, label=label, ms=3)
+            a.plot(*zip(*pts), style, label=label, ms=ms)
     a.set(xlabel="training seconds", ylabel="error %")
     a.grid(True, which="both", alpha=0.3)
     if a.lines:
@@ -72,14 +86,16 @@ def learning_curve(history: list[dict], path: str | Path, title: str = "") -> Pa
                               (f"test_bits_per_dim{suffix}", "test", "-s")):
         pts = [(ti, r[key]) for ti, r in zip(t, history) if r.get(key) is not None]
         if pts:
-            b.plot(*zip(*pts), style, label=label, ms=3)
+            b.plot(*zip(*pts), style, label=label, ms=ms)
     b.set(xlabel="training seconds", ylabel="bits/dim of binarised pixels (bound)" if binarised else "bits/dim")
     b.grid(True, alpha=0.3)
     if b.lines:
         b.legend()
+    if note is not None:
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=9, color="0.3")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,11 +1,10 @@
 """What a finished run writes beside its checkpoint: metrics.json, the figures and report.md."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from ..config import IMAGE_DATASETS, OWN_DATASETS, TOY_DATASETS, RunConfig, model_title
+from ..config import IMAGE_DATASETS, MODEL_KINDS, OWN_DATASETS, TOY_DATASETS, RunConfig, model_title
 from ..data.batches import SemiSupervisedData
 from ..fileio import write_json_atomic
 
@@ -32,6 +31,29 @@ def base_metrics(cfg: RunConfig, trainer, final: dict, t0: float) -> dict:
     return metrics
 
 
+def labelled_rows(cfg: RunConfig, data: SemiSupervisedData, raw: dict) -> tuple[int, dict[str, int], int]:
+    """(labelled rows, labelled rows per class by the user's class names, of them held out for
+    validation), counted from the data the run read (own data: its record, ``raw["source"]``),
+    never from a default the run did not use."""
+    src = raw.get("source") or {}
+    if "labelled_per_class" in src:
+        per = {str(k): int(v) for k, v in src["labelled_per_class"].items()}
+        held = 0 if data.y_val is None else int(len(data.y_val))
+        return int(sum(per.values())), per, held
+    y = data.y[data.y >= 0]
+    counts = y.bincount().tolist() if len(y) else []
+    names = [str(c) for c in src.get("classes", [])] if src.get("kind") == "folder" else []
+    per = {(names[k] if k < len(names) else str(k)): int(n) for k, n in enumerate(counts)}
+    return int(len(y)), per, 0
+
+
+def _labelled_text(cfg: RunConfig, data: SemiSupervisedData, raw: dict) -> str:
+    n, per, held = labelled_rows(cfg, data, raw)
+    classes = ", ".join(f"{k}: {v}" for k, v in per.items())
+    text = f"{n:,} labelled rows ({classes})" if classes else f"{n:,} labelled rows"
+    return text + (f", {held:,} of them held out for validation" if held else "")
+
+
 def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervisedData, raw: dict, model,
                   history: list[dict]) -> None:
     """Figures (decision boundary of 2-D data, learning curve of images), metrics.json, report.md."""
@@ -43,19 +65,27 @@ def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervised
         decision_boundary(model, raw["x"], raw["y_semi"], out / "decision_boundary.png",
                           title=f"{name}: test error {metrics['error_pct']:.1f} %, NLL {metrics['nll']:.3f}")
         figures.append("decision_boundary.png")
+    notes = []
     if data.images and history:
-        from .plots import learning_curve
+        from .plots import curve_note, learning_curve
 
+        n_lab = labelled_rows(cfg, data, raw)[0]
         learning_curve(history, out / "curve.png",
-                       title=f"{cfg.data.dataset}, {cfg.data.n_labelled} labels, split seed {cfg.data.split_seed}")
+                       title=f"{cfg.data.dataset}, {n_lab:,} labelled rows, split seed {cfg.data.split_seed}")
         figures.append("curve.png")
+        note = curve_note(history)
+        if note:
+            notes.append(f"curve.png: {note}.")
     write_json_atomic(out / "metrics.json", metrics)
-    write_report(out, cfg, metrics, figures)
+    write_report(out, cfg, metrics, figures, data, raw, notes)
 
 
-def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -> None:
+def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str], data: SemiSupervisedData,
+                 raw: dict, notes: list[str] = ()) -> None:
+    """report.md, every fact in it from the run itself: the rows it read, its data's shape, its
+    model kind."""
     lines = [f"# scnf run: {model_title(cfg)} on {cfg.data.dataset}", "",
-             f"{cfg.data.n_labelled} labelled rows, seed {cfg.seed}, split seed {cfg.data.split_seed}, "
+             f"{_labelled_text(cfg, data, raw)}, seed {cfg.seed}, split seed {cfg.data.split_seed}, "
              f"{metrics['steps']} steps in {metrics['seconds']:.1f} s.", "",
              "| metric | value |", "|---|---|"]
     for k in ("error_pct", "nll", "bits_per_dim", "bits_per_dim_binarised", "val_error_pct", "val_nll",
@@ -65,34 +95,57 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str]) -
             v = metrics[k]
             lines.append(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
     ref = PAPER_TABLE1.get((cfg.model.unconditional, cfg.model.conditional))
-    if ref and cfg.data.dataset in TOY_DATASETS:
+    if ref and cfg.data.dataset in TOY_DATASETS and MODEL_KINDS[cfg.model.kind].flow:
         i = 0 if cfg.data.dataset == "moons" else 2
         lines += ["", f"Paper (Table 1, mean ± std over 5 seeds): error {ref[i]} %, NLL {ref[i + 1]}."]
     for f in figures:
         lines += ["", f"![{f}]({f})"]
-    lines += ["", METRIC_NOTES, ""]
+    for note in notes:
+        lines += ["", note]
+    lines += ["", metric_notes(cfg, metrics, data), ""]
     if cfg.data.dataset in IMAGE_DATASETS:
-        n = cfg.data.n_test_eval or 10_000
+        n = len(data.y_test) if data.y_test is not None else 0
         lines += [f"Test numbers over {n:,} test images"
                   + (f", validation numbers over {cfg.data.n_validation:,} held-out training images"
                      if cfg.data.n_validation else "") + ".", ""]
-    elif cfg.data.dataset in OWN_DATASETS and (out / "data.json").exists():
-        src = json.loads((out / "data.json").read_text())
+    elif cfg.data.dataset in OWN_DATASETS and raw.get("source"):
+        src = raw["source"]
         lines += [f"Your data ({cfg.data.dataset}, {src['path']}, sha256 {src['sha256'][:16]}...): {src['rows']:,} "
                   f"training rows of which {src['labelled']:,} labelled, {src['test_rows']:,} test rows"
                   + (f"; {cfg.data.n_validation:,} labelled rows held out for validation" if cfg.data.n_validation
-                     else "") + ".", ""]
+                     else "") + ". The run checks these data against its data.json before every later use.", ""]
     (out / "report.md").write_text("\n".join(lines))
 
 
-#: what report.md's numbers are (also in the README's table of metrics.json fields)
-METRIC_NOTES = (
-    "error_pct: test error in %. nll: the mean of -log p(x) over the test objects, in nats, a density "
-    "of x in the data's own units (for images: pixels in [0, 1], dequantised). bits_per_dim: the same "
-    "density in 8-bit units, 8 - mean log p(x) / (D ln 2) with D = 784, so nll = (8 - bits_per_dim) "
-    "* 784 ln 2 (a negative nll is a density above 1 on [0, 1]^784). val_*: the same on held-out "
-    "training images (data.n_validation). train_labelled_error_pct: error on the labelled training rows. "
-    "VAE baselines: nll is a bound (E_q(y|x)[L(x, y)] + H(q(y|x))); with their Bernoulli likelihood it "
-    "bounds -log P(b) of the image binarised once, reported as bits_per_dim_binarised = -log P(b) / (D ln 2), "
-    "a probability of binary images not comparable with bits_per_dim. best_step: the step whose weights "
-    "early stopping kept.")
+def metric_notes(cfg: RunConfig, metrics: dict, data: SemiSupervisedData) -> str:
+    """What report.md's numbers are, for this run's model kind and data (D from the data's shape)."""
+    dims = data.dims
+    shape = "x".join(str(s) for s in data.x.shape[1:])
+    d = f"D = {shape} = {dims:,}" if data.x.dim() > 2 else f"D = {dims:,}"
+    own = cfg.data.dataset in OWN_DATASETS
+    flow = MODEL_KINDS[cfg.model.kind].flow
+    parts = []
+    if "error_pct" in metrics and metrics["error_pct"] is not None:
+        parts.append("error_pct: test error in %.")
+    if flow:
+        parts.append("nll: the mean of -log p(x) over the test objects, in nats, a density of x in the data's own "
+                     "units" + (" (pixels in [0, 1], dequantised)." if data.images else "."))
+    else:
+        parts.append("nll: the VAE's bound on -log p(x) of the test images (M2: E_q(y|x)[L(x, y)] + H(q(y|x))), "
+                     "in nats.")
+    if metrics.get("bits_per_dim") is not None:
+        parts.append(f"bits_per_dim: the same density in 8-bit units, 8 - mean log p(x) / (D ln 2) with {d}, so "
+                     f"nll = (8 - bits_per_dim) * {dims:,} ln 2 (a negative nll is a density above 1 on "
+                     f"[0, 1]^{dims:,}).")
+    if metrics.get("bits_per_dim_binarised") is not None:
+        parts.append(f"bits_per_dim_binarised: with the VAE's Bernoulli likelihood the bound is on -log P(b) of the "
+                     f"image binarised once, -log P(b) / (D ln 2) with {d}, a probability of binary images not "
+                     "comparable with a density's bits_per_dim.")
+    if any(k.startswith("val_") for k in metrics):
+        held = "labelled rows" if own else "training images" if data.images else "rows"
+        parts.append(f"val_*: the same on the {held} held out of training (data.n_validation).")
+    if metrics.get("train_labelled_error_pct") is not None:
+        parts.append("train_labelled_error_pct: error on the labelled training rows.")
+    if metrics.get("best_step") is not None:
+        parts.append("best_step: the step whose weights early stopping kept.")
+    return " ".join(parts)
