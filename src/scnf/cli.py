@@ -3,8 +3,9 @@
 Exit codes: 0 success; 2 a usage, config, data, run-directory or checkpoint error (one
 line on stderr); 3 a training failure the user can act on (divergence, ODE solver failure,
 out of memory, a lost process; one line naming the last good checkpoint and how to resume);
-130/143 stopped by SIGINT/SIGTERM (training finishes its step and checkpoints first); 1 a
-bug (the traceback, and a line asking for a report).
+130/143 stopped by SIGINT/SIGTERM (training finishes its step and checkpoints first); 141
+(quietly) the reader of the output went away (``scnf evaluate RUN | head``); 1 a bug (the
+traceback, and a line asking for a report).
 """
 from __future__ import annotations
 
@@ -81,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key, e.g. --set data.split_seed=1 (repeatable)")
     t.add_argument("--nproc", type=_positive_int, default=1, help="processes (DistributedDataParallel)")
+    _allow_changed_data(t, "--resume: continue")
 
     e = sub.add_parser("evaluate", help="evaluate a run directory's checkpoint on its test set (error, NLL, "
                        "calibration; writes reliability.png)")
     e.add_argument("run_dir")
+    _allow_changed_data(e, "evaluate")
 
     r = sub.add_parser("reproduce", help="reproduce a table of the paper")
     rsub = r.add_subparsers(dest="what", required=True, parser_class=_Parser)
@@ -150,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--steps", type=_positive_int, help="dimension-ablation: override training steps")
     an.add_argument("--dims", type=_dims, help="dimension-ablation: comma-separated deep_dims "
                                                "(default 49,98,196,392,784)")
+    _allow_changed_data(an, "analyse")
 
     o = sub.add_parser("ood", help="out-of-distribution detection with an image run's density: AUROC of log p(x), "
                                    "a complexity-corrected score and a typicality test against another data set")
@@ -162,7 +166,29 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", help="where ood.json and ood.png go (default: RUN_DIR)")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    _allow_changed_data(o, "score")
+
+    sg = sub.add_parser("suggest", help="which unlabelled training images of a run to label next: "
+                                        "suggestions.csv and a grid of the images")
+    sg.add_argument("run_dir", help="run directory of an image run")
+    sg.add_argument("--n", type=_positive_int, default=100, help="rows to suggest (default 100)")
+    sg.add_argument("--strategy", default="density",
+                    choices=["density", "entropy", "margin", "novelty", "random"],
+                    help="density: uncertainty weighted by the exact density (default); entropy, margin: "
+                         "uncertainty; novelty: lowest log p(x) (a class with no label yet); random")
+    sg.add_argument("--max-candidates", type=_positive_int, default=None,
+                    help="score only the first N unlabelled rows of the training pool (default: all)")
+    sg.add_argument("--no-diversity", action="store_true", help="the best scores, without spreading the batch")
+    sg.add_argument("--out", help="where suggestions.csv and suggestions.png go (default: RUN_DIR)")
+    sg.add_argument("--seed", type=int, default=0)
+    _allow_changed_data(sg, "suggest")
     return p
+
+
+def _allow_changed_data(parser, verb: str) -> None:
+    parser.add_argument("--allow-changed-data", action="store_true",
+                        help=f"{verb} even if your data file or folder changed since the run recorded it "
+                             "(data.json; a warning names what changed)")
 
 
 def _cmd_ood(args) -> int:
@@ -170,6 +196,17 @@ def _cmd_ood(args) -> int:
 
     print(json.dumps(run_ood(args.run_dir, args.against, n=args.n, n_train=args.n_train, out=args.out,
                              device=args.device, seed=args.seed), indent=2))
+    return 0
+
+
+def _cmd_suggest(args) -> int:
+    from .analysis.active import suggest
+
+    res = suggest(args.run_dir, n=args.n, strategy=args.strategy, out=args.out, seed=args.seed,
+                  max_candidates=args.max_candidates, diversity=not args.no_diversity,
+                  allow_changed_data=args.allow_changed_data)
+    print(f"{len(res['rows'])} rows to label: {res['csv']}" + (f", {res['png']}" if res["png"] else ""))
+    print("fill in their label column and train a new run with data.extra_labels = \"" + res["csv"] + "\"")
     return 0
 
 
@@ -186,15 +223,18 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .config import load_config, with_overrides
+    from .config import load_config, resolve_paths, with_overrides
 
-    cfg = load_config(args.config)
+    if args.allow_changed_data and not args.resume:
+        raise ValueError("--allow-changed-data applies with --resume only (a new run records the data it reads)")
+    cfg = load_config(args.config)  # its relative paths are read against its folder
     if args.set:
         cfg = with_overrides(cfg, args.set)
     if args.device:
         cfg.train.device = args.device
     if args.seed is not None:
         cfg.seed = args.seed
+    cfg = resolve_paths(cfg, Path.cwd())  # paths given with --set: against the working directory
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     if args.nproc > 1:
         from .runs.rundir import check_run_dir
@@ -206,7 +246,7 @@ def _cmd_train(args) -> int:
         return launch(args.nproc, list(args.argv))
     from .runs.run import run
 
-    m = run(cfg, out, resume=args.resume)
+    m = run(cfg, out, resume=args.resume, allow_changed_data=args.allow_changed_data)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(m, indent=2))
     return 0
@@ -304,7 +344,7 @@ def _cmd_analyse(args) -> int:
 COMMANDS = {"demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate, "reproduce": _cmd_reproduce,
             "data": _cmd_data, "summary": _cmd_summary, "import-released": _cmd_import_released,
             "config": _cmd_config,
-            "analyse": _cmd_analyse, "ood": _cmd_ood}
+            "analyse": _cmd_analyse, "ood": _cmd_ood, "suggest": _cmd_suggest}
 
 
 def _one_line(e: BaseException) -> str:
@@ -398,6 +438,52 @@ def _fail(code: int, e: BaseException, line: str, quiet: bool = False) -> int:
     return code
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a command killed by it
+
+
+def _broken_pipe() -> int:
+    """The reader of our output went away (``scnf evaluate RUN | head``): stop quietly, and keep
+    Python from complaining when it flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+@contextmanager
+def _warnings_as_lines():
+    """The data-changed warning (``--allow-changed-data``) as one line on stderr."""
+    import warnings
+
+    from .errors import ChangedDataWarning
+
+    with warnings.catch_warnings():
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ChangedDataWarning):
+                print(f"scnf: warning: {_one_line(message)}", file=sys.stderr)
+            else:
+                previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", ChangedDataWarning)
+        yield
+
+
+@contextmanager
+def _changed_data(args):
+    if getattr(args, "allow_changed_data", False):
+        from .runs.run import changed_data_allowed
+
+        with changed_data_allowed():
+            yield
+    else:
+        yield
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -407,10 +493,14 @@ def main(argv=None) -> int:
     keep_freed_memory()  # large activations are reused, not re-mapped and zero-filled every step
 
     try:
-        if args.command in ("train", "demo", "reproduce"):
-            with _graceful_stop(args):
-                return COMMANDS[args.command](args)
-        return COMMANDS[args.command](args)
+        with _warnings_as_lines(), _changed_data(args):
+            if args.command in ("train", "demo", "reproduce"):
+                with _graceful_stop(args):
+                    code = COMMANDS[args.command](args)
+            else:
+                code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe is found here, not at exit
+        return code
     except TrainingInterrupted as e:
         print(_interrupted(e, args), file=sys.stderr)
         return 128 + e.signum
@@ -418,6 +508,8 @@ def main(argv=None) -> int:
         hint = f"; {_continue_hint(args)}" if args.command in ("train", "reproduce") else ""
         print(f"scnf: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _broken_pipe()
     except Exception as e:  # noqa: BLE001 - sorted into the exit codes below
         if os.environ.get("SCNF_DEBUG"):
             raise

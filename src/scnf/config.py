@@ -7,6 +7,7 @@ top-level ``seed``. Every problem (unknown key, wrong type, bad value, missing f
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -70,16 +71,18 @@ def _key(default: Any, help: str):
 @dataclass
 class DataConfig:
     dataset: str = _key("moons", "moons | circles | mnist | fashion-mnist | npz | folder (your own data: data.path)")
-    path: str = _key("", "npz / folder: the .npz file (x, y with -1 unlabelled; optional x_test, y_test) or the image folder")
+    path: str = _key("", "npz / folder: the .npz file (x, y with -1 unlabelled; optional x_test, y_test) or the image folder "
+                    "(relative: to the config file's folder)")
     n_train: int = _key(1000, "toy only: training objects")
     n_test: int = _key(1000, "toy only: test objects")
     n_labelled: int = _key(10, "labelled training rows, the same number per class (own data: the file's labels)")
     noise: float = _key(0.1, "toy only: std of the generators' Gaussian noise")
     split_seed: int = _key(0, "which labelled split")
-    data_dir: str = _key("", "images only: overrides SCNF_DATA / the cache")
+    data_dir: str = _key("", "images only: overrides SCNF_DATA / the cache (relative: to the config file's folder)")
     n_unlabelled: int = _key(0, "images only: 0 = all remaining training rows")
     n_test_eval: int = _key(0, "images only: 0 = all 10,000 test images")
     n_validation: int = _key(0, "images only: training images held out (not in the unlabelled pool) to score choices")
+    extra_labels: str = _key("", "a CSV of labels for rows of the training pool (columns pool_index and label, e.g. scnf suggest's suggestions.csv with a label column filled in)")
     evaluate_on: str = _key("test", "toy only: \"test\", or \"validation\": n_test other points of the training distribution")
 
 
@@ -107,7 +110,7 @@ class ModelConfig:
     m2_latent: int = _key(50, "m2, m1m2: dimension of M2's latent z2")
     m1_features: str = _key("sample", "m1m2: M2 trains on samples of q(z1 | x) or on its means (\"mean\")")
     vae_likelihood: str = _key("bernoulli", "m1, m2, m1m2: pixels \"bernoulli\" (re-binarised each batch, the original) or \"continuous-bernoulli\" (dequantised)")
-    m1_run: str = _key("", "m1m2: a finished model.kind = \"m1\" run directory; M1 is loaded from it and frozen (\"\" = train M1 jointly)")
+    m1_run: str = _key("", "m1m2: a finished model.kind = \"m1\" run directory; M1 is loaded from it and frozen (\"\" = train M1 jointly; relative: to the config file's folder)")
     m1_active_std: float = _key(0.1, "m1m2 with m1_run: keep z1's dimensions whose posterior means vary with at least this std (0 keeps all)")
 
 
@@ -142,7 +145,7 @@ class TrainConfig:
     max_nonfinite: int = _key(20, "consecutive skipped steps before the run stops")
     device: str = _key("auto", "auto | cpu | cuda")
     progress: bool = _key(True, "a progress bar on a terminal")
-    threads: int = _key(0, "0 = torch's default")
+    threads: int = _key(0, "torch threads while training (0 = automatic: 1 for vector data, whose small models a second thread slows on a busy machine; torch's default for images)")
     precision: str = _key("fp32", "fp32 | tf32 | bf16-mixed (CUDA; bf16 autocast only in coupling nets)")
     compile: bool = _key(False, "torch.compile the (DDP-wrapped) training forward, one graph after eager ActNorm init")
 
@@ -433,7 +436,28 @@ def reference_toml() -> str:
     return "\n".join(lines) + "\n"
 
 
+#: the config keys that name files or folders: a relative one is read against the config file's folder
+PATH_KEYS = (("data", "path"), ("data", "data_dir"), ("data", "extra_labels"), ("model", "m1_run"))
+
+
+def resolve_paths(cfg: RunConfig, base: str | Path) -> RunConfig:
+    """``cfg`` with every relative path (:data:`PATH_KEYS`; ``~`` expanded) made absolute
+    against the folder ``base``; absolute and empty ones are kept. The run directory's
+    config.toml records the absolute paths, so a run works from any working directory and after
+    its folder is moved."""
+    out = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data), model=dataclasses.replace(cfg.model),
+                              train=dataclasses.replace(cfg.train))
+    for section, key in PATH_KEYS:
+        value = getattr(getattr(out, section), key)
+        if value:
+            setattr(getattr(out, section), key,
+                    os.path.normpath(os.path.join(os.path.abspath(base), os.path.expanduser(value))))
+    return out
+
+
 def load_config(path: str | Path) -> RunConfig:
+    """The config in the TOML file ``path``; its relative paths (``data.path``, ``data.data_dir``,
+    ``model.m1_run``) are read against the file's folder, not the working directory."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -441,7 +465,7 @@ def load_config(path: str | Path) -> RunConfig:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    return from_dict(raw)
+    return resolve_paths(from_dict(raw), path.absolute().parent)
 
 
 def toml_value(v: Any) -> str:

@@ -99,3 +99,75 @@ def select(score: np.ndarray, n: int, latent: np.ndarray | None = None, diversit
         chosen += rest[: n - len(chosen)]
     chosen = np.asarray(chosen)
     return chosen[np.argsort(-score[chosen], kind="stable")]
+
+
+# ---------------------------------------------------------------------- image runs: scnf suggest
+#: suggestions.csv's columns; "label" is left blank for you to fill in (data.extra_labels reads it)
+SUGGESTIONS_FIELDS = ("rank", "pool_index", "score", "predicted", "probability", "label")
+
+
+def suggest(run, n: int = 100, strategy: str = DEFAULT_STRATEGY, out=None, seed: int = 0,
+            max_candidates: int | None = None, diversity: bool = True, batch_size: int = 500,
+            allow_changed_data: bool | None = None) -> dict:
+    """The ``n`` unlabelled training images of a run most worth labelling (``scnf suggest``):
+    ``suggestions.csv`` (rank, the row's index in the run's training pool, its score, the
+    predicted label and its probability) and ``suggestions.png`` (the images, best first) in
+    ``out`` (default: the run directory). Candidates are the pool's unlabelled rows (the first
+    ``max_candidates`` of them if given), dequantised with a generator seeded by ``seed``;
+    diversity clusters f(x) of the ``10 n`` best-scored. Returns the paths and the rows."""
+    import csv
+
+    import torch
+
+    from ._common import open_run, save_image_grid
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    lr = open_run(run, allow_changed_data=allow_changed_data)
+    data, model = lr.data, lr.model.eval()
+    cand = np.flatnonzero(data.y.numpy() < 0)
+    if max_candidates is not None:
+        cand = cand[: int(max_candidates)]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(cand):
+        raise ValueError(f"--n must be an integer in [1, {len(cand)}] (the run's unlabelled training rows), "
+                         f"got {n!r}")
+    g = torch.Generator().manual_seed(int(seed))
+    lj = []
+    with torch.no_grad():
+        for i in range(0, len(cand), batch_size):
+            x = data.prepare(data.x[torch.from_numpy(cand[i:i + batch_size])], g)
+            lj.append(model.log_joint(x.to(lr.device)).double().cpu())
+    lj = torch.cat(lj).numpy()
+    score = scores(lj, strategy, np.random.default_rng(seed))
+    pool = np.argsort(-score, kind="stable")[: min(len(cand), max(n, 10 * n))]
+    latent = None
+    if diversity and 1 < n < len(pool):
+        g = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            latent = torch.cat([model.unconditional(data.prepare(data.x[torch.from_numpy(cand[pool[i:i + batch_size]])],
+                                                                  g).to(lr.device))[0].flatten(1).double().cpu()
+                                for i in range(0, len(pool), batch_size)]).numpy()
+    chosen = pool[select(score[pool], int(n), latent, diversity, random_state=seed)]
+    post = _posterior(lj[chosen])
+    out = lr.run_dir if out is None else out
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"rank": r + 1, "pool_index": int(cand[c]), "score": float(score[c]),
+             "predicted": int(post[r].argmax()), "probability": float(post[r].max()), "label": ""}
+            for r, c in enumerate(chosen)]
+    with open(out / "suggestions.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=SUGGESTIONS_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    png = None
+    if data.images and data.x.shape[1] == 1:
+        cols = min(10, len(rows))
+        k = -(-len(rows) // cols)
+        imgs = np.zeros((k * cols, *data.x.shape[2:]), np.float32)
+        imgs[: len(rows)] = data.x[torch.from_numpy(cand[chosen])][:, 0].float().numpy() / 255.0
+        png = out / "suggestions.png"
+        save_image_grid(imgs.reshape(k, cols, *imgs.shape[1:]), png,
+                        title=f"{len(rows)} rows to label next ({strategy}), best first")
+    return {"csv": str(out / "suggestions.csv"), "png": None if png is None else str(png), "rows": rows}
