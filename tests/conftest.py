@@ -24,3 +24,12 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"largest log-det error against autograd slogdet: {max(_LOGDET_ERRORS):.3e} "
             f"over {len(_LOGDET_ERRORS)} checks")
+
+
+@pytest.fixture
+def tiny_images(tmp_path, monkeypatch):
+    """A tiny Fashion-MNIST (60 train, 20 test images) in tmp_path/data; (its folder, the train images)."""
+    from tests.helpers import write_tiny_dataset
+
+    tx = write_tiny_dataset(tmp_path / "data", "fashion-mnist", monkeypatch)
+    return tmp_path / "data", tx

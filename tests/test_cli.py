@@ -103,7 +103,7 @@ def trained(tiny, capsys):
 
 @pytest.mark.parametrize("cmd", ["evaluate", "analyse", "resume"])
 def test_crafted_checkpoint_exits_2_and_runs_no_code(trained, tmp_path, cmd, capsys):
-    from tests.test_checkpoint import write_crafted
+    from tests.helpers import write_crafted
 
     cfg, out = trained
     marker = tmp_path / "PWNED"

@@ -1,7 +1,6 @@
 """Fast tests of scnf.analysis on a tiny run trained on synthetic 28x28 'digits'."""
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,24 +9,7 @@ from scnf.analysis import (analyse, dimension_ablation, label_swap, obfuscation,
     samples, tsne)
 from scnf.cli import main
 from scnf.config import from_dict
-
-
-def fake_load_dataset(name, split="train", data_dir=None, **kw):
-    """200 train / 100 test uint8 images: one bright bar per class at a class-specific place."""
-    n = 200 if split == "train" else 100
-    rng = np.random.default_rng(0 if split == "train" else 1)
-    y = (np.arange(n) % 10).astype(np.int64)
-    x = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
-    for i, c in enumerate(y):
-        r, col = 3 + (c // 5) * 12, 2 + (c % 5) * 5
-        x[i, r:r + 10, col:col + 5] = 220
-    return x, y
-
-
-TINY = {"seed": 0, "data": {"dataset": "mnist", "n_labelled": 10},
-        "model": {"hidden": 4, "blocks": 1, "h_hidden": 8, "h_blocks": 1},
-        "train": {"steps": 2, "batch_size": 16, "eval_every": 2, "checkpoint_every": 2, "progress": False,
-                  "device": "cpu", "threads": 1}}
+from tests.helpers import TINY, fake_load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from scnf.cli import main
 from scnf.config import from_dict
 from scnf.analysis.ood import auroc, fpr_at_tpr, png_bits, run_ood, scores_of
 
-from .test_analysis import TINY, fake_load_dataset
+from tests.helpers import TINY, fake_load_dataset
 
 
 def test_auroc_and_fpr_on_known_cases():

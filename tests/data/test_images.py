@@ -18,6 +18,7 @@ import pytest
 
 from scnf.data import images as im
 from scnf.data import sources as src
+from tests.helpers import known_sums, make_split, write_idx
 from scnf.data.idx import idx_bytes, parse_idx
 from scnf.data.safe_pickle import RefusedGlobalError, safe_loads
 
@@ -29,32 +30,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def make_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    labels = (np.arange(n) % 10).astype(np.uint8)
-    return images, labels
-
-
 def synthetic_files(seed: int = 0) -> dict[str, np.ndarray]:
     """The four IDX files of a tiny dataset: 30 train rows, 10 test rows."""
     tx, ty = make_split(30, seed)
     sx, sy = make_split(10, seed + 1)
     return dict(zip(im.ALL_FILES, (tx, ty, sx, sy)))
-
-
-def write_idx(directory: Path, arrays: dict[str, np.ndarray], gz: bool) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, array in arrays.items():
-        data = idx_bytes(array)
-        if gz:
-            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (directory / name).write_bytes(data)
-
-
-def known_sums(arrays: dict[str, np.ndarray]) -> dict[str, str]:
-    return {name: sha(idx_bytes(a)) for name, a in arrays.items()}
 
 
 def files_in(directory: Path) -> list[str]:

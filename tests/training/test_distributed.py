@@ -32,7 +32,7 @@ from scnf.data.batches import MixedBatchSampler, SemiSupervisedData
 from scnf.training.trainer import Trainer
 from scnf.training.evaluation import evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = {"toy": 4, "mnist": 3}
 EQUIVALENCE = ["toy", "mnist", "toy-micro", "mnist-micro", "mnist-options"]
 
@@ -225,7 +225,7 @@ def _fault_worker(steps: int = 50) -> None:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    res = local_launch(2, "tests.test_distributed:_equivalence_worker", {"out": str(out)}, timeout=300, cwd=ROOT)
+    res = local_launch(2, "tests.training.test_distributed:_equivalence_worker", {"out": str(out)}, timeout=300, cwd=ROOT)
     for rc, log in res:
         assert rc == 0, log[-3000:]
     return out, [json.loads((out / f"result_rank{r}.json").read_text()) for r in range(2)]
@@ -461,7 +461,7 @@ def test_an_error_inside_the_processes_is_one_line_with_its_code(tmp_path):
 # ------------------------------------------------------------------ faults
 def test_rank_death_stops_the_others_within_the_timeout():
     t0 = time.monotonic()
-    res = local_launch(2, "tests.test_distributed:_fault_worker", {}, timeout=60, cwd=ROOT,
+    res = local_launch(2, "tests.training.test_distributed:_fault_worker", {}, timeout=60, cwd=ROOT,
                        env={PG.ENV_TIMEOUT: "10"})
     took = time.monotonic() - t0
     (rc0, log0), (rc1, _) = res

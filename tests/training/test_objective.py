@@ -21,7 +21,7 @@ from scnf.training.process_group import ProcessGroup
 from scnf.models.loss import loss_terms
 from scnf.training.objective import backward_objective, objective
 
-from .helpers import perturb_
+from tests.helpers import perturb_
 
 K = 3
 TOL = dict(rtol=1e-10, atol=1e-10)

@@ -131,7 +131,7 @@ def test_scnf_evaluate_fits_a_temperature_on_the_validation_rows_only(tmp_path, 
     from scnf.config import from_dict
     from scnf.runs.run import evaluate_run, load_run, run
     from scnf.training.evaluation import evaluate
-    from tests.analysis.test_analysis import TINY, fake_load_dataset
+    from tests.helpers import TINY, fake_load_dataset
 
     monkeypatch.setattr(scnf.data.load, "load_dataset", fake_load_dataset)
     threads = torch.get_num_threads()

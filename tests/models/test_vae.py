@@ -6,7 +6,6 @@ import torch
 
 from scnf.models import vae as bl
 from scnf.config import ConfigError, TrainConfig, from_dict
-from tests.test_training_options import tiny_images  # noqa: F401  (a fixture)
 
 
 #: a model whose loss_terms the objective tests call (the terms do not depend on its weights)

@@ -1,6 +1,4 @@
 """Checkpoints: read without running code, every bad file a one-line CheckpointError naming it."""
-import os
-import pickle
 import shutil
 
 import numpy as np
@@ -11,6 +9,7 @@ from scnf.training.checkpoint import load_checkpoint, save_checkpoint
 from scnf.config import from_dict
 from scnf.errors import CheckpointError
 from scnf.runs.run import load_run, run
+from tests.helpers import write_crafted
 
 
 def _cfg(blocks=1, steps=4):
@@ -32,25 +31,6 @@ def run_dir(trained, tmp_path):
     out = tmp_path / "r"
     shutil.copytree(trained, out)
     return out
-
-
-class _Marker:
-    """A pickle payload that, if ever unpickled by plain pickle, creates a file."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.path}",)
-
-
-def write_crafted(path, marker, raw=False):
-    """A 'checkpoint' whose model entry runs ``touch marker`` when unpickled (torch or raw pickle)."""
-    state = {"model": _Marker(marker), "step": 1}
-    if raw:
-        path.write_bytes(pickle.dumps(state, protocol=4))
-    else:
-        torch.save(state, path)
 
 
 def test_new_checkpoints_load_with_plain_weights_only(run_dir):

@@ -132,7 +132,7 @@ def _small_model_benchmark():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "small_model.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "small_model.py"
     spec = importlib.util.spec_from_file_location("small_model_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -183,7 +183,7 @@ def test_the_small_model_benchmark_runs_this_checkout():
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     p = subprocess.run([sys.executable, str(root / "benchmarks" / "small_model.py"), "--version",
                         f"a={root / 'src'}", "--rounds", "1", "--steps", "3", "--estimator-rounds", "0"],
                        capture_output=True, text=True, timeout=300)

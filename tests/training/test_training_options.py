@@ -13,8 +13,8 @@ from scnf.runs.run import load_run, run
 from scnf.training.trainer import Trainer
 from scnf.training.averaging import WeightAverage
 from scnf.models.loss import loss_terms
-from tests.helpers import StopTraining, stop_at, write_tiny_dataset
-from tests.test_training import _data
+from tests.helpers import StopTraining, stop_at
+from tests.helpers import toy_data as _data
 
 
 def _lj():
@@ -111,12 +111,6 @@ def test_max_seconds_stops_early_with_a_final_evaluation(tmp_path):
     out = t.fit()
     assert t.step == 1 and "error_pct" in out and (tmp_path / "checkpoint.pt").exists()
     assert [r["step"] for r in t.history] == [1]
-
-
-@pytest.fixture
-def tiny_images(tmp_path, monkeypatch):
-    tx = write_tiny_dataset(tmp_path / "data", "fashion-mnist", monkeypatch)
-    return tmp_path / "data", tx
 
 
 def _image_cfg(data_dir, **train):

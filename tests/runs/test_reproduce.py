@@ -340,7 +340,7 @@ def test_markdown_from_json_is_what_the_command_writes(tmp_path):
         markdown_from_json(tmp_path / "other.json")
 
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_recorded_table2_md_is_its_json_rewritten():

@@ -14,7 +14,7 @@ from scnf.cli import main
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 _CFG = ('seed = 3\n[data]\nn_train = 100\nn_test = 100\n[model]\nblocks = 1\nhidden = 8\nh_blocks = 1\n'
         'h_hidden = 8\n[train]\nsteps = {steps}\nbatch_size = 32\neval_every = 4\ncheckpoint_every = {every}\n'
         'progress = false\ndevice = "cpu"\nthreads = 1\n')

@@ -11,6 +11,7 @@ from scnf.config import TrainConfig, from_dict, load_config
 from scnf.errors import TrainingFailed
 from scnf.runs.run import run
 from tests.helpers import StopTraining, stop_at
+from tests.helpers import toy_data as _data
 from scnf.data.batches import MixedBatchSampler, SemiSupervisedData
 from scnf.training.trainer import Trainer
 from scnf.errors import TrainingDiverged
@@ -93,14 +94,6 @@ def test_a_finished_run_is_extended_by_resuming_with_more_steps(tmp_path):
     log_after = (tmp_path / "r" / "log.jsonl").read_text().splitlines()
     assert log_after[:2] == log_before and [json.loads(r)["step"] for r in log_after] == [3, 6, 9]
     assert load_config(tmp_path / "r" / "config.toml").train.steps == 9
-
-
-def _data(n=64):
-    torch.manual_seed(0)
-    x = torch.randn(n, 2)
-    y = torch.full((n,), -1)
-    y[:6] = torch.tensor([0, 1, 0, 1, 0, 1])
-    return SemiSupervisedData(x, y, x[:16], torch.zeros(16, dtype=torch.long))
 
 
 def test_non_finite_steps_are_skipped_then_stop(tmp_path):

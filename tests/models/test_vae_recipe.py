@@ -9,7 +9,6 @@ import torch
 from scnf.models import vae as bl
 from scnf.config import ConfigError, TrainConfig, from_dict
 from scnf.noise import noise_from
-from tests.test_training_options import tiny_images  # noqa: F401  (a fixture)
 
 
 def _rows(n_lab: int, n_unl: int, a: float, u: float, k: int = 3):
