@@ -94,10 +94,10 @@ def test_a_warm_refit_takes_a_share_of_the_steps_and_new_labels_count():
     clf = SCNFClassifier(epochs=1, min_steps=8, batch_size=16, random_state=0, warm_start=True).fit(X, y)
     assert clf.n_steps_ == 8
     y2 = y.copy()
-    y2[[10, 40]] = [0, 1]
+    y2[[10, 11, 12]] = 0  # 6 rows of class 0 and 3 of class 1 now
     clf.fit(X, y2)
     assert clf.n_steps_ == 2  # a quarter of 8
-    assert clf.model_.log_class_prior.exp().tolist() == pytest.approx([0.5, 0.5])
+    assert clf.model_.log_class_prior.exp().tolist() == pytest.approx([2 / 3, 1 / 3])
     y3 = y.copy()
     y3[20] = 2  # a new class: the model cannot continue
     with pytest.warns(UserWarning, match="fitting afresh"):
