@@ -33,3 +33,11 @@ def tiny_images(tmp_path, monkeypatch):
 
     tx = write_tiny_dataset(tmp_path / "data", "fashion-mnist", monkeypatch)
     return tmp_path / "data", tx
+
+
+@pytest.fixture
+def torch_threads():
+    """``torch_threads(n)`` sets torch's thread count for the test; the count before comes back after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)

@@ -8,11 +8,8 @@ from scnf import SCNFClassifier
 
 
 @pytest.fixture
-def three_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)
-    yield
-    torch.set_num_threads(before)
+def three_threads(torch_threads):
+    torch_threads(3)
 
 
 def _data():

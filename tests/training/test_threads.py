@@ -26,11 +26,8 @@ def _threads_during_fit(cfg_threads: int, images: bool = False) -> list[int]:
 
 
 @pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+def two_threads(torch_threads):
+    torch_threads(2)
 
 
 def test_vector_data_train_on_one_thread_and_the_callers_setting_comes_back(two_threads):
