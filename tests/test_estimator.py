@@ -581,3 +581,14 @@ def test_score_and_transform_refuse_missing_labels_too():
     for method in (clf.score, clf.transform):
         with pytest.raises(ValueError, match=_MISSING_MATCH):
             method(X, np.array(_with_missing(np.nan), dtype=object))
+
+
+@pytest.mark.parametrize("labels, match", [(["a", "b", -2], r"label\(s\) \[-2\] are negative"),
+                                           (["a", "b", 3], "mix class names and numbers")])
+def test_names_mixed_with_numbers_are_named(labels, match):
+    """An object array of class names with a stray number: one ValueError saying what is wrong
+    (numpy could not even sort it: a TypeError before)."""
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    y = np.array(labels + [-1] * 7, dtype=object)
+    with pytest.raises(ValueError, match=match):
+        SCNFClassifier(steps=2).fit(X, y)
