@@ -92,22 +92,28 @@ def _check_semi_supervised_labels(y: np.ndarray) -> None:
                              "with the integer -1")
 
 
+_NEGATIVE = ("are negative: -1 marks unlabelled rows, and no other negative label is allowed (encode classes "
+             "as 0, 1, ... or as names)")
+
+
 def _check_no_negative_classes(labels: np.ndarray) -> None:
     """-1 marks unlabelled rows; another negative number is almost surely a mistake for it."""
-    if labels.dtype == object:  # names and numbers side by side cannot even be sorted
+    if labels.dtype.kind in "iuf":
+        neg = np.unique(labels[labels < 0])
+        if neg.size:
+            raise ValueError(f"label(s) {neg.tolist()[:5]} {_NEGATIVE}")
+
+
+def _check_names_not_mixed_with_numbers(labels: np.ndarray) -> None:
+    """An object array of class names with a stray number (numpy cannot even sort it)."""
+    if labels.dtype == object:
         numbers = [v for v in labels if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)]
         if numbers and len(numbers) < len(labels):
             neg = sorted({v for v in numbers if v < 0})
             if neg:
-                raise ValueError(f"label(s) {neg[:5]} are negative: -1 marks unlabelled rows, and no other "
-                                 "negative label is allowed (encode classes as 0, 1, ... or as names)")
+                raise ValueError(f"label(s) {neg[:5]} {_NEGATIVE}")
             raise ValueError(f"labels mix class names and numbers (e.g. {numbers[0]!r}): give every class as a "
                              "name, or every class as a number, with the integer -1 on unlabelled rows")
-    if labels.dtype.kind in "iuf":
-        neg = np.unique(labels[labels < 0])
-        if neg.size:
-            raise ValueError(f"label(s) {neg.tolist()[:5]} are negative: -1 marks unlabelled rows, and no "
-                             "other negative label is allowed (encode classes as 0, 1, ... or as names)")
 
 
 class _NoiseSelection:
@@ -338,8 +344,9 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         labelled = y != -1
         if not labelled.any():
             raise ValueError("no labelled rows: every label is -1")
-        _check_no_negative_classes(y[labelled])
+        _check_names_not_mixed_with_numbers(y[labelled])  # before scikit-learn's check, which cannot sort them
         check_classification_targets(y[labelled])  # continuous, NaN or unknown labels
+        _check_no_negative_classes(y[labelled])
         self.classes_ = np.unique(y[labelled])
         if self.classes is not None:
             expected = np.unique(np.asarray(self.classes))
