@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RunConfig, dump_config, validate
+from ..fileio import write_text_atomic
 from ..models.flow import SemiConditionalFlow
 from ..models.released import TOY_EMBED_ROWS, load_released_state_dict, read_released, toy_hidden
 from ..training.checkpoint import save_checkpoint
@@ -40,7 +41,7 @@ def import_released(checkpoint: str | Path, out: str | Path, model: str = "mnist
         raise FileExistsError(f"--out {out} already holds a run (checkpoint.pt); choose another directory")
     cfg = run_config(model, toy_hidden(sd) if model == "toy" else 256)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(dump_config(cfg))
+    write_text_atomic(out / "config.toml", dump_config(cfg))
     save_checkpoint(out / "checkpoint.pt", {"model": net.state_dict(), "step": 0,
                                             "imported_from": str(checkpoint), "source": "released"})
     return net

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..config import IMAGE_DATASETS, MODEL_KINDS, OWN_DATASETS, TOY_DATASETS, RunConfig, model_title
 from ..data.batches import SemiSupervisedData
-from ..fileio import write_json_atomic
+from ..fileio import write_json_atomic, write_text_atomic
 
 PAPER_TABLE1 = {  # (moons error %, moons NLL, circles error %, circles NLL), paper Table 1
     ("glow", "glow"): ("0.6 ± 0.4", "1.11 ± 0.02", "5.0 ± 1.9", "1.68 ± 0.13"),
@@ -114,7 +114,7 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str], d
                   f"training rows of which {src['labelled']:,} labelled, {src['test_rows']:,} test rows"
                   + (f"; {cfg.data.n_validation:,} labelled rows held out for validation" if cfg.data.n_validation
                      else "") + ". The run checks these data against its data.json before every later use.", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text_atomic(out / "report.md", "\n".join(lines))
 
 
 def metric_notes(cfg: RunConfig, metrics: dict, data: SemiSupervisedData) -> str:

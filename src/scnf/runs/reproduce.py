@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import TOY_DATASETS, DataConfig, ModelConfig, RunConfig, TrainConfig, validate
 from ..data import toy_problem
-from ..fileio import write_json_atomic
+from ..fileio import write_json_atomic, write_text_atomic
 from .report import PAPER_TABLE1
 from .run import run
 from .rundir import finished_metrics, resumable
@@ -166,7 +166,7 @@ def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gm
     write_json_atomic(out / "table1.json", {"seeds": seeds, "rows": results, "baselines": base,
                                             "evaluate_on": evaluate_on})
     text = table1_markdown(results, base, rows, datasets, seeds, evaluate_on)
-    (out / "table1.md").write_text(text)
+    write_text_atomic(out / "table1.md", text)
     return text
 
 
@@ -369,7 +369,7 @@ def table2(out: str | Path, profile: str = "cpu", rows=None, splits=(0, 1, 2), j
                       "config": {c.data.split_seed: c.to_dict() for c, _ in work}}
     write_json_atomic(out / "table2.json", {"profile": profile, "rows": results, "std_ddof": 0, "m1": results_m1})
     text = table2_markdown(results, profile, results_m1)
-    (out / "table2.md").write_text(text)
+    write_text_atomic(out / "table2.md", text)
     return text
 
 
@@ -432,7 +432,7 @@ def rewrite_markdown(path: str | Path) -> Path:
     """Write :func:`markdown_from_json` of ``path`` beside it (``table2.json`` -> ``table2.md``)."""
     path = Path(path)
     out = path.with_suffix(".md")
-    out.write_text(markdown_from_json(path))
+    write_text_atomic(out, markdown_from_json(path))
     return out
 
 

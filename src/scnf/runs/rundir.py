@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from ..config import RunConfig, dump_config, load_config
+from ..fileio import write_text_atomic
 from ..errors import ChangedDataWarning, DataChangedError, RunDirError
 
 
@@ -104,7 +105,7 @@ def prepare_run_dir(out: Path, cfg: RunConfig, resume: bool, overwrite: bool = F
     if not resume:
         for name in ("checkpoint.pt", "metrics.json", "log.jsonl"):
             (out / name).unlink(missing_ok=True)
-    (out / "config.toml").write_text(dump_config(cfg))
+    write_text_atomic(out / "config.toml", dump_config(cfg))
 
 
 # ------------------------------------------------------------------ the record of the data
