@@ -43,6 +43,20 @@ def test_suggest_writes_the_rows_to_label_best_first(image_run, capsys):
     from scnf.analysis.active import suggest
     again = suggest(tmp / "run", n=5, strategy="entropy", out=tmp / "s2")
     assert [r["pool_index"] for r in again["rows"]] == idx
+    # without diversity: the 3 highest entropies of all 36 unlabelled rows, computed here by hand
+    # (3 x 10 = 30 best-scored candidates make the pool: fewer than all of them)
+    import torch
+
+    from scnf.runs.run import load_run
+    _, model, data, _ = load_run(tmp / "run")
+    cand = np.flatnonzero(data.y.numpy() < 0)
+    with torch.no_grad():
+        lj = model.log_joint(data.prepare(data.x[torch.from_numpy(cand)], torch.Generator().manual_seed(0))).double()
+    p = torch.softmax(lj, 1).numpy()
+    h = -(p * np.log(np.clip(p, 1e-300, None))).sum(1)
+    top = suggest(tmp / "run", n=3, strategy="entropy", out=tmp / "s3", diversity=False)["rows"]
+    assert [r["pool_index"] for r in top] == cand[np.argsort(-h, kind="stable")[:3]].tolist()
+    assert [r["score"] for r in top] == pytest.approx(np.sort(h)[::-1][:3].tolist(), abs=1e-9)
 
 
 def test_labels_fed_back_label_those_rows_and_bad_files_are_one_line(image_run, capsys):
