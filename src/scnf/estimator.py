@@ -55,12 +55,19 @@ INPUT_NOISE = 0.3
 #: steps each gets (see :meth:`SCNFClassifier.fit`).
 NOISE_LEVELS = (0.3, 0.1, 0.03)
 NOISE_SHARES = (0.6, 0.2, 0.2)
-#: the share of the unlabelled rows held out to choose the noise level, and the fewest such rows
-NOISE_VALIDATION_SHARE = 0.1
+#: the share of the unlabelled rows held out (``validation_fraction``) to choose the noise level
+#: or stop training, and the fewest such rows for either by default
+VALIDATION_FRACTION = 0.1
 NOISE_VALIDATION_MIN = 20
 LR = 3e-3
 #: ``warm_start=True``: a continuation takes this share of the resolved steps (unless ``steps`` is set)
 WARM_START_SHARE = 0.25
+#: the stopping rule (``early_stopping``): checks per fit (at most), the evaluations without
+#: progress that stop it, and what counts as progress (see :class:`_Convergence`)
+CHECKS_PER_FIT = 50
+N_ITER_NO_CHANGE = 5
+TOL = 1e-2
+PREDICTION_CHANGE_TOL = 0.01
 
 
 @contextmanager
@@ -160,6 +167,47 @@ class _NoiseSelection:
         return best, dict(self.scores)
 
 
+class _Convergence:
+    """The trainer's callback for the stopping rule. Every ``every`` steps it scores the
+    held-out unlabelled rows (never trained on, no label used): their mean log-likelihood and
+    their predicted classes. A check *makes progress* when the log-likelihood beats the best so
+    far by more than ``tol`` nats a row, or when more than ``change_tol`` of the held-out rows
+    changed their predicted class since the last check. Training stops after ``patience``
+    checks in a row without progress (``stopped_at`` is that step); the weights are the last
+    step's. ``history``: one ``{"step", "log_likelihood", "changed"}`` a check."""
+
+    def __init__(self, x_val: torch.Tensor, every: int, patience: int, tol: float, change_tol: float):
+        self.x_val, self.every, self.patience, self.tol, self.change_tol = x_val, every, patience, tol, change_tol
+        self.best = -math.inf
+        self.without_progress = 0
+        self.last_pred: torch.Tensor | None = None
+        self.history: list[dict] = []
+        self.stopped_at: int | None = None
+
+    @torch.no_grad()
+    def __call__(self, trainer, step: int) -> bool:
+        if step % self.every:
+            return False
+        model = trainer.model
+        was = model.training
+        model.eval()
+        lj = model.log_joint(self.x_val).double()
+        model.train(was)
+        ll = float(torch.logsumexp(lj, 1).mean())
+        pred = lj.argmax(1)
+        changed = 1.0 if self.last_pred is None else float((pred != self.last_pred).double().mean())
+        self.last_pred = pred
+        self.history.append({"step": int(step), "log_likelihood": ll, "changed": changed})
+        progress = ll > self.best + self.tol or changed > self.change_tol  # a NaN is no progress
+        if ll > self.best:
+            self.best = ll
+        self.without_progress = 0 if progress else self.without_progress + 1
+        if self.without_progress >= self.patience:
+            self.stopped_at = int(step)
+            return True
+        return False
+
+
 class SCNFClassifier(ClassifierMixin, BaseEstimator):
     """Semi-Conditional Normalizing Flow classifier.
 
@@ -198,6 +246,19 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
       z_f instead of at random (the config key ``model.init_from_labels``); it sets nothing
       for a Glow h.
 
+    The stopping rule (``early_stopping``, scikit-learn's names): ``validation_fraction`` (0.1)
+    of the unlabelled rows are held out of training (no label is held out or used). Every
+    1/50 of the step budget (``max_steps_``) their mean log-likelihood and their predicted
+    classes are computed; a check makes progress when the log-likelihood beats the best so
+    far by more than ``tol`` nats a row (in standardised units) or when more than 1 % of the
+    held-out rows changed class since the last check; after ``n_iter_no_change`` checks in a
+    row without progress training stops (``stopped_at_``, None when it ran the whole budget).
+    ``n_steps_`` is the steps taken; ``validation_scores_`` every check's step, log-likelihood
+    and share of changed predictions. ``"auto"``: on when ``steps`` is not set and at least 20
+    rows are held out (200 unlabelled rows); ``True``: on whenever one row is held out;
+    ``False``: off, every unlabelled row is trained on. Off with several noise levels (they
+    need their fixed schedule).
+
     Defaults that depend on the data (``None``), resolved by :meth:`resolved_params` from the
     number of rows n and features d:
 
@@ -220,7 +281,12 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                  optimisation="sgd", clf_weight=CLF_WEIGHT, blocks=5, hidden=None, h_blocks=4, h_hidden=64,
                  standardize=True, random_state=None, device="cpu", verbose=False, classes=None,
                  init_from_labels=True, input_noise=INPUT_NOISE, schedule="linear", n_jobs=None,
-                 warm_start=False):
+                 warm_start=False, early_stopping=False, validation_fraction=VALIDATION_FRACTION,
+                 n_iter_no_change=N_ITER_NO_CHANGE, tol=TOL):
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.n_jobs = n_jobs
         self.warm_start = warm_start
         self.classes = classes
@@ -304,6 +370,27 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         if len(set(map(float, seq))) != len(seq):
             raise ValueError(f"parameter 'input_noise': the levels must differ, got {v!r}")
         return tuple(float(a) for a in seq)
+
+    def _stopping_rule(self, n_levels: int, n_val: int) -> bool:
+        """Whether this fit stops by the rule of :class:`_Convergence` (``early_stopping``)."""
+        es = self.early_stopping
+        if not (isinstance(es, (bool, np.bool_)) or es == "auto"):
+            raise ValueError(f"parameter 'early_stopping' must be 'auto', True or False, got {es!r}")
+        vf = self.validation_fraction
+        if isinstance(vf, bool) or not isinstance(vf, (int, float, np.integer, np.floating)) or not 0 < vf < 1:
+            raise ValueError(f"parameter 'validation_fraction' must be a number in (0, 1), got {vf!r}")
+        for name in ("n_iter_no_change",):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"parameter '{name}' must be a positive integer, got {v!r}")
+        t = self.tol
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not t >= 0:
+            raise ValueError(f"parameter 'tol' must be a number >= 0, got {t!r}")
+        if es is False or not es or n_levels > 1:
+            return False
+        if es == "auto":  # a fixed `steps` is honoured; too few held-out rows judge nothing
+            return self.steps is None and n_val >= NOISE_VALIDATION_MIN
+        return n_val >= 1
 
     def _check_X(self, X, fitted=True) -> np.ndarray:
         # scikit-learn's own validation: sparse, complex, object and empty inputs, and
@@ -397,7 +484,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         except ConfigError as e:
             raise ValueError(str(e).replace("config key 'train.", "parameter '")
                              .replace("config key 'model.", "parameter '")) from None
-        self.n_steps_ = int(steps)
+        self.max_steps_ = int(steps)
         x_all = self._to_model(X, torch.float32)
         torch.manual_seed(seed)
         prior = class_prior_from_labels(y_int, k)
@@ -408,21 +495,30 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             self.model_ = registry.build(run_cfg, SemiSupervisedData(x_all, y_int), k, prior)
         self.unlabelled_rows_ = np.flatnonzero(~labelled)  # the candidates of query() without X
         self._unlabelled_X = X[~labelled].copy()
-        # several noise levels: hold out some unlabelled rows to choose among them
+        # several noise levels, or the stopping rule: hold out some unlabelled rows (never a label)
         unl = np.flatnonzero(~labelled)
-        n_val = int(NOISE_VALIDATION_SHARE * unl.size)
+        n_val = int(float(self.validation_fraction) * unl.size)
+        stop_rule = self._stopping_rule(len(levels), n_val)
         val = np.sort(np.random.default_rng(seed).choice(unl, n_val, replace=False)) \
-            if len(levels) > 1 and n_val >= NOISE_VALIDATION_MIN else np.zeros(0, dtype=int)
+            if (len(levels) > 1 and n_val >= NOISE_VALIDATION_MIN) or stop_rule else np.zeros(0, dtype=int)
         if len(levels) > 1 and val.size == 0:
             levels = levels[:1]
         train_rows = np.setdiff1d(np.arange(X.shape[0]), val)
         data = SemiSupervisedData(x_all[train_rows], y_int[train_rows])
         selector = _NoiseSelection(levels, int(steps), x_all[val]) if len(levels) > 1 else None
+        if stop_rule:
+            selector = _Convergence(x_all[val], every=max(1, math.ceil(steps / CHECKS_PER_FIT)),
+                                    patience=int(self.n_iter_no_change), tol=float(self.tol),
+                                    change_tol=PREDICTION_CHANGE_TOL)
         # verbose: the trainer's bar, shown whether or not stderr is a terminal
         init_fn = class_aware_init if self.init_from_labels and not warm else None  # sets nothing for a Glow h
-        Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn, callback=selector,
-                progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True)).fit()
-        if selector is not None:
+        trainer = Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn, callback=selector,
+                          progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True))
+        trainer.fit()
+        self.n_steps_ = int(trainer.step)
+        self.stopped_at_ = selector.stopped_at if stop_rule else None
+        self.validation_scores_ = list(selector.history) if stop_rule else []
+        if selector is not None and not stop_rule:
             self.input_noise_, self.noise_validation_ = selector.choose(self.model_)
         else:
             self.input_noise_, self.noise_validation_ = levels[0], {}
