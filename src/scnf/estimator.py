@@ -62,6 +62,8 @@ NOISE_VALIDATION_MIN = 20
 LR = 3e-3
 #: ``warm_start=True``: a continuation takes this share of the resolved steps (unless ``steps`` is set)
 WARM_START_SHARE = 0.25
+#: ``calibration="temperature"``: the most folds over the labelled rows
+CALIBRATION_FOLDS = 3
 #: the stopping rule (``early_stopping``): checks per fit (at most), the evaluations without
 #: progress that stop it, and what counts as progress (see :class:`_Convergence`)
 CHECKS_PER_FIT = 50
@@ -259,6 +261,14 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     ``False``: off, every unlabelled row is trained on. Off with several noise levels (they
     need their fixed schedule).
 
+    ``calibration="temperature"``: ``predict_proba`` is softmax(log p(x, y) / T) with T
+    (``temperature_``) chosen by cross-validation over the labelled rows, so no label is spent
+    on a validation set: for each of up to 3 stratified folds the same settings are fitted with
+    the fold's labels hidden (its rows stay in, unlabelled) and predict those rows; T minimises
+    the log-loss of these out-of-fold posteriors. It costs one fit per fold, and changes no
+    prediction (T > 0 keeps every arg max); ``score_samples`` and :meth:`query` use the model's
+    own log p(x, y). ``None``: T = 1, the exact posterior.
+
     Defaults that depend on the data (``None``), resolved by :meth:`resolved_params` from the
     number of rows n and features d:
 
@@ -282,7 +292,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                  standardize=True, random_state=None, device="cpu", verbose=False, classes=None,
                  init_from_labels=True, input_noise=INPUT_NOISE, schedule="linear", n_jobs=None,
                  warm_start=False, early_stopping=False, validation_fraction=VALIDATION_FRACTION,
-                 n_iter_no_change=N_ITER_NO_CHANGE, tol=TOL):
+                 n_iter_no_change=N_ITER_NO_CHANGE, tol=TOL, calibration=None):
+        self.calibration = calibration
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -419,6 +430,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         if y is None:
             raise ValueError("SCNFClassifier requires y to be passed, but the target y is None "
                              "(mark unlabelled rows with y = -1)")
+        if self.calibration not in (None, "temperature"):
+            raise ValueError(f"parameter 'calibration' must be None or 'temperature', got {self.calibration!r}")
         previous = self._fitted_state() if self.warm_start else None
         X = self._check_X(X, fitted=False)
         _check_missing_labels(y)  # before numpy turns a NaN among names into the class "nan"
@@ -527,7 +540,40 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         # which other rows share its batch (float32 matrix products differ in the last bit
         # with a row's position, which scikit-learn's invariance checks catch).
         self.model_.cpu().double().eval()
+        self.temperature_ = 1.0
+        if self.calibration == "temperature":
+            self.temperature_ = self._cross_validated_temperature(X, y, labelled)
         return self
+
+    def _cross_validated_temperature(self, X: np.ndarray, y: np.ndarray, labelled: np.ndarray) -> float:
+        """``calibration="temperature"``: T minimising the log-loss of softmax(log p(x, y) / T) on
+        out-of-fold posteriors of the labelled rows. Fold k's model is this estimator's settings
+        fitted with fold k's labels hidden (their rows stay, unlabelled); it predicts them. The
+        folds are stratified, as many as the rarest class has labels, at most
+        :data:`CALIBRATION_FOLDS`; with one label in some class there is nothing to hold out
+        and T stays 1 (a warning says so)."""
+        from sklearn.base import clone
+        from sklearn.model_selection import StratifiedKFold
+
+        from .runs.calibration import fit_temperature
+
+        rows = np.flatnonzero(labelled)
+        codes = np.searchsorted(self.classes_, y[rows])
+        folds = min(CALIBRATION_FOLDS, int(np.bincount(codes).min()))
+        if folds < 2:
+            warnings.warn("calibration='temperature' needs two labelled rows of every class; the temperature "
+                          "stays 1", UserWarning, stacklevel=3)
+            return 1.0
+        out = np.zeros((rows.size, len(self.classes_)))
+        split = StratifiedKFold(folds, shuffle=True, random_state=0 if self.random_state is None
+                                else int(self.random_state))
+        for train, held in split.split(rows, codes):
+            y_fold = np.full(len(y), -1)  # class codes (0..K-1, classes_'s order); fold k's hidden
+            y_fold[rows[train]] = codes[train]
+            fold = clone(self).set_params(calibration=None, warm_start=False, verbose=False, classes=None)
+            fold.fit(X, y_fold)
+            out[held] = fold._log_joint(X[rows[held]]).double().numpy()
+        return fit_temperature(out, codes)
 
     def _fitted_state(self) -> dict | None:
         """What a warm start continues from (None before the first fit)."""
@@ -581,11 +627,15 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         with _torch_threads(self._threads()):
             return torch.cat([self.model_.log_joint(c) for c in self._to_model(X).split(4096)])
 
+    def _logits(self, X) -> torch.Tensor:
+        """log p(x, y) / T: the posterior's logits at the fitted temperature (1 without calibration)."""
+        return self._log_joint(X).double() / float(getattr(self, "temperature_", 1.0))
+
     def predict_proba(self, X) -> np.ndarray:
-        return torch.softmax(self._log_joint(X), 1).double().numpy()
+        return torch.softmax(self._logits(X), 1).numpy()
 
     def predict_log_proba(self, X) -> np.ndarray:
-        return torch.log_softmax(self._log_joint(X).double(), 1).numpy()
+        return torch.log_softmax(self._logits(X), 1).numpy()
 
     def predict(self, X) -> np.ndarray:
         pred = self._log_joint(X).argmax(1).numpy()
