@@ -19,7 +19,9 @@ Cold start (``--cold``, tasks with three classes or more): class ``draw mod K`` 
 label; the number of rounds until a queried row belongs to it, for SCNF's novelty, density and
 random strategies (capped at ``--cold-rounds``; a miss counts as the cap + 1).
 
-No test label chooses anything: test rows only score each round's fit.
+No test label chooses anything: test rows only score each round's fit. ``--split val`` scores
+on validation rows carved from each draw's training rows instead (the suite's ``--split val``),
+which is where the default strategy is chosen.
 
     pip install -r benchmarks/requirements-active.txt   # scikit-activeml (optional)
     python benchmarks/active_learning.py --draws 3 --rounds 4 --out runs/active
@@ -156,6 +158,9 @@ def main(argv=None):
     p.add_argument("--scnf-params", default="{}", help="JSON object of SCNFClassifier parameters")
     p.add_argument("--cold", action="store_true", help="also the cold-start rounds (tasks with >= 3 classes)")
     p.add_argument("--cold-rounds", type=int, default=5)
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="val: score on validation rows carved from each draw's training rows (for choosing "
+                        "settings, e.g. the default strategy); the test rows are never touched")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     import torch
@@ -178,7 +183,7 @@ def main(argv=None):
 
         for task in a.tasks.split(","):
             for d in range(a.draws):
-                X, _, Xt, yt, y_true = split(task, d, "test", with_labels=True)
+                X, _, Xt, yt, y_true = split(task, d, a.split, with_labels=True)
                 n = len(np.unique(y_true))
                 y0 = start_labels(y_true, d)
                 if (task, d, "curves") not in done:
