@@ -5,6 +5,7 @@ the rest unlabelled. Reports wall seconds and the process's CPU seconds (which d
 when other jobs share the machine) for ``--repeats`` fits with ``--threads`` torch threads.
 
     python benchmarks/estimator_fit_time.py --threads 1 --repeats 1
+    python benchmarks/estimator_fit_time.py --repeats 1 --params '{"steps": 100}' --profile
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--params", default="{}", help="JSON object of SCNFClassifier parameters to override")
+    p.add_argument("--profile", action="store_true",
+                   help="after the fits, profile one more fit with torch.profiler and print its top operations")
     a = p.parse_args(argv)
     import torch
     from threadpoolctl import threadpool_limits
@@ -52,6 +55,11 @@ def main(argv=None):
         print(json.dumps({"rows": 1000, "features": 64, "threads": a.threads, "steps": est.n_steps_,
                           "resolved": est.resolved_params(1000, 64), "wall_s": round(w, 1), "cpu_s": round(c, 1),
                           "torch": torch.__version__}), flush=True)
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            SCNFClassifier(random_state=0, **params).fit(X, y_semi)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 if __name__ == "__main__":
