@@ -224,12 +224,21 @@ def table(rec_path: Path) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     anchors = [m for m in methods if not m.startswith("scnf-")]
     best = {t: max(aulc[(m, t)] for m in anchors) for t in tasks}
-    lines += ["", "| SCNF strategy | tasks at or above the best anchor | seconds per round (mean) |", "|---|---|---|"]
-    for m in (m for m in methods if m.startswith("scnf-")):
+    lines += ["", "| SCNF strategy | tasks at or above the best anchor | mean AULC over the tasks' draws | "
+              "paired with scnf-random: mean difference ± s.e., task-draws ahead | seconds per round (mean) |",
+              "|---|---|---|---|---|"]
+    scnf = [m for m in methods if m.startswith("scnf-")]
+    both = [r for r in curves if all(m in r["curves"] for m in scnf)]
+    for m in scnf:
         wins = [t for t in tasks if aulc[(m, t)] >= best[t]]
         secs = [s for r in curves for s in r["seconds_per_round"].get(m, [])]
+        mine = np.array([np.mean(r["curves"][m]) for r in both])
+        paired = "–"
+        if "scnf-random" in scnf and len(both) > 1:
+            d = mine - np.array([np.mean(r["curves"]["scnf-random"]) for r in both])
+            paired = f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f}, {(d > 0).sum()} of {len(d)}"
         lines.append(f"| {m} | {len(wins)} of {len(tasks)} ({', '.join(wins) or 'none'}) | "
-                     f"{np.mean(secs):.1f} |" if secs else f"| {m} | {len(wins)} of {len(tasks)} | – |")
+                     f"{mine.mean():.3f} | {paired} | " + (f"{np.mean(secs):.1f} |" if secs else "– |"))
     cold = [r for r in recs if r["kind"] == "cold"]
     if cold:
         lines += ["", "Cold start: rounds until the class that started without a label is queried "

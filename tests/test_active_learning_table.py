@@ -1,0 +1,44 @@
+"""benchmarks/active_learning.py's table: the AULC columns and the paired comparison with
+random sampling, on hand-made records whose answers are worked out here."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH.parent))  # it imports the suite's split
+    try:
+        spec = importlib.util.spec_from_file_location("active_learning", BENCH)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return mod
+
+
+def _rec(task, draw, curves):
+    return {"task": task, "draw": draw, "kind": "curves", "n": 2, "rounds": 1, "curves": curves,
+            "seconds_per_round": {m: [1.0] for m in curves if m.startswith("scnf-")}}
+
+
+def test_the_table_pairs_each_strategy_with_random_sampling(bench, tmp_path):
+    recs = [  # AULC = the mean of each curve
+        _rec("a", 0, {"scnf-density": [0.6, 0.8], "scnf-random": [0.6, 0.6], "logreg-us": [0.5, 0.7]}),
+        _rec("a", 1, {"scnf-density": [0.5, 0.5], "scnf-random": [0.6, 0.6], "logreg-us": [0.5, 0.5]}),
+        _rec("b", 0, {"scnf-density": [0.9, 0.9], "scnf-random": [0.7, 0.7], "logreg-us": [0.95, 0.95]}),
+    ]
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    lines = bench.table(path).splitlines()
+    density = next(line for line in lines if line.startswith("| scnf-density | 1 of"))
+    # AULC: a 0.7, 0.5 (mean 0.6 against logreg's 0.55: ahead); b 0.9 against 0.95: behind
+    assert density.startswith("| scnf-density | 1 of 2 (a) | 0.700 |")
+    # paired with random: +0.1, -0.1, +0.2 -> mean +0.067, s.e. std(ddof=1)/sqrt(3) = 0.153/1.732 = 0.088; 2 ahead
+    assert "+0.067 ± 0.088, 2 of 3" in density
+    assert "| scnf-density | 0.600 ± 0.100 | 0.900 ± 0.000 |" in lines
