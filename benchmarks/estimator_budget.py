@@ -14,7 +14,7 @@ import numpy as np
 
 def table(paths: list[str]) -> str:
     """Markdown: per parameter set and task, mean validation accuracy / held-out log-likelihood /
-    steps over the draws both it and "default" ran, and the mean accuracy change from "default"."""
+    ECE (%, 15 equal bins) / steps over the draws both it and "default" ran, and the mean accuracy change from "default"."""
     import collections
     recs = [json.loads(line) for p in paths for line in open(p) if line.strip()]
     g = collections.defaultdict(dict)
@@ -35,8 +35,8 @@ def table(paths: list[str]) -> str:
             acc = np.mean([r["acc"] for r in rs])
             diffs.append(acc - np.mean([g[(t, "default")][d]["acc"] for d in draws]))
             secs += sum(r["s"] for r in rs)
-            cells.append(f"{acc:.3f} / {np.mean([r['ll'] for r in rs]):.1f} / {np.mean([r['steps'] for r in rs]):.0f}"
-                         f" ({len(draws)})")
+            cells.append(f"{acc:.3f} / {np.mean([r['ll'] for r in rs]):.1f} / {np.mean([r['ece'] for r in rs]):.1f}"
+                         f" / {np.mean([r['steps'] for r in rs]):.0f} ({len(draws)})")
         rows.append(f"| {c} | " + " | ".join(cells) + f" | {np.mean(diffs):+.3f} | {secs:.0f} |")
     return "\n".join(rows)
 
@@ -67,4 +67,5 @@ for task in tasks:
             ece = sum(abs(conf[bins == b].mean() - correct[bins == b].mean()) * (bins == b).mean() for b in range(15) if (bins == b).any())
             print(json.dumps({"task": task, "draw": d, "cfg": name, "acc": round(acc, 4), "ll": round(ll, 3),
                               "ece": round(100 * ece, 1), "s": round(sec, 1), "steps": clf.n_steps_,
-                              "stopped": getattr(clf, "stopped_at_", None)}), flush=True)
+                              "stopped": getattr(clf, "stopped_at_", None),
+                              "temperature": getattr(clf, "temperature_", None)}), flush=True)
