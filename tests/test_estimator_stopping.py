@@ -90,7 +90,7 @@ def moons():
 
 def test_a_fit_with_the_rule_stops_early_and_reports_it(moons, torch_threads):
     X, y, Xt, yt = moons
-    clf = SCNFClassifier(random_state=0, epochs=300, min_steps=50, n_iter_no_change=2, tol=0.5,
+    clf = SCNFClassifier(random_state=0, epochs=60, min_steps=50, n_iter_no_change=2, tol=0.5,
                          early_stopping=True).fit(X, y)
     every = math.ceil(clf.max_steps_ / 50)
     # with tol 0.5 nats only the first checks are progress: it stops long before the budget
