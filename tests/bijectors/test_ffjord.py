@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scnf.bijectors.ffjord import FFJORD, ODESolverError, divergence
+from scnf.bijectors.ffjord import FFJORD, ODESolverError, _TanhDynamicsExactTrace, divergence
 
 TIGHT = dict(rtol=1e-8, atol=1e-8)
 
@@ -68,6 +68,64 @@ def test_exact_logdet_matches_jacobian(num_classes):
         _, ld_inv = model.inverse(z[None], y)
         assert abs(ld_inv.item() + ref.item()) < 1e-4
     assert max(refs) > 0.1  # far from volume preserving
+
+
+def _reference(model: FFJORD, t, z, y, noise):
+    """f and its divergence by reverse-mode autograd (``divergence``: D vector-Jacobian products)."""
+    f = model.func.velocity(t, z, y)
+    return f, divergence(f, z, noise, create_graph=True)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "softplus"])
+@pytest.mark.parametrize("num_classes", [None, 3])
+@pytest.mark.parametrize("dim,num_layers", [(2, 3), (2, 1), (5, 2), (3, 0)])
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_forward_mode_divergence_and_gradients_match_autograd(activation, num_classes, dim, num_layers, trace):
+    """The dynamics' own f and divergence (forward mode; the tanh exact trace with its hand-written
+    backward pass) equal autograd's values and, through them, the gradients w.r.t. z and every
+    parameter (float64)."""
+    torch.manual_seed(dim * 10 + num_layers)
+    model = FFJORD(dim, hidden=8, num_layers=num_layers, num_classes=num_classes, activation=activation).double()
+    _randomise(model, std=1.0 if activation == "tanh" else 4.0)  # softplus: some units past its threshold
+    rows = 6
+    z0 = torch.randn(rows, dim, dtype=torch.float64)
+    y = torch.randint(0, 3, (rows,)) if num_classes else None
+    noise = torch.randn(rows, dim, dtype=torch.float64) if trace == "hutchinson" else None
+    t = torch.tensor(0.37, dtype=torch.float64)
+    w_f, w_div = torch.randn(rows, dim, dtype=torch.float64), torch.randn(rows, dtype=torch.float64)
+    results = []
+    for compute in (model.func.velocity_and_divergence, lambda *a: _reference(model, *a)):
+        model.zero_grad()
+        z = z0.clone().requires_grad_(True)
+        f, div = compute(t, z, y, noise)
+        ((f * w_f).sum() + (div * w_div).sum()).backward()
+        results.append([f.detach(), div.detach(), z.grad] + [p.grad for p in model.parameters()])
+    names = ["f", "div", "z.grad"] + [f"{n}.grad" for n, _ in model.named_parameters()]
+    assert results[1][1].abs().max() > 0.1  # a divergence far from 0
+    for name, ours, ref in zip(names, *results):
+        assert ours is not None and ref is not None, name
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10, msg=name)
+    with torch.no_grad():  # no graph kept, same numbers
+        f, div = model.func.velocity_and_divergence(t, z0, y, noise)
+    assert not f.requires_grad and not div.requires_grad
+    torch.testing.assert_close(div, results[0][1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rows_context", [False, True])
+def test_tanh_exact_trace_function_gradcheck(rows_context):
+    """Finite differences against the hand-written backward pass, gates shared by all rows
+    (unconditional) or per row (conditional)."""
+    gen = torch.Generator().manual_seed(3)
+    rows, dims = 4, [2, 5, 5, 2]
+
+    def r(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_(True)
+
+    inputs = [r(rows, 2)]
+    for a, b in zip(dims[:-1], dims[1:]):
+        g_rows = rows if rows_context else 1
+        inputs += [r(b, a), r(b), torch.sigmoid(r(g_rows, b)).detach().requires_grad_(True), r(g_rows, b)]
+    assert torch.autograd.gradcheck(_TanhDynamicsExactTrace.apply, tuple(inputs))
 
 
 def test_auto_trace_threshold():
@@ -149,7 +207,7 @@ def test_stiff_dynamics_raise_max_steps():
 def test_exploding_dynamics_raise_underflow():
     """dz/dt = z^2 blows up at t = 0.5 < T: step size underflow -> ODESolverError."""
     model = FFJORD(2, hidden=8, num_layers=1).double()
-    model.func.velocity = lambda t, z, labels=None: z**2
+    model.func.velocity_and_divergence = lambda t, z, labels=None, noise=None: (z**2, 2 * z.sum(1))
     with pytest.raises(ODESolverError, match="step size underflow"):
         model(torch.full((2, 2), 2.0, dtype=torch.float64))
     assert issubclass(ODESolverError, RuntimeError)

@@ -12,9 +12,13 @@ network through a learnable class embedding.
 The log-determinant follows from the instantaneous change of variables,
 ``d log|det dz(t)/dx| / dt = tr(df/dz)`` (equivalently the log-density obeys
 ``d log p(z(t)) / dt = -tr(df/dz)``), which is integrated jointly with ``z``.
-The trace is computed exactly (``D`` vector-Jacobian products, fine for small
-``D``) or with Hutchinson's estimator ``e^T (df/dz) e`` (one vector-Jacobian
-product), the noise ``e`` being drawn once per solve and held fixed within it.
+The trace is computed exactly (the ``D`` diagonal entries of the Jacobian, fine for
+small ``D``) or with Hutchinson's estimator ``e^T (df/dz) e`` (one Jacobian-vector
+product), the noise ``e`` being drawn once per solve and held fixed within it. Both are
+computed in forward mode, the Jacobian-vector products carried through the layers of the
+dynamics network alongside its values (:meth:`ODEFunc.velocity_and_divergence`);
+:func:`divergence` is the same trace by reverse-mode automatic differentiation (the
+reference the tests compare with).
 
 The ODE is solved by ``torchdiffeq`` (``odeint`` or, with ``adjoint=True``,
 ``odeint_adjoint``).
@@ -61,11 +65,134 @@ class ConcatSquashLinear(nn.Module):
         self.hyper_gate = nn.Linear(1 + context_dim, dim_out)
         self.hyper_bias = nn.Linear(1 + context_dim, dim_out, bias=False)
 
-    def forward(self, t: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        tc = t.to(x.dtype).reshape(1, 1).expand(x.shape[0], 1)
+    def modulation(self, t: torch.Tensor, like: torch.Tensor,
+                   c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sigmoid(G [t, c] + g), B [t, c])``: shape (1, dim_out) without context (the same
+        for every row: computed once and broadcast), (B, dim_out) with it."""
+        tc = t.to(like.dtype).reshape(1, 1)
         if c is not None:
-            tc = torch.cat([tc, c], dim=1)
-        return self.linear(x) * torch.sigmoid(self.hyper_gate(tc)) + self.hyper_bias(tc)
+            tc = torch.cat([tc.expand(c.shape[0], 1), c], dim=1)
+        return torch.sigmoid(self.hyper_gate(tc)), self.hyper_bias(tc)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        gate, bias = self.modulation(t, x, c)
+        return torch.addcmul(bias, self.linear(x), gate)
+
+
+def _sum_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, H) summed over rows where ``like`` is one row broadcast over them."""
+    return x.sum(0, keepdim=True) if like.shape[0] == 1 and x.shape[0] != 1 else x
+
+
+def _times_weight(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``u @ w`` for tangents ``u`` (K, B, H) as one 2-D product (torch.matmul's batched
+    path is twice as slow on CPU at these sizes)."""
+    return u.reshape(-1, u.shape[-1]).mm(w).reshape(*u.shape[:-1], w.shape[-1])
+
+
+def _sum_products(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``(u * v).sum(0)`` over a short first dimension (the D tangents), one fused
+    multiply-add per tangent."""
+    out = u[0] * v[0]
+    for k in range(1, u.shape[0]):
+        out = out.addcmul_(u[k], v[k]) if out.shape == torch.broadcast_shapes(u[k].shape, v[k].shape) \
+            else out + u[k] * v[k]
+    return out
+
+
+def _tanh(p: torch.Tensor) -> torch.Tensor:
+    """tanh as ``2 sigmoid(2p) - 1`` (the same function; torch's CPU tanh kernel is about three
+    times slower than its sigmoid at these sizes; the two agree to float rounding, absolute
+    error below 2 eps)."""
+    return torch.sigmoid(p * 2).mul_(2).sub_(1)
+
+
+class _TanhDynamicsExactTrace(torch.autograd.Function):
+    """``f(z)`` and the exact ``tr(df/dz)`` of a tanh MLP of concatsquash layers, with a
+    hand-written backward pass (one autograd node per evaluation of the dynamics).
+
+    Inputs: ``z`` (B, D), then per layer its weight ``W`` (out, in), bias ``b`` (out,), gate
+    ``g`` and modulation bias ``c`` (both (1, out), broadcast over rows, or (B, out)): the
+    layer is ``p = (h W^T + b) * g + c``, followed by tanh except after the last layer.
+
+    Forward mode as :meth:`ODEFunc.velocity_and_divergence`: the tangents ``T_i = dh_i/dz``
+    (D, B, H) of the unit vectors go through the layers, ``U_i = T_{i-1} W_i^T`` and
+    ``T_i = U_i * m_i`` with ``m_i = tanh'(p_i) g_i = (1 - h_i^2) g_i``; the first layer's
+    ``U`` is ``W^T`` itself, and of the last layer only the diagonal is formed. The backward
+    pass is reverse mode through these same steps (``tanh' = 1 - h^2`` makes the
+    derivative of ``m`` with respect to ``h`` ``-2 h g``).
+    """
+
+    @staticmethod
+    def forward(ctx, z, *layers):
+        n = len(layers) // 4
+        saved = [z]
+        h, T = z, None
+        for i in range(n):
+            W, b, g, c = layers[4 * i: 4 * i + 4]
+            a = torch.addmm(b, h, W.t())
+            p = torch.addcmul(c, a, g)
+            if i == n - 1:
+                diag = torch.diagonal(W).unsqueeze(1) if T is None else (T * W.unsqueeze(1)).sum(-1)  # (D, B|1)
+                div = (diag * g.t()).sum(0)
+                if div.shape[0] != z.shape[0]:
+                    div = div.expand(z.shape[0]).contiguous()
+                saved += [a, diag]
+                ctx.save_for_backward(*saved, *layers)
+                ctx.n = n
+                return p, div
+            h = _tanh(p)
+            sd = torch.mul(h, h).neg_().add_(1)
+            m = sd * g
+            U = W.t().contiguous().unsqueeze(1) if T is None else _times_weight(T, W.t())  # (D, 1|B, H)
+            T = U * m
+            saved += [a, h, sd, m, U, T]
+        raise ValueError("the dynamics network needs at least one layer")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_f, grad_div):
+        n = ctx.n
+        t = ctx.saved_tensors
+        z, hidden, (a_last, diag) = t[0], t[1:1 + 6 * (n - 1)], t[1 + 6 * (n - 1): 3 + 6 * (n - 1)]
+        layers = t[3 + 6 * (n - 1):]
+        grads: list[torch.Tensor | None] = [None] * (4 * n)
+        W, b, g, c = layers[4 * (n - 1): 4 * n]
+        h_prev = hidden[6 * (n - 2) + 1] if n > 1 else z
+        coef = grad_div.unsqueeze(1) * g  # (B, D): d loss / d diag[d, b] = grad_div_b g[b, d]
+        gg = torch.addcmul(grad_f * a_last, grad_div.unsqueeze(1), diag.t())
+        ga = grad_f * g
+        gW = ga.t().mm(h_prev)
+        if n == 1:
+            gW.diagonal().add_(coef.sum(0))
+            T_bar = None
+        else:
+            T_prev = hidden[6 * (n - 2) + 5]
+            cT = coef.t().unsqueeze(-1)  # (D, B, 1)
+            gW.add_((cT * T_prev).sum(1))
+            T_bar = cT * W.unsqueeze(1)  # (D, B, H)
+        grads[4 * (n - 1): 4 * n] = [gW, ga.sum(0), _sum_to(gg, g), _sum_to(grad_f, c)]
+        h_bar = ga.mm(W)
+        for i in range(n - 2, -1, -1):
+            a, h, sd, m, U, T = hidden[6 * i: 6 * i + 6]
+            W, b, g, c = layers[4 * i: 4 * i + 4]
+            U_bar = T_bar * m
+            m_bar = _sum_products(T_bar, U)  # (B, H)
+            h_bar = h_bar.addcmul_(h, m_bar * g, value=-2)
+            p_bar = h_bar.mul_(sd)
+            gg = torch.addcmul(m_bar.mul_(sd), p_bar, a)
+            ga = p_bar * g
+            h_prev = hidden[6 * (i - 1) + 1] if i > 0 else z
+            gW = ga.t().mm(h_prev)
+            if i == 0:  # U = W^T broadcast over rows
+                gW.add_(U_bar.sum(1).t())
+            else:
+                T_prev = hidden[6 * (i - 1) + 5]
+                gW.add_(U_bar.reshape(-1, U_bar.shape[-1]).t().mm(T_prev.reshape(-1, T_prev.shape[-1])))
+                T_bar = _times_weight(U_bar, W)
+            grads[4 * i: 4 * i + 4] = [gW, ga.sum(0), _sum_to(gg, g), _sum_to(p_bar, c)]
+            h_bar = ga.mm(W)
+        return (h_bar, *grads)
 
 
 class ODEFunc(nn.Module):
@@ -76,8 +203,9 @@ class ODEFunc(nn.Module):
     :class:`_BoundDynamics`, the module actually handed to torchdiffeq (the
     embedding lives here, so its weights are among the adjoint parameters).
 
-    The divergence is differentiable (``create_graph=True``) when gradients are
-    enabled by the caller; under ``torch.no_grad()`` the outputs are detached.
+    The divergence is computed in forward mode with the values
+    (:meth:`velocity_and_divergence`): differentiable like them when gradients are
+    enabled, and nothing is recorded under ``torch.no_grad()``.
     """
 
     def __init__(
@@ -108,19 +236,76 @@ class ODEFunc(nn.Module):
         #: cumulative number of evaluations of the augmented dynamics
         self.nfe: int = 0
 
+    def _context(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        if self.embedding is None:
+            return None
+        if labels is None:
+            raise ValueError("conditional dynamics need class labels (context)")
+        return self.embedding(labels).to(z.dtype)
+
     def velocity(self, t: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The vector field ``f(z, t, y)`` with ``y = labels`` (ignored if unconditional)."""
-        c = None
-        if self.embedding is not None:
-            if labels is None:
-                raise ValueError("conditional dynamics need class labels (context)")
-            c = self.embedding(labels).to(z.dtype)
+        c = self._context(z, labels)
         h = z
         for i, layer in enumerate(self.layers):
             h = layer(t, h, c)
             if i < len(self.layers) - 1:
                 h = self.act(h)
         return h
+
+    def _act_derivative(self, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """d act(pre) / d pre, from the pre-activation and the activation's output."""
+        if isinstance(self.act, nn.Tanh):
+            return 1 - out * out
+        # nn.Softplus: x past the threshold passes unchanged (slope 1), as torch differentiates it
+        beta, threshold = self.act.beta, self.act.threshold
+        return torch.where(pre * beta > threshold, torch.ones_like(pre), torch.sigmoid(pre * beta))
+
+    def velocity_and_divergence(
+        self, t: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f(z, t, y)`` and ``tr(df/dz)`` (exact when ``noise`` is None, else Hutchinson's
+        ``e^T (df/dz) e`` with ``e = noise``), both per row.
+
+        The divergence is computed in forward mode, alongside the values: the tangents
+        ``dh/dz v`` of every layer's output ``h`` are carried through the layers, for the ``D``
+        unit vectors ``v = e_d`` (exact trace) or for ``v = e``. A layer
+        ``h' = act((W h + b) * g + c)`` maps a tangent ``u`` to ``act'(.) * g * (W u)``; the first
+        layer's tangents of the unit vectors are the columns of ``W`` (no product), and of the
+        last layer (exact trace) only the diagonal ``g_d (W_d . u_d)`` is formed. Training
+        backpropagates through these steps once (no vector-Jacobian products with
+        ``create_graph``, no double backward); for tanh with the exact trace they run inside
+        :class:`_TanhDynamicsExactTrace`, whose backward pass is written out by hand, elsewhere
+        as ordinary autograd operations.
+        """
+        c = self._context(z, labels)
+        if noise is None and isinstance(self.act, nn.Tanh):
+            # the same steps with a hand-written backward pass: one autograd node, not dozens
+            layers = []
+            for layer in self.layers:
+                layers += [layer.linear.weight, layer.linear.bias, *layer.modulation(t, z, c)]
+            return _TanhDynamicsExactTrace.apply(z, *layers)
+        last = len(self.layers) - 1
+        h = z
+        tan = None if noise is None else noise.unsqueeze(0)  # (K, B, H); None: the identity (exact)
+        for i, layer in enumerate(self.layers):
+            gate, bias = layer.modulation(t, z, c)
+            w = layer.linear.weight  # (out, in)
+            pre = torch.addcmul(bias, layer.linear(h), gate)
+            if i == last:
+                if noise is None:  # diagonal of the Jacobian only: g_d (W_d . u_d)
+                    diag = torch.diagonal(w).unsqueeze(1) if tan is None else (tan * w.unsqueeze(1)).sum(-1)
+                    div = (diag * gate.t()).sum(0)  # (D, B or 1) -> (B,) or (1,)
+                    div = div.expand(z.shape[0]) if div.shape[0] != z.shape[0] else div
+                else:
+                    div = (_times_weight(tan, w.t())[0] * gate * noise).sum(1)
+                return pre, div
+            h = self.act(pre)
+            m = self._act_derivative(pre, h) * gate  # (B, H)
+            wu = w.t().contiguous().unsqueeze(1) if tan is None else _times_weight(tan, w.t())  # (K, 1|B, H)
+            tan = wu * m
+        raise AssertionError("unreachable: the network has at least one layer")
 
     def forward(
         self,
@@ -132,19 +317,10 @@ class ODEFunc(nn.Module):
         """Return ``(dz/dt, da/dt)`` with ``da/dt = tr(df/dz)``.
 
         The trace is exact when ``noise`` is None, else Hutchinson's estimate with
-        that noise.
+        that noise (:meth:`velocity_and_divergence`).
         """
         self.nfe += 1
-        z = states[0]
-        outer_grad = torch.is_grad_enabled()
-        with torch.enable_grad():
-            if not z.requires_grad:
-                z = z.detach().requires_grad_(True)
-            f = self.velocity(t, z, labels)
-            div = divergence(f, z, noise, create_graph=outer_grad)
-        if not outer_grad:
-            f, div = f.detach(), div.detach()
-        return f, div
+        return self.velocity_and_divergence(t, states[0], labels, noise)
 
 
 class _BoundDynamics(nn.Module):
