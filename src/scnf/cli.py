@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     t1.add_argument("--clf-weight", type=float,
                     help="the classification-loss weight (default 1, chosen on validation points)")
     t1.add_argument("--ffjord-train-tol", type=_positive_float,
-                    help="FFJORD rows: solver rtol = atol while training (evaluation keeps 1e-5)")
+                    help="FFJORD rows: solver rtol = atol while training (default 1e-3, chosen on "
+                         "validation points; evaluation keeps 1e-5)")
     t1.add_argument("--evaluate-on", choices=["test", "validation"], default="test",
                     help="score on the test points (default) or on validation points drawn from the "
                          "training distribution (to choose settings without the test set)")

@@ -39,8 +39,10 @@ def test_toy_config_per_row():
     assert toy_config("moons", "ffjord", "gmm", 0, clf_weight=0.0).train.clf_weight == 0.0
     c = toy_config("circles", "ffjord", "glow", 1)
     assert c.data.dataset == "circles" and c.seed == 1 and c.data.split_seed == 1
-    assert c.model.unconditional == "ffjord" and c.train.steps == 500
-    assert c.model.ffjord_train_tol == 0.0  # training solves at the evaluation tolerance by default
+    assert c.model.unconditional == "ffjord" and c.train.steps == 1500
+    # training solves at 1e-3 by default (chosen on validation points), evaluation at 1e-5
+    assert c.model.ffjord_train_tol == 1e-3 and c.model.ffjord_tol == 1e-5
+    assert toy_config("moons", "ffjord", "glow", 0, ffjord_train_tol=1e-5).model.ffjord_train_tol == 1e-5
     assert toy_config("moons", "glow", "ffjord", 0, ffjord_train_tol=1e-3).model.ffjord_train_tol == 1e-3
     assert toy_config("moons", "glow", "glow", 0, ffjord_train_tol=1e-3).model.ffjord_train_tol == 0.0
 
