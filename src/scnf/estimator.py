@@ -390,14 +390,13 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         vf = self.validation_fraction
         if isinstance(vf, bool) or not isinstance(vf, (int, float, np.integer, np.floating)) or not 0 < vf < 1:
             raise ValueError(f"parameter 'validation_fraction' must be a number in (0, 1), got {vf!r}")
-        for name in ("n_iter_no_change",):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"parameter '{name}' must be a positive integer, got {v!r}")
+        v = self.n_iter_no_change
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"parameter 'n_iter_no_change' must be a positive integer, got {v!r}")
         t = self.tol
         if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not t >= 0:
             raise ValueError(f"parameter 'tol' must be a number >= 0, got {t!r}")
-        if es is False or not es or n_levels > 1:
+        if not es or n_levels > 1:
             return False
         if es == "auto":  # a fixed `steps` is honoured; too few held-out rows judge nothing
             return self.steps is None and n_val >= NOISE_VALIDATION_MIN
