@@ -32,13 +32,16 @@ def test_the_table_pairs_each_strategy_with_random_sampling(bench, tmp_path):
         _rec("a", 0, {"scnf-density": [0.6, 0.8], "scnf-random": [0.6, 0.6], "logreg-us": [0.5, 0.7]}),
         _rec("a", 1, {"scnf-density": [0.5, 0.5], "scnf-random": [0.6, 0.6], "logreg-us": [0.5, 0.5]}),
         _rec("b", 0, {"scnf-density": [0.9, 0.9], "scnf-random": [0.7, 0.7], "logreg-us": [0.95, 0.95]}),
+        _rec("b", 1, {"scnf-density": [0.8, 0.8], "scnf-random": [0.8, 0.8], "logreg-us": [0.95, 0.95]}),  # a tie
     ]
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     lines = bench.table(path).splitlines()
     density = next(line for line in lines if line.startswith("| scnf-density | 1 of"))
-    # AULC: a 0.7, 0.5 (mean 0.6 against logreg's 0.55: ahead); b 0.9 against 0.95: behind
-    assert density.startswith("| scnf-density | 1 of 2 (a) | 0.700 |")
-    # paired with random: +0.1, -0.1, +0.2 -> mean +0.067, s.e. std(ddof=1)/sqrt(3) = 0.153/1.732 = 0.088; 2 ahead
-    assert "+0.067 ± 0.088, 2 of 3" in density
-    assert "| scnf-density | 0.600 ± 0.100 | 0.900 ± 0.000 |" in lines
+    # AULC: a 0.7, 0.5 (mean 0.6 against logreg's 0.55: ahead); b 0.9, 0.8 against 0.95: behind;
+    # over the four task-draws (0.7 + 0.5 + 0.9 + 0.8) / 4 = 0.725
+    assert density.startswith("| scnf-density | 1 of 2 (a) | 0.725 |")
+    # paired with random: +0.1, -0.1, +0.2, 0 -> mean +0.05, s.e. std(ddof=1)/sqrt(4) = 0.129/2 = 0.065;
+    # 2 ahead (the tie is not ahead)
+    assert "+0.050 ± 0.065, 2 of 4" in density
+    assert "| scnf-density | 0.600 ± 0.100 | 0.850 ± 0.050 |" in lines
