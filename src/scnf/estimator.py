@@ -125,6 +125,17 @@ def _check_names_not_mixed_with_numbers(labels: np.ndarray) -> None:
                              "name, or every class as a number, with the integer -1 on unlabelled rows")
 
 
+@torch.no_grad()
+def _eval_log_joint(model, x: torch.Tensor) -> torch.Tensor:
+    """log p(x, y) of held-out rows in eval mode (float64), the model's mode restored after."""
+    was = model.training
+    model.eval()
+    try:
+        return model.log_joint(x).double()
+    finally:
+        model.train(was)
+
+
 class _NoiseSelection:
     """The trainer's callback for several noise levels: level i is trained for its share of the
     steps (:data:`NOISE_SHARES`: the first 0.6, the others the rest in equal parts); at the end
@@ -141,13 +152,8 @@ class _NoiseSelection:
         self.scores: dict[float, float] = {}
         self.weights: dict[float, dict] = {}
 
-    @torch.no_grad()
     def _held_out(self, model) -> float:
-        was = model.training
-        model.eval()
-        lp = torch.logsumexp(model.log_joint(self.x_val), 1)
-        model.train(was)
-        return float(lp.double().mean())
+        return float(torch.logsumexp(_eval_log_joint(model, self.x_val), 1).mean())
 
     def __call__(self, trainer, step: int) -> bool:
         if step in self.ends:
@@ -190,11 +196,7 @@ class _Convergence:
     def __call__(self, trainer, step: int) -> bool:
         if step % self.every:
             return False
-        model = trainer.model
-        was = model.training
-        model.eval()
-        lj = model.log_joint(self.x_val).double()
-        model.train(was)
+        lj = _eval_log_joint(trainer.model, self.x_val)
         ll = float(torch.logsumexp(lj, 1).mean())
         pred = lj.argmax(1)
         changed = 1.0 if self.last_pred is None else float((pred != self.last_pred).double().mean())
