@@ -272,12 +272,63 @@ def test_resolved_params_defaults():
     assert explicit == {"steps": 7, "conditional": "glow", "deep_dim": 3, "hidden": 5}
 
 
+def test_few_labels_a_class_resolve_to_a_glow_h():
+    """SCNF-GMM above 8 features only when every class has GMM_MIN_LABELS labelled rows."""
+    from scnf.estimator import GMM_MIN_LABELS
+    est = SCNFClassifier()
+    assert est.resolved_params(100, 9, min_class_labels=GMM_MIN_LABELS)["conditional"] == "gmm"
+    assert est.resolved_params(100, 9, min_class_labels=GMM_MIN_LABELS - 1)["conditional"] == "glow"
+    assert est.resolved_params(100, 9, min_class_labels=1)["conditional"] == "glow"
+    assert SCNFClassifier(conditional="gmm").resolved_params(100, 9, min_class_labels=1)["conditional"] == "gmm"
+
+
+def _blobs_12d(per_class):
+    """12 features, 2 classes, ``per_class`` labelled rows of each (an int, or one a class)."""
+    X, y = make_blobs(80, n_features=12, centers=2, random_state=0)
+    y_semi = np.full(80, -1)
+    for c, m in zip((0, 1), per_class if isinstance(per_class, tuple) else (per_class, per_class)):
+        y_semi[np.flatnonzero(y == c)[:m]] = c
+    return X, y, y_semi
+
+
+def test_fit_uses_the_h_its_labels_resolve_to_and_a_warm_refit_keeps_it():
+    from scnf.estimator import GMM_MIN_LABELS
+    from scnf.models.priors import ClassConditionalGaussian
+    X, y, few = _blobs_12d(1)
+    m = SCNFClassifier(steps=2, warm_start=True, **TINY).fit(X, few)
+    assert m.conditional_ == "glow" and not isinstance(m.model_.latent_prior, ClassConditionalGaussian)
+    _, _, many = _blobs_12d(GMM_MIN_LABELS)
+    m.fit(X, many)  # a continuation: the model it continues keeps its h
+    assert m.conditional_ == "glow" and not isinstance(m.model_.latent_prior, ClassConditionalGaussian)
+    fresh = SCNFClassifier(steps=2, **TINY).fit(X, many)
+    assert fresh.conditional_ == "gmm" and isinstance(fresh.model_.latent_prior, ClassConditionalGaussian)
+    _, _, one_class_short = _blobs_12d((GMM_MIN_LABELS - 1, 3 * GMM_MIN_LABELS))  # the class with fewest decides
+    assert SCNFClassifier(steps=2, **TINY).fit(X, one_class_short).conditional_ == "glow"
+
+
+def test_calibration_folds_use_the_fits_h(monkeypatch):
+    """Each fold hides a third of the labels; it must not resolve to another h than the fit's."""
+    from scnf.estimator import GMM_MIN_LABELS
+    seen = []
+    original = SCNFClassifier.fit
+
+    def spy(self, X, y):
+        out = original(self, X, y)
+        seen.append(self.conditional_)
+        return out
+
+    monkeypatch.setattr(SCNFClassifier, "fit", spy)
+    X, _, y = _blobs_12d(GMM_MIN_LABELS)
+    SCNFClassifier(steps=2, calibration="temperature", **TINY).fit(X, y)
+    assert len(seen) == 4 and set(seen) == {"gmm"}  # three folds, then the fit itself
+
+
 def test_model_size_follows_the_number_of_features():
     """The fitted model has f's coupling nets of the resolved width and, on 40 features, a
     class-conditional Gaussian on z_f = all features as its conditional part."""
     X, y = make_blobs(60, n_features=40, centers=2, random_state=0)
     y_semi = np.full(60, -1)
-    y_semi[:6] = y[:6]
+    y_semi[:16] = y[:16]  # at least 5 labels a class: SCNF-GMM
     m = SCNFClassifier(steps=1, batch_size=20, blocks=1, h_blocks=1, h_hidden=8, random_state=0).fit(X, y_semi)
     assert m.model_.deep_dim == 40 and m.model_.aux_dim == 0
     first_linear = next(mod for mod in m.model_.unconditional.modules() if isinstance(mod, torch.nn.Linear))
@@ -321,7 +372,8 @@ def test_gmm_class_means_start_at_the_labelled_rows(seed):
     y_semi = np.full(300, -1)
     for c in range(3):
         y_semi[np.flatnonzero(y == c)[:3]] = c
-    still = dict(steps=1, lr=1e-9, batch_size=64, blocks=1, hidden=8, input_noise=0.0, random_state=seed)
+    still = dict(steps=1, lr=1e-9, batch_size=64, blocks=1, hidden=8, input_noise=0.0, random_state=seed,
+                 conditional="gmm")  # (three labels a class would resolve to a Glow h)
     assert SCNFClassifier(**still).fit(X, y_semi).score(X, y) == 1.0
     assert SCNFClassifier(init_from_labels=False, **still).fit(X, y_semi).score(X, y) < 0.9
 

@@ -60,6 +60,11 @@ NOISE_SHARES = (0.6, 0.2, 0.2)
 VALIDATION_FRACTION = 0.1
 NOISE_VALIDATION_MIN = 20
 LR = 3e-3
+#: ``conditional=None``: a class-conditional Gaussian h (SCNF-GMM) above 8 features only when
+#: every class has at least this many labelled rows; with fewer its fit collapsed onto one
+#: class on the validation split of classif-50 and mnist-pca40 (RESULTS.md, "Active
+#: learning"), and a conditional Glow h is used instead
+GMM_MIN_LABELS = 5
 #: ``warm_start=True``: a continuation takes this share of the resolved steps (unless ``steps`` is set)
 WARM_START_SHARE = 0.25
 #: ``calibration="temperature"``: the most folds over the labelled rows
@@ -123,6 +128,34 @@ def _check_names_not_mixed_with_numbers(labels: np.ndarray) -> None:
                 raise ValueError(f"label(s) {neg[:5]} {_NEGATIVE}")
             raise ValueError(f"labels mix class names and numbers (e.g. {numbers[0]!r}): give every class as a "
                              "name, or every class as a number, with the integer -1 on unlabelled rows")
+
+
+#: the fit-collapse warning: the share of the unlabelled rows in one class above which it is
+#: raised (when that class holds at most half of the labelled rows), and the fewest unlabelled rows
+COLLAPSE_SHARE = 0.9
+COLLAPSE_MIN_ROWS = 20
+
+
+def _collapse_message(pred_unlabelled: np.ndarray, y_labelled: np.ndarray, classes: np.ndarray) -> str | None:
+    """A warning when one class takes almost every unlabelled row although the labels are mixed.
+
+    ``pred_unlabelled`` and ``y_labelled`` are class indices. Returns the message when at least
+    :data:`COLLAPSE_MIN_ROWS` unlabelled rows exist, more than :data:`COLLAPSE_SHARE` of them
+    are predicted as one class, and that class holds at most half of the labelled rows (the
+    labels say the classes mix; the unlabelled rows were all given one); otherwise None."""
+    n = len(pred_unlabelled)
+    if n < COLLAPSE_MIN_ROWS or len(y_labelled) == 0:
+        return None
+    counts = np.bincount(pred_unlabelled, minlength=len(classes))
+    top = int(counts.argmax())
+    share, labelled_share = counts[top] / n, float(np.mean(y_labelled == top))
+    if share <= COLLAPSE_SHARE or labelled_share > 0.5:
+        return None
+    return (f"the fit gave {share:.0%} of the {n} unlabelled rows the class {classes[top]!r}, which holds "
+            f"{labelled_share:.0%} of the labelled rows: it has probably collapsed onto one class "
+            f"(seen with a class-conditional Gaussian h, conditional='gmm', and one or two labels a class "
+            f"in many features). Try conditional='glow' or more labelled rows, and check predict() on "
+            f"rows whose labels you know.")
 
 
 @torch.no_grad()
@@ -278,7 +311,10 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
       over the data ``epochs`` times however many rows there are, and never takes fewer than
       ``min_steps`` steps on small data sets;
     * ``conditional=None``: a conditional Glow h up to 8 features, a class-conditional
-      Gaussian on z_f (SCNF-GMM) above;
+      Gaussian on z_f (SCNF-GMM) above, unless some class has fewer than
+      :data:`GMM_MIN_LABELS` (5) labelled rows: then a Glow h too (SCNF-GMM's fit collapses
+      onto one class from one to three labels a class in 40-50 features; a Glow h is slower,
+      as it runs once for every class). ``conditional_`` says which a fit used;
     * ``deep_dim=None``: z_f, the components the conditional part sees, is all d features
       (a smaller z_f, a quarter of the features, was less accurate on the suite);
     * ``hidden=None``: the width of f's coupling nets, ``max(64, 2 * d)``.
@@ -327,9 +363,11 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.verbose = verbose
 
-    def resolved_params(self, n_rows: int, n_features: int) -> dict:
+    def resolved_params(self, n_rows: int, n_features: int, min_class_labels: int | None = None) -> dict:
         """The values ``fit`` uses on ``n_rows`` x ``n_features`` data for the parameters
-        whose default depends on the data (``steps``, ``conditional``, ``deep_dim``, ``hidden``)."""
+        whose default depends on the data (``steps``, ``conditional``, ``deep_dim``, ``hidden``);
+        ``min_class_labels``: the labelled rows of the class with fewest (None: enough for
+        SCNF-GMM)."""
         for name in ("n_rows", "n_features"):
             v = locals()[name]
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -347,7 +385,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         hidden = max(64, 2 * d) if self.hidden is None else self.hidden
         conditional = self.conditional
         if conditional is None:
-            conditional = "glow" if d <= 8 else "gmm"
+            few = min_class_labels is not None and int(min_class_labels) < GMM_MIN_LABELS
+            conditional = "glow" if d <= 8 or few else "gmm"
         return {"steps": steps, "conditional": conditional, "deep_dim": deep_dim, "hidden": hidden}
 
     def __sklearn_tags__(self):
@@ -476,7 +515,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         y_int[torch.from_numpy(labelled)] = self._encode_labels(y[labelled])
         k = len(self.classes_)
         seed = 0 if self.random_state is None else int(self.random_state)
-        auto = self.resolved_params(X.shape[0], X.shape[1])
+        auto = self.resolved_params(X.shape[0], X.shape[1],
+                                    min_class_labels=int(np.unique(y[labelled], return_counts=True)[1].min()))
         steps = auto["steps"]
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
             raise ValueError(f"parameter 'steps' must be a positive integer or None, got {steps!r}")
@@ -504,9 +544,11 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         prior = class_prior_from_labels(y_int, k)
         if warm:
             self.model_ = previous["model"].float().train()
+            self.conditional_ = previous["conditional"]
             self.model_.log_class_prior = torch.as_tensor(prior, dtype=torch.float64).log()  # p(y) of the new labels
         else:
             self.model_ = registry.build(run_cfg, SemiSupervisedData(x_all, y_int), k, prior)
+            self.conditional_ = auto["conditional"]
         self.unlabelled_rows_ = np.flatnonzero(~labelled)  # the candidates of query() without X
         self._unlabelled_X = X[~labelled].copy()
         # several noise levels, or the stopping rule: hold out some unlabelled rows (never a label)
@@ -541,6 +583,13 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         # which other rows share its batch (float32 matrix products differ in the last bit
         # with a row's position, which scikit-learn's invariance checks catch).
         self.model_.cpu().double().eval()
+        if (~labelled).any():
+            with torch.no_grad(), _torch_threads(self._threads()):
+                pred = torch.cat([self.model_.log_joint(c).argmax(1)
+                                  for c in self._to_model(X[~labelled]).split(4096)]).numpy()
+            message = _collapse_message(pred, y_int[torch.from_numpy(labelled)].numpy(), self.classes_)
+            if message:
+                warnings.warn(message, UserWarning, stacklevel=2)
         self.temperature_ = 1.0
         if self.calibration == "temperature":
             self.temperature_ = self._cross_validated_temperature(X, y, labelled)
@@ -571,7 +620,9 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         for train, held in split.split(rows, codes):
             y_fold = np.full(len(y), -1)  # class codes (0..K-1, classes_'s order); fold k's hidden
             y_fold[rows[train]] = codes[train]
-            fold = clone(self).set_params(calibration=None, warm_start=False, verbose=False, classes=None)
+            # the same h as this fit's, although the fold has fewer labels
+            fold = clone(self).set_params(calibration=None, warm_start=False, verbose=False, classes=None,
+                                          conditional=self.conditional_)
             fold.fit(X, y_fold)
             out[held] = fold._log_joint(X[rows[held]]).double().numpy()
         return fit_temperature(out, codes)
@@ -581,7 +632,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "model_"):
             return None
         return {"model": self.model_, "classes": self.classes_, "mean": self.mean_, "scale": self.scale_,
-                "n_features": self.n_features_in_, "input_noise": self.input_noise_}
+                "n_features": self.n_features_in_, "input_noise": self.input_noise_,
+                "conditional": getattr(self, "conditional_", None)}
 
     def query(self, X=None, n: int = 10, strategy: str = DEFAULT_STRATEGY, random_state=None,
               return_scores: bool = False, diversity: bool = True):
