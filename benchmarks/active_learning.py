@@ -98,13 +98,20 @@ def anchor_curve(model: str, weighted: bool | None, X, y_true, y0, Xt, yt, round
     return acc
 
 
-def scnf_curves(X, y_true, y0, Xt, yt, rounds, n, seed, strategies, params):
-    """{strategy: (accuracies, seconds per later round)} from one shared first fit."""
+def scnf_curves(X, y_true, y0, Xt, yt, rounds, n, seed, strategies, params, warm_shares=None):
+    """{name: (accuracies, seconds per later round)} from one shared first fit: ``scnf-<strategy>``
+    for each strategy with the estimator's warm share of the steps, and ``scnf-<strategy>-w<share>``
+    for each ``(strategy, share)`` in ``warm_shares`` (warm refits taking that share)."""
+    import scnf.estimator
     from scnf import SCNFClassifier
     first = SCNFClassifier(random_state=seed, **params).fit(X, y0)
     acc0 = float((first.predict(Xt) == yt).mean())
     out = {}
-    for s in strategies:
+    default = scnf.estimator.WARM_START_SHARE
+    runs = [(s, None) for s in strategies] + list(warm_shares or [])
+    for s, share in runs:
+        name = f"scnf-{s}" if share is None else f"scnf-{s}-w{share:g}"
+        scnf.estimator.WARM_START_SHARE = default if share is None else share
         clf, y, acc, secs = copy.deepcopy(first), y0.copy(), [acc0], []
         clf.set_params(warm_start=True)
         for r in range(rounds):
@@ -115,7 +122,8 @@ def scnf_curves(X, y_true, y0, Xt, yt, rounds, n, seed, strategies, params):
             clf.fit(X, y)
             secs.append(time.perf_counter() - t)
             acc.append(float((clf.predict(Xt) == yt).mean()))
-        out[s] = (acc, secs)
+        out[name] = (acc, secs)
+    scnf.estimator.WARM_START_SHARE = default
     return out
 
 
@@ -161,14 +169,35 @@ def main(argv=None):
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="val: score on validation rows carved from each draw's training rows (for choosing "
                         "settings, e.g. the default strategy); the test rows are never touched")
+    p.add_argument("--warm-share", type=float, default=None,
+                   help="share of the resolved steps each warm refit takes (default: the estimator's "
+                        "WARM_START_SHARE); recorded with each curve")
+    p.add_argument("--also-warm-shares", default="",
+                   help="STRATEGY:SHARE,... extra curves from the same first fit whose warm refits take "
+                        "SHARE of the steps (named scnf-STRATEGY-wSHARE), e.g. density:0.1")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     import torch
+    import scnf.estimator
     torch.set_num_threads(1)
+    if a.warm_share is not None:
+        if not 0 < a.warm_share <= 1:
+            p.error(f"--warm-share must lie in (0, 1], got {a.warm_share}")
+        scnf.estimator.WARM_START_SHARE = a.warm_share
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     params = json.loads(a.scnf_params)
     strategies = a.strategies.split(",")
+    warm_shares = []
+    for item in filter(None, a.also_warm_shares.split(",")):
+        s, _, share = item.partition(":")
+        try:
+            value = float(share)
+        except ValueError:
+            value = float("nan")
+        if s not in SCNF_STRATEGIES or not 0 < value <= 1:
+            p.error(f"--also-warm-shares: expected STRATEGY:SHARE with SHARE in (0, 1], got {item!r}")
+        warm_shares.append((s, value))
     rec_path = out / "records.jsonl"
     done = set()
     if rec_path.exists():
@@ -188,11 +217,11 @@ def main(argv=None):
                 y0 = start_labels(y_true, d)
                 if (task, d, "curves") not in done:
                     rec = {"task": task, "draw": d, "kind": "curves", "n": n, "rounds": a.rounds, "curves": {},
-                           "seconds_per_round": {}}
-                    for s, (acc, secs) in scnf_curves(X, y_true, y0, Xt, yt, a.rounds, n, d, strategies,
-                                                      params).items():
-                        rec["curves"][f"scnf-{s}"] = acc
-                        rec["seconds_per_round"][f"scnf-{s}"] = secs
+                           "seconds_per_round": {}, "warm_share": scnf.estimator.WARM_START_SHARE}
+                    for name, (acc, secs) in scnf_curves(X, y_true, y0, Xt, yt, a.rounds, n, d, strategies,
+                                                         params, warm_shares).items():
+                        rec["curves"][name] = acc
+                        rec["seconds_per_round"][name] = secs
                     for m in ANCHOR_MODELS:
                         for tag, w in (("us", False), ("dw", True)):
                             rec["curves"][f"{m}-{tag}"] = anchor_curve(m, w, X, y_true, y0, Xt, yt, a.rounds, n, d)
