@@ -80,6 +80,14 @@ def test_reproduce_rejects_negative_clf_weight(tmp_path, capsys):
     assert code == 2 and "train.clf_weight" in _one_line_error(err)
 
 
+@pytest.mark.parametrize("share", ["1", "-0.1", "nan"])
+def test_reproduce_rejects_a_labelled_share_outside_0_1(tmp_path, share, capsys):
+    # --steps 1 and one small row: were the value not checked, the command would finish at once, exit 0
+    code, _, err = _run(["reproduce", "table1", "--labelled-share", share, "--out", str(tmp_path), "--seeds", "1",
+                         "--rows", "glow-glow", "--datasets", "circles", "--steps", "1"], capsys)
+    assert code == 2 and "train.labelled_share" in _one_line_error(err)
+
+
 # ------------------------------------------------------------ checkpoints and exit codes
 _TINY = ('seed = 2\n[data]\nn_train = 100\nn_test = 100\n[model]\nblocks = 1\nhidden = 8\nh_blocks = 1\n'
          'h_hidden = 8\n[train]\nsteps = 6\nbatch_size = 32\neval_every = 2\ncheckpoint_every = 2\n'

@@ -47,6 +47,28 @@ def test_toy_config_per_row():
     assert toy_config("moons", "glow", "glow", 0, ffjord_train_tol=1e-3).model.ffjord_train_tol == 0.0
 
 
+def test_toy_config_labelled_share():
+    # the default share of a batch from the labelled points stays 0.1 on every row; None keeps it
+    for f, h in (("glow", "glow"), ("glow", "gmm"), ("ffjord", "glow"), ("ffjord", "gmm")):
+        assert toy_config("moons", f, h, 0).train.labelled_share == 0.1
+        assert toy_config("moons", f, h, 0, labelled_share=None) == toy_config("moons", f, h, 0)
+        assert toy_config("circles", f, h, 2, labelled_share=0.02).train.labelled_share == 0.02
+    assert toy_config("moons", "glow", "glow", 0, labelled_share=0.0).train.labelled_share == 0.0
+    from scnf.errors import ConfigError
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match="train.labelled_share"):
+            toy_config("moons", "glow", "gmm", 0, labelled_share=bad)
+
+
+def test_table1_does_not_reuse_a_run_of_another_labelled_share(tmp_path):
+    kw = dict(seeds=1, rows=[("glow", "glow")], datasets=["circles"], steps=2)
+    table1(tmp_path, **kw)
+    rdir = tmp_path / "runs" / "glow-glow-circles-s0"
+    assert "labelled_share = 0.1\n" in (rdir / "config.toml").read_text()
+    table1(tmp_path, labelled_share=0.02, **kw)  # another setting: trained again, not the 0.1 run reused
+    assert "labelled_share = 0.02\n" in (rdir / "config.toml").read_text()
+
+
 def test_stopped_reproduction_reuses_finished_runs_and_resumes_the_stopped_one(tmp_path, monkeypatch):
     import pytest
 

@@ -36,13 +36,15 @@ TOY_TRAIN = {
 
 def toy_config(dataset: str, f: str, h: str, seed: int, steps: int | None = None,
                clf_weight: float | None = None, ffjord_train_tol: float | None = None,
-               evaluate_on: str = "test") -> RunConfig:
+               evaluate_on: str = "test", labelled_share: float | None = None) -> RunConfig:
     ode = "ffjord" in (f, h)
     train = dict(TOY_TRAIN["ffjord" if ode else "glow"])
     if steps:
         train["steps"] = steps
     if clf_weight is not None:
         train["clf_weight"] = clf_weight
+    if labelled_share is not None:
+        train["labelled_share"] = labelled_share
     cfg = RunConfig(seed=seed,
                     data=DataConfig(dataset=dataset, n_train=1000, n_test=1000, n_labelled=10, split_seed=seed,
                                     evaluate_on=evaluate_on),
@@ -137,14 +139,18 @@ def _run_all(work: list, jobs: int) -> list[dict]:
 def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gmm")),
            datasets=TOY_DATASETS, steps: int | None = None, jobs: int = 1,
            clf_weight: float | None = None, ffjord_train_tol: float | None = None,
-           evaluate_on: str = "test") -> str:
+           evaluate_on: str = "test", labelled_share: float | None = None) -> str:
     """Run Table 1's rows over ``seeds`` seeds; write ``table1.md``/``table1.json`` and one
     decision-boundary plot per row and dataset. Finished runs are reused and a stopped run
     continues from its checkpoint, so an interrupted reproduction resumes where it stopped.
     ``jobs`` runs that many trainings at once (each single-threaded: the toy models are too
     small to profit from more threads).
-    ``clf_weight`` and ``ffjord_train_tol`` (FFJORD rows: solver tolerance while training,
-    default :data:`TOY_FFJORD_TRAIN_TOL`; evaluation keeps 1e-5) override the rows' defaults. ``evaluate_on="validation"`` scores
+    ``clf_weight``, ``labelled_share`` (share of every batch drawn from the labelled points) and
+    ``ffjord_train_tol`` (FFJORD rows: solver tolerance while training,
+    default :data:`TOY_FFJORD_TRAIN_TOL`; evaluation keeps 1e-5) override the rows' defaults
+    (None keeps them). A run directory under ``out`` holding a finished run of another setting is
+    not reused (its saved config differs): the run is trained again in its place, so keep one
+    ``out`` per setting to keep both. ``evaluate_on="validation"`` scores
     every run on validation points of the training distribution instead of the test points
     (for choosing settings); the table says so."""
     out = Path(out)
@@ -153,7 +159,8 @@ def table1(out: str | Path, seeds: int = 5, rows=(("glow", "glow"), ("glow", "gm
     for f, h in rows:
         for ds in datasets:
             t0 = time.perf_counter()
-            work = [(toy_config(ds, f, h, s, steps, clf_weight, ffjord_train_tol, evaluate_on),
+            work = [(toy_config(ds, f, h, s, steps, clf_weight, ffjord_train_tol, evaluate_on,
+                                labelled_share),
                      out / "runs" / f"{f}-{h}-{ds}-s{s}") for s in range(seeds)]
             ms = _run_all(work, jobs)
             src = out / "runs" / f"{f}-{h}-{ds}-s0" / "decision_boundary.png"
