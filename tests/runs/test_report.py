@@ -53,3 +53,18 @@ def test_a_curve_of_one_evaluation_is_drawn_as_a_marked_point_with_a_note(tmp_pa
     assert line.get_marker() == "s" and line.get_markersize() >= 8
     assert any("one evaluation (step 4)" in t.get_text() for t in fig.texts)
     assert plots.curve_note(history + [{**history[0], "step": 8, "seconds": 2.0}]) is None
+
+
+@pytest.mark.parametrize("evaluate_on", ["test", "validation"])
+def test_a_toy_run_names_the_points_its_error_is_on(tmp_path, evaluate_on):
+    """--evaluate-on validation: report.md and the decision-boundary title say validation, not test."""
+    from scnf.runs.report import metric_notes, _scored_on
+    from scnf.runs.reproduce import toy_config
+    cfg = toy_config("moons", "glow", "gmm", 0, steps=1, evaluate_on=evaluate_on)
+    assert _scored_on(cfg) == evaluate_on
+    from scnf.data.batches import SemiSupervisedData
+    import torch
+    notes = metric_notes(cfg, {"error_pct": 1.0, "nll": 1.0}, SemiSupervisedData(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)))
+    other = "test" if evaluate_on == "validation" else "validation"
+    assert f"error_pct: {evaluate_on} error" in notes and f"over the {evaluate_on} objects" in notes
+    assert f"{other} error" not in notes

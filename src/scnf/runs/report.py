@@ -63,7 +63,8 @@ def write_results(out: Path, cfg: RunConfig, metrics: dict, data: SemiSupervised
 
         name = f"{model_title(cfg)} on {cfg.data.dataset}"
         decision_boundary(model, raw["x"], raw["y_semi"], out / "decision_boundary.png",
-                          title=f"{name}: test error {metrics['error_pct']:.1f} %, NLL {metrics['nll']:.3f}")
+                          title=f"{name}: {_scored_on(cfg)} error {metrics['error_pct']:.1f} %, "
+                                f"NLL {metrics['nll']:.3f}")
         figures.append("decision_boundary.png")
     notes = []
     if data.images and history:
@@ -117,6 +118,11 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, figures: list[str], d
     write_text_atomic(out / "report.md", "\n".join(lines))
 
 
+def _scored_on(cfg: RunConfig) -> str:
+    """Which points a run's error and NLL are on: "test", or "validation" (``data.evaluate_on``)."""
+    return "validation" if cfg.data.evaluate_on == "validation" else "test"
+
+
 def metric_notes(cfg: RunConfig, metrics: dict, data: SemiSupervisedData) -> str:
     """What report.md's numbers are, for this run's model kind and data (D from the data's shape)."""
     dims = data.dims
@@ -126,9 +132,9 @@ def metric_notes(cfg: RunConfig, metrics: dict, data: SemiSupervisedData) -> str
     flow = MODEL_KINDS[cfg.model.kind].flow
     parts = []
     if "error_pct" in metrics and metrics["error_pct"] is not None:
-        parts.append("error_pct: test error in %.")
+        parts.append(f"error_pct: {_scored_on(cfg)} error in %.")
     if flow:
-        parts.append("nll: the mean of -log p(x) over the test objects, in nats, a density of x in the data's own "
+        parts.append(f"nll: the mean of -log p(x) over the {_scored_on(cfg)} objects, in nats, a density of x in the data's own "
                      "units" + (" (pixels in [0, 1], dequantised)." if data.images else "."))
     else:
         parts.append("nll: the VAE's bound on -log p(x) of the test images (M2: E_q(y|x)[L(x, y)] + H(q(y|x))), "
