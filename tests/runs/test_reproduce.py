@@ -48,12 +48,17 @@ def test_toy_config_per_row():
 
 
 def test_toy_config_labelled_share():
-    # the default share of a batch from the labelled points stays 0.1 on every row; None keeps it
-    for f, h in (("glow", "glow"), ("glow", "gmm"), ("ffjord", "glow"), ("ffjord", "gmm")):
-        assert toy_config("moons", f, h, 0).train.labelled_share == 0.1
+    # the default share of a batch from the labelled points: 0.1, and 0.02 on FFJORD ∘ GLOW (chosen
+    # on validation points); None keeps it, a value overrides it on every row and dataset
+    defaults = {("glow", "glow"): 0.1, ("glow", "gmm"): 0.1, ("ffjord", "glow"): 0.02, ("ffjord", "gmm"): 0.1}
+    for (f, h), share in defaults.items():
+        for ds in ("moons", "circles"):
+            assert toy_config(ds, f, h, 0).train.labelled_share == share
         assert toy_config("moons", f, h, 0, labelled_share=None) == toy_config("moons", f, h, 0)
-        assert toy_config("circles", f, h, 2, labelled_share=0.02).train.labelled_share == 0.02
+        assert toy_config("circles", f, h, 2, labelled_share=0.05).train.labelled_share == 0.05
     assert toy_config("moons", "glow", "glow", 0, labelled_share=0.0).train.labelled_share == 0.0
+    # the row's other settings stay the FFJORD rows' own
+    assert toy_config("moons", "ffjord", "glow", 0).train.steps == toy_config("moons", "ffjord", "gmm", 0).train.steps
     from scnf.errors import ConfigError
     for bad in (1.0, -0.1, float("nan")):
         with pytest.raises(ConfigError, match="train.labelled_share"):

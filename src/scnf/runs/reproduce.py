@@ -32,13 +32,19 @@ TOY_TRAIN = {
     "glow": dict(steps=3000, batch_size=256, labelled_share=0.1, clf_weight=TABLE1_CLF_WEIGHT),
     "ffjord": dict(steps=1500, batch_size=256, labelled_share=0.1, lr=5e-3, clf_weight=TABLE1_CLF_WEIGHT),
 }
+# Row-specific settings over TOY_TRAIN's. FFJORD ∘ GLOW: labelled share 0.02, chosen on validation
+# points (5 seeds, rule: more cells at or better than the paper, ties by the lower mean error)
+# against 0.1: moons 0.5 ± 0.5 % against 1.7 ± 2.9 % (seed 4, whose labels leave the moons' far tips
+# unlabelled, 1.3 % against 7.5 %), circles 0.8 ± 0.7 %. GLOW ∘ GMM and GLOW ∘ GLOW keep 0.1 by
+# the same rule (RESULTS.md, Table 1).
+TOY_ROW_TRAIN = {("ffjord", "glow"): dict(labelled_share=0.02)}
 
 
 def toy_config(dataset: str, f: str, h: str, seed: int, steps: int | None = None,
                clf_weight: float | None = None, ffjord_train_tol: float | None = None,
                evaluate_on: str = "test", labelled_share: float | None = None) -> RunConfig:
     ode = "ffjord" in (f, h)
-    train = dict(TOY_TRAIN["ffjord" if ode else "glow"])
+    train = {**TOY_TRAIN["ffjord" if ode else "glow"], **TOY_ROW_TRAIN.get((f, h), {})}
     if steps:
         train["steps"] = steps
     if clf_weight is not None:
