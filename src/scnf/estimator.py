@@ -153,7 +153,7 @@ def _collapse_message(pred_unlabelled: np.ndarray, y_labelled: np.ndarray, class
         return None
     return (f"the fit gave {share:.0%} of the {n} unlabelled rows the class {classes[top]!r}, which holds "
             f"{labelled_share:.0%} of the labelled rows: it has probably collapsed onto one class "
-            f"(seen with a class-conditional Gaussian h, conditional='gmm', and one or two labels a class "
+            f"(seen with a class-conditional Gaussian h, conditional='gmm', and one to three labels a class "
             f"in many features). Try conditional='glow' or more labelled rows, and check predict() on "
             f"rows whose labels you know.")
 
