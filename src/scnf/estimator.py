@@ -584,9 +584,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         # with a row's position, which scikit-learn's invariance checks catch).
         self.model_.cpu().double().eval()
         if (~labelled).any():
-            with torch.no_grad(), _torch_threads(self._threads()):
-                pred = torch.cat([self.model_.log_joint(c).argmax(1)
-                                  for c in self._to_model(X[~labelled]).split(4096)]).numpy()
+            with torch.no_grad():
+                pred = self._log_joint(X[~labelled]).argmax(1).numpy()
             message = _collapse_message(pred, y_int[torch.from_numpy(labelled)].numpy(), self.classes_)
             if message:
                 warnings.warn(message, UserWarning, stacklevel=2)
