@@ -275,3 +275,11 @@ def test_allow_changed_data_is_an_option_of_every_command_that_reads_a_run():
 def test_allow_changed_data_without_resume_is_refused(capsys):
     code, _, err = _run(["train", "configs/moons.toml", "--allow-changed-data"], capsys)
     assert code == 2 and "applies with --resume only" in _one_line_error(err)
+
+
+def test_reproduce_table1_leaves_the_labelled_share_to_the_rows():
+    """Without --labelled-share the CLI passes None, so each row keeps its own default (0.02 on
+    FFJORD ∘ GLOW, 0.1 elsewhere); a CLI default would override them all."""
+    from scnf.cli import build_parser
+    assert build_parser().parse_args(["reproduce", "table1"]).labelled_share is None
+    assert build_parser().parse_args(["reproduce", "table1", "--labelled-share", "0.05"]).labelled_share == 0.05
