@@ -16,8 +16,9 @@ Compared, all from the same starting labels:
   density with beta = 1), and random sampling. Inputs standardised on all training rows.
 
 Cold start (``--cold``, tasks with three classes or more): class ``draw mod K`` starts with no
-label; the number of rounds until a queried row belongs to it, for SCNF's novelty, density and
-random strategies (capped at ``--cold-rounds``; a miss counts as the cap + 1).
+label; the number of rounds until a queried row belongs to it, for SCNF's discovery, novelty,
+density and random strategies (``--cold-strategies``; all go on from one shared first fit; capped
+at ``--cold-rounds``; a miss counts as the cap + 1). ``--cold-only`` skips the learning curves.
 
 No test label chooses anything: test rows only score each round's fit. ``--split val`` scores
 on validation rows carved from each draw's training rows instead (the suite's ``--split val``),
@@ -41,7 +42,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from estimator_suite import TASKS, split  # noqa: E402
 
-SCNF_STRATEGIES = ("density", "entropy", "margin", "novelty", "random")
+SCNF_STRATEGIES = ("density", "entropy", "margin", "novelty", "discovery", "random")
+#: the strategies the cold start compares (``--cold-strategies``)
+COLD_STRATEGIES = ("discovery", "novelty", "density", "random")
 ANCHOR_MODELS = ("ls-rbf", "self-svc", "logreg")
 
 
@@ -138,23 +141,30 @@ def start_labels(y_true: np.ndarray, seed: int, without: int | None = None) -> n
     return y
 
 
-def cold_rounds(X, y_true, seed, strategy, cap, params) -> int:
-    """Rounds until a queried row is of the class that started without a label."""
+def cold_rounds(X, y_true, seed, strategies, cap, params) -> dict:
+    """{strategy: rounds until a queried row is of the class that started without a label}, each
+    strategy going on from one shared first fit (the same fit each would make alone)."""
     from scnf import SCNFClassifier
     classes = np.unique(y_true)
     missing = classes[seed % len(classes)]
-    y = start_labels(y_true, seed, without=missing)
-    clf = SCNFClassifier(random_state=seed, warm_start=True, **params).fit(X, y)
+    y0 = start_labels(y_true, seed, without=missing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = SCNFClassifier(random_state=seed, warm_start=True, **params).fit(X, y0)
     n = len(classes)
-    for r in range(1, cap + 1):
-        rows = clf.unlabelled_rows_[clf.query(n=n, strategy=strategy, random_state=seed + r)]
-        y[rows] = y_true[rows]
-        if (y_true[rows] == missing).any():
-            return r
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            clf.fit(X, y)
-    return cap + 1
+    out = {}
+    for strategy in strategies:
+        clf, y, out[strategy] = copy.deepcopy(first), y0.copy(), cap + 1
+        for r in range(1, cap + 1):
+            rows = clf.unlabelled_rows_[clf.query(n=n, strategy=strategy, random_state=seed + r)]
+            y[rows] = y_true[rows]
+            if (y_true[rows] == missing).any():
+                out[strategy] = r
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clf.fit(X, y)
+    return out
 
 
 def main(argv=None):
@@ -166,6 +176,8 @@ def main(argv=None):
     p.add_argument("--scnf-params", default="{}", help="JSON object of SCNFClassifier parameters")
     p.add_argument("--cold", action="store_true", help="also the cold-start rounds (tasks with >= 3 classes)")
     p.add_argument("--cold-rounds", type=int, default=5)
+    p.add_argument("--cold-only", action="store_true", help="only the cold-start rounds (no learning curves)")
+    p.add_argument("--cold-strategies", default=",".join(COLD_STRATEGIES))
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="val: score on validation rows carved from each draw's training rows (for choosing "
                         "settings, e.g. the default strategy); the test rows are never touched")
@@ -188,6 +200,12 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     params = json.loads(a.scnf_params)
     strategies = a.strategies.split(",")
+    cold_strategies = a.cold_strategies.split(",")
+    for s in strategies + cold_strategies:
+        if s not in SCNF_STRATEGIES:
+            p.error(f"unknown strategy {s!r}: expected some of {', '.join(SCNF_STRATEGIES)}")
+    if a.cold_only:
+        a.cold = True
     warm_shares = []
     for item in filter(None, a.also_warm_shares.split(",")):
         s, _, share = item.partition(":")
@@ -215,7 +233,7 @@ def main(argv=None):
                 X, _, Xt, yt, y_true = split(task, d, a.split, with_labels=True)
                 n = len(np.unique(y_true))
                 y0 = start_labels(y_true, d)
-                if (task, d, "curves") not in done:
+                if not a.cold_only and (task, d, "curves") not in done:
                     rec = {"task": task, "draw": d, "kind": "curves", "n": n, "rounds": a.rounds, "curves": {},
                            "seconds_per_round": {}, "warm_share": scnf.estimator.WARM_START_SHARE}
                     for name, (acc, secs) in scnf_curves(X, y_true, y0, Xt, yt, a.rounds, n, d, strategies,
@@ -229,8 +247,7 @@ def main(argv=None):
                     write(rec)
                 if a.cold and n >= 3 and (task, d, "cold") not in done:
                     write({"task": task, "draw": d, "kind": "cold", "cap": a.cold_rounds,
-                           "rounds": {s: cold_rounds(X, y_true, d, s, a.cold_rounds, params)
-                                      for s in ("novelty", "density", "random")}})
+                           "rounds": cold_rounds(X, y_true, d, cold_strategies, a.cold_rounds, params)})
     (out / "table.md").write_text(table(rec_path))
     print((out / "table.md").read_text())
 
@@ -239,6 +256,25 @@ def table(rec_path: Path) -> str:
     """AULC per task and method (mean ± std over draws), seconds per SCNF round, cold-start rounds."""
     recs = [json.loads(line) for line in Path(rec_path).read_text().splitlines()]
     curves = [r for r in recs if r["kind"] == "curves"]
+    lines = _curve_table(curves) if curves else []
+    cold = [r for r in recs if r["kind"] == "cold"]
+    if cold:
+        strategies = list(dict.fromkeys(s for r in cold for s in r["rounds"]))
+        caps = sorted({r["cap"] for r in cold})
+        lines += ["", "Cold start: rounds until the class that started without a label is queried "
+                  f"(cap {', '.join(map(str, caps))}; a miss counts cap + 1): the mean over draws, "
+                  "(the number of draws) and [the draws that found it in the first round].", "",
+                  "| task | " + " | ".join(strategies) + " |", "|---" * (len(strategies) + 1) + "|"]
+        for t in dict.fromkeys(r["task"] for r in cold):
+            cells = []
+            for s in strategies:
+                v = [r["rounds"][s] for r in cold if r["task"] == t and s in r["rounds"]]
+                cells.append(f"{np.mean(v):.1f} ({len(v)}) [{sum(x == 1 for x in v)}]" if v else "–")
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _curve_table(curves: list) -> list:
     tasks = list(dict.fromkeys(r["task"] for r in curves))
     methods = list(dict.fromkeys(m for r in curves for m in r["curves"]))
     lines = ["Area under the learning curve (mean test accuracy over the rounds' fits), mean ± std over draws.", "",
@@ -268,15 +304,7 @@ def table(rec_path: Path) -> str:
             paired = f"{d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f}, {(d > 0).sum()} of {len(d)}"
         lines.append(f"| {m} | {len(wins)} of {len(tasks)} ({', '.join(wins) or 'none'}) | "
                      f"{mine.mean():.3f} | {paired} | " + (f"{np.mean(secs):.1f} |" if secs else "– |"))
-    cold = [r for r in recs if r["kind"] == "cold"]
-    if cold:
-        lines += ["", "Cold start: rounds until the class that started without a label is queried "
-                  f"(cap {cold[0]['cap']}; a miss counts cap + 1), mean over draws.", "",
-                  "| task | " + " | ".join(cold[0]["rounds"]) + " |", "|---" * (len(cold[0]["rounds"]) + 1) + "|"]
-        for t in dict.fromkeys(r["task"] for r in cold):
-            rs = [r["rounds"] for r in cold if r["task"] == t]
-            lines.append(f"| {t} | " + " | ".join(f"{np.mean([x[s] for x in rs]):.1f}" for s in rs[0]) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

@@ -53,6 +53,22 @@ def test_novelty_finds_the_row_of_an_unseen_cluster(fitted):
     assert clf.query(cand, n=1, strategy="novelty").tolist() == [20]
 
 
+def test_discovery_finds_a_class_with_no_label():
+    # three well-separated clusters, labels in two of them only: a class the model has never seen,
+    # and the smallest of the three (so only the labels, not the clusters' sizes, point to it)
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.5, (k, 2)) for c, k in (((-6, 0), 60), ((6, 0), 60), ((0, 8), 40))])
+    y = np.full(len(X), -1)
+    y[[0, 1, 60, 61]] = [0, 0, 1, 1]
+    clf = SCNFClassifier(steps=150, random_state=0).fit(X, y)
+    pos, s = clf.query(n=1, strategy="discovery", random_state=0, return_scores=True)
+    assert clf.unlabelled_rows_[pos[0]] >= 120  # a row of the third cluster
+    assert 0 < s[0] <= 1
+    # candidates given as X: the last fit's labelled rows still say what is covered
+    cand = np.concatenate([rng.normal(c, 0.5, (k, 2)) for c, k in (((-6, 0), 10), ((0, 8), 6), ((6, 0), 10))])
+    assert 10 <= clf.query(cand, n=2, strategy="discovery", random_state=0)[0] < 16
+
+
 def test_without_x_the_candidates_are_the_unlabelled_rows_and_a_batch_is_diverse(fitted):
     clf, X, y = fitted
     assert np.array_equal(clf.unlabelled_rows_, np.flatnonzero(y == -1))

@@ -179,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("run_dir", help="run directory of an image run")
     sg.add_argument("--n", type=_positive_int, default=100, help="rows to suggest (default 100)")
     sg.add_argument("--strategy", default="density",
-                    choices=["density", "entropy", "margin", "novelty", "random"],
+                    choices=["density", "entropy", "margin", "novelty", "discovery", "random"],
                     help="density: uncertainty weighted by the exact density (default); entropy, margin: "
-                         "uncertainty; novelty: lowest log p(x) (a class with no label yet); random")
+                         "uncertainty; novelty: lowest log p(x) (outliers); discovery: the largest groups "
+                         "of images no label covers (a class with no label yet); random")
     sg.add_argument("--max-candidates", type=_positive_int, default=None,
                     help="score only the first N unlabelled rows of the training pool (default: all)")
     sg.add_argument("--no-diversity", action="store_true", help="the best scores, without spreading the batch")

@@ -551,6 +551,7 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             self.conditional_ = auto["conditional"]
         self.unlabelled_rows_ = np.flatnonzero(~labelled)  # the candidates of query() without X
         self._unlabelled_X = X[~labelled].copy()
+        self._labelled_X = X[labelled].copy()  # what query("discovery") calls covered
         # several noise levels, or the stopping rule: hold out some unlabelled rows (never a label)
         unl = np.flatnonzero(~labelled)
         n_val = int(float(self.validation_fraction) * unl.size)
@@ -642,8 +643,10 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         order in the training data (``unlabelled_rows_[positions]`` are their row numbers there).
         ``strategy``: ``"entropy"``, ``"margin"``, ``"density"`` (the default: uncertainty
         weighted by the exact density, so an outlier's label is not bought before a dense
-        ambiguous region's), ``"novelty"`` (lowest log p(x) first: where an unlabelled class
-        hides) or ``"random"`` (:mod:`scnf.analysis.active` defines each). ``diversity``: one row
+        ambiguous region's), ``"novelty"`` (lowest log p(x) first: outliers), ``"discovery"``
+        (one row from each of the largest clusters of f's latent space that hold no labelled row
+        of the last fit: where a class with no label yet sits; it is diverse by construction) or
+        ``"random"`` (:mod:`scnf.analysis.active` defines each). ``diversity``: one row
         from each of ``n`` k-means clusters, in f's label-free latent space, of the ``10 n``
         best-scored candidates, so a batch is not ``n`` near-duplicates. ``return_scores``:
         also each chosen row's score. Positions come best first. After labelling them, refit
@@ -659,6 +662,12 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             Xc = self._check_X(X)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 or n > len(Xc):
             raise ValueError(f"n must be an integer in [1, {len(Xc)}] (the candidates), got {n!r}")
+        if strategy == "discovery":
+            ref = getattr(self, "_labelled_X", None)
+            if ref is None:
+                raise ValueError("discovery needs the last fit's labelled rows: fit this estimator again")
+            pos, score = active.discovery(self._latent(Xc), self._latent(ref), int(n), random_state=random_state)
+            return (pos, score[pos]) if return_scores else pos
         lj = self._log_joint(Xc).double().numpy()
         score = active.scores(lj, strategy, np.random.default_rng(random_state))
         latent = self._latent(Xc) if diversity and 1 < n < len(Xc) else None

@@ -102,3 +102,28 @@ def test_suggest_refuses_bad_arguments_in_one_line(image_run, capsys):
     with pytest.raises(SystemExit) as e:  # argparse's usage error: one line, exit 2
         main(["suggest", str(tmp / "run"), "--strategy", "bald"])
     assert e.value.code == 2 and "invalid choice: 'bald'" in capsys.readouterr().err
+
+
+def test_discovery_suggests_the_largest_groups_no_label_covers(image_run):
+    tmp, _ = image_run
+    assert main(["suggest", str(tmp / "run"), "--n", "3", "--strategy", "discovery", "--out", str(tmp / "d")]) == 0
+    rows = _read(tmp / "d" / "suggestions.csv")
+    idx = [int(r["pool_index"]) for r in rows]
+    assert len(set(idx)) == 3 and not set(idx) & {0, 1, 20, 21}
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(-1 < s <= 1 for s in scores)
+    # the same rows as discovery() on f(x) of the candidates against f(x) of the labelled rows,
+    # both dequantised as suggest does
+    import torch
+
+    from scnf.analysis.active import discovery
+    from scnf.runs.run import load_run
+    _, model, data, _ = load_run(tmp / "run")
+    cand, lab = np.flatnonzero(data.y.numpy() < 0), np.flatnonzero(data.y.numpy() >= 0)
+
+    def f(rows):
+        with torch.no_grad():
+            x = data.prepare(data.x[torch.from_numpy(rows)], torch.Generator().manual_seed(0))
+            return model.unconditional(x)[0].flatten(1).double().numpy()
+    pos, score = discovery(f(cand), f(lab), 3, random_state=0)
+    assert idx == cand[pos].tolist() and scores == pytest.approx(score[pos].tolist(), abs=1e-12)

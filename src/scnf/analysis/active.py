@@ -11,6 +11,9 @@ joint, shape (N, K)) into a score; higher is more worth labelling:
   ambiguous outlier, on which a label teaches little about the other rows;
 * ``"novelty"``: -log p(x): the rows the model finds least likely (a class with no label yet
   sits there);
+* ``"discovery"``: the rows that stand for the most unlabelled data no label covers (a class
+  with no label yet sits there; see :func:`discovery`). It needs the rows' latent codes and the
+  labelled rows', not only log p(x, y), so :func:`scores` does not give it;
 * ``"random"``: uniform scores (a baseline).
 
 A batch of ``n`` is chosen by :func:`select`: with ``diversity`` (the default) the ``pool``
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-STRATEGIES = ("entropy", "margin", "density", "novelty", "random")
+STRATEGIES = ("entropy", "margin", "density", "novelty", "discovery", "random")
 #: the strategy :meth:`scnf.SCNFClassifier.query` uses by default
 DEFAULT_STRATEGY = "density"
 #: ``"density"``: the exponent of the relative density
@@ -55,6 +58,8 @@ def scores(log_joint: np.ndarray, strategy: str, rng: np.random.Generator | None
     log p(x, y=k)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if strategy == "discovery":
+        raise ValueError("the discovery strategy needs latent codes: use discovery(), not scores()")
     lj = np.asarray(log_joint, dtype=np.float64)
     if lj.ndim != 2 or lj.shape[0] == 0:
         raise ValueError(f"log_joint must have shape (N, K) with N >= 1, got {lj.shape}")
@@ -101,6 +106,53 @@ def select(score: np.ndarray, n: int, latent: np.ndarray | None = None, diversit
     return chosen[np.argsort(-score[chosen], kind="stable")]
 
 
+def discovery(latent: np.ndarray, labelled_latent: np.ndarray, n: int,
+              random_state: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` candidates that stand for the most unlabelled data no label covers, best first,
+    and every candidate's score: the rows to label when a class may have no label yet.
+
+    The candidates' and the labelled rows' latent codes (``latent`` (N, D), ``labelled_latent``
+    (M, D), the model's label-free f(x)) are grouped together into ``2 n`` clusters by k-means.
+    A cluster that holds no labelled row is a part of the data no label speaks for; the largest
+    such clusters come first, then the clusters that hold labels, largest first, and from each
+    the candidate nearest its centre is taken. A candidate's score is the share of the
+    candidates in its cluster, minus 1 when the cluster holds a labelled row (so every
+    label-free cluster's rows score above every covered cluster's). Low density alone
+    (``"novelty"``) finds outliers of the labelled classes as readily as an unlabelled class;
+    an unlabelled class's rows fill clusters of their own."""
+    from sklearn.cluster import KMeans
+
+    latent = np.asarray(latent, dtype=np.float64)
+    n_cand = latent.shape[0]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if n > n_cand:
+        raise ValueError(f"n = {n} rows asked for, but there are only {n_cand} candidates")
+    latent = latent.reshape(n_cand, -1)
+    ref = np.asarray(labelled_latent, dtype=np.float64).reshape(-1, latent.shape[1])
+    both = np.concatenate([latent, ref])
+    k = min(2 * int(n), len(np.unique(both, axis=0)))
+    km = KMeans(k, n_init=3, random_state=random_state).fit(both)
+    cluster, ref_cluster = km.labels_[:n_cand], km.labels_[n_cand:]
+    size = np.bincount(cluster, minlength=k) / n_cand
+    covered = np.isin(np.arange(k), ref_cluster)
+    score = size[cluster] - covered[cluster]
+    cluster_order = sorted(range(k), key=lambda c: (covered[c], -size[c], c))
+    dist = ((latent - km.cluster_centers_[cluster]) ** 2).sum(1)
+    chosen = []
+    for c in cluster_order:
+        members = np.flatnonzero(cluster == c)
+        if members.size:
+            chosen.append(int(members[np.argmin(dist[members])]))
+        if len(chosen) == n:
+            break
+    if len(chosen) < n:  # fewer non-empty clusters than n (duplicate rows): the next by score, then nearness
+        taken = set(chosen)
+        rest = [int(i) for i in np.lexsort((dist, -score)) if int(i) not in taken]
+        chosen += rest[: n - len(chosen)]
+    return np.asarray(chosen), score
+
+
 # ---------------------------------------------------------------------- image runs: scnf suggest
 #: suggestions.csv's columns; "label" is left blank for you to fill in (data.extra_labels reads it)
 SUGGESTIONS_FIELDS = ("rank", "pool_index", "score", "predicted", "probability", "label")
@@ -114,7 +166,9 @@ def suggest(run, n: int = 100, strategy: str = DEFAULT_STRATEGY, out=None, seed:
     predicted label and its probability) and ``suggestions.png`` (the images, best first) in
     ``out`` (default: the run directory). Candidates are the pool's unlabelled rows (the first
     ``max_candidates`` of them if given), dequantised with a generator seeded by ``seed``;
-    diversity clusters f(x) of the ``10 n`` best-scored. Returns the paths and the rows."""
+    diversity clusters f(x) of the ``10 n`` best-scored. ``"discovery"`` clusters every
+    candidate's f(x) with the labelled training rows' (``max_candidates`` bounds its cost).
+    Returns the paths and the rows."""
     import csv
 
     import torch
@@ -131,6 +185,13 @@ def suggest(run, n: int = 100, strategy: str = DEFAULT_STRATEGY, out=None, seed:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(cand):
         raise ValueError(f"--n must be an integer in [1, {len(cand)}] (the run's unlabelled training rows), "
                          f"got {n!r}")
+    def latents(rows):
+        g = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            return torch.cat([model.unconditional(data.prepare(data.x[torch.from_numpy(rows[i:i + batch_size])],
+                                                               g).to(lr.device))[0].flatten(1).double().cpu()
+                              for i in range(0, len(rows), batch_size)]).numpy()
+
     g = torch.Generator().manual_seed(int(seed))
     lj = []
     with torch.no_grad():
@@ -138,16 +199,14 @@ def suggest(run, n: int = 100, strategy: str = DEFAULT_STRATEGY, out=None, seed:
             x = data.prepare(data.x[torch.from_numpy(cand[i:i + batch_size])], g)
             lj.append(model.log_joint(x.to(lr.device)).double().cpu())
     lj = torch.cat(lj).numpy()
-    score = scores(lj, strategy, np.random.default_rng(seed))
-    pool = np.argsort(-score, kind="stable")[: min(len(cand), max(n, 10 * n))]
-    latent = None
-    if diversity and 1 < n < len(pool):
-        g = torch.Generator().manual_seed(int(seed))
-        with torch.no_grad():
-            latent = torch.cat([model.unconditional(data.prepare(data.x[torch.from_numpy(cand[pool[i:i + batch_size]])],
-                                                                  g).to(lr.device))[0].flatten(1).double().cpu()
-                                for i in range(0, len(pool), batch_size)]).numpy()
-    chosen = pool[select(score[pool], int(n), latent, diversity, random_state=seed)]
+    if strategy == "discovery":  # every candidate's latent code and the labelled rows'
+        labelled = np.flatnonzero(data.y.numpy() >= 0)
+        chosen, score = discovery(latents(cand), latents(labelled), int(n), random_state=seed)
+    else:
+        score = scores(lj, strategy, np.random.default_rng(seed))
+        pool = np.argsort(-score, kind="stable")[: min(len(cand), max(n, 10 * n))]
+        latent = latents(cand[pool]) if diversity and 1 < n < len(pool) else None
+        chosen = pool[select(score[pool], int(n), latent, diversity, random_state=seed)]
     post = _posterior(lj[chosen])
     out = lr.run_dir if out is None else out
     from pathlib import Path
