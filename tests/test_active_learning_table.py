@@ -45,3 +45,16 @@ def test_the_table_pairs_each_strategy_with_random_sampling(bench, tmp_path):
     # 2 ahead (the tie is not ahead)
     assert "+0.050 ± 0.065, 2 of 4" in density
     assert "| scnf-density | 0.600 ± 0.100 | 0.850 ± 0.050 |" in lines
+
+
+def test_the_cold_start_table_counts_draws_and_first_round_finds(bench, tmp_path):
+    cold = [{"task": "iris", "draw": d, "kind": "cold", "cap": 5, "rounds": r} for d, r in enumerate(
+        [{"discovery": 1, "novelty": 3, "random": 1}, {"discovery": 1, "novelty": 6, "random": 2},
+         {"discovery": 2, "novelty": 1, "random": 1, "density": 4}])]  # density only in the last draw
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in cold))
+    lines = bench.table(path).splitlines()  # no learning curves: the cold start alone
+    assert lines[0].startswith("Cold start: rounds until") and "(cap 5;" in lines[0]
+    assert "| task | discovery | novelty | random | density |" in lines
+    # discovery (1 + 1 + 2) / 3 = 1.3, found in the first round twice; novelty (3 + 6 + 1) / 3 = 3.3
+    assert "| iris | 1.3 (3) [2] | 3.3 (3) [1] | 1.3 (3) [2] | 4.0 (1) [0] |" in lines
