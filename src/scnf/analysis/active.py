@@ -9,8 +9,9 @@ joint, shape (N, K)) into a score; higher is more worth labelling:
   the exact density in place of a similarity average): H(p(y | x)) * (p(x) / max p(x))^beta
   over the candidates, so an ambiguous row in a dense region comes before an equally
   ambiguous outlier, on which a label teaches little about the other rows;
-* ``"novelty"``: -log p(x): the rows the model finds least likely (a class with no label yet
-  sits there);
+* ``"novelty"``: -log p(x): the rows the model finds least likely (outliers; on the benchmark's
+  cold start it found a class with no label no sooner than random sampling: the flow fits that
+  class's rows like the others', so use ``"discovery"`` for that);
 * ``"discovery"``: the rows that stand for the most unlabelled data no label covers (a class
   with no label yet sits there; see :func:`discovery`). It needs the rows' latent codes and the
   labelled rows', not only log p(x, y), so :func:`scores` does not give it;
@@ -185,6 +186,7 @@ def suggest(run, n: int = 100, strategy: str = DEFAULT_STRATEGY, out=None, seed:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(cand):
         raise ValueError(f"--n must be an integer in [1, {len(cand)}] (the run's unlabelled training rows), "
                          f"got {n!r}")
+
     def latents(rows):
         g = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
