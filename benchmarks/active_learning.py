@@ -161,6 +161,8 @@ def cold_rounds(X, y_true, seed, strategies, cap, params) -> dict:
             if (y_true[rows] == missing).any():
                 out[strategy] = r
                 break
+            if r == cap:  # the last round: no refit to query from
+                break
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 clf.fit(X, y)

@@ -58,3 +58,24 @@ def test_the_cold_start_table_counts_draws_and_first_round_finds(bench, tmp_path
     assert "| task | discovery | novelty | random | density |" in lines
     # discovery (1 + 1 + 2) / 3 = 1.3, found in the first round twice; novelty (3 + 6 + 1) / 3 = 3.3
     assert "| iris | 1.3 (3) [2] | 3.3 (3) [1] | 1.3 (3) [2] | 4.0 (1) [0] |" in lines
+
+
+def test_cold_start_strategies_do_not_share_their_labels_or_their_model(bench, monkeypatch):
+    # each strategy goes on from the shared first fit with its own labels and its own copy of the
+    # model: every strategy's first query comes from a model fitted on the starting labels alone,
+    # and its refit sees those plus its own batch
+    import numpy as np
+
+    from scnf import SCNFClassifier
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal((-4, 0), 0.7, (40, 2)), rng.normal((4, 0), 0.7, (40, 2)), [[-4.3, 0.2], [-3.8, -0.4]]])
+    y = np.array([0] * 40 + [2] * 40 + [1, 1])  # class 1 (draw 1 mod 3) starts unlabelled: 2 rows of 82
+    fits, queries = [], []
+    fit, query = SCNFClassifier.fit, SCNFClassifier.query
+    monkeypatch.setattr(SCNFClassifier, "fit", lambda self, X, y: (fits.append((y != -1).sum()), fit(self, X, y))[1])
+    monkeypatch.setattr(SCNFClassifier, "query",
+                        lambda self, **kw: (queries.append(len(self._labelled_X)), query(self, **kw))[1])
+    rounds = bench.cold_rounds(X, y, 1, ["random", "entropy"], 2, {"steps": 10})
+    assert rounds == {"random": 3, "entropy": 3}  # 3 rows a round miss the 2 rows hidden in class 0 here
+    assert fits == [2, 2 + 3, 2 + 3]  # the shared first fit, then each strategy's one refit
+    assert queries == [2, 5, 2, 5]  # each strategy: a query on the first fit, one on its refit
