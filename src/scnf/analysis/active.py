@@ -79,16 +79,21 @@ def scores(log_joint: np.ndarray, strategy: str, rng: np.random.Generator | None
     return (rng if rng is not None else np.random.default_rng()).random(lj.shape[0])
 
 
+def _check_batch(n, n_cand: int) -> None:
+    """A batch of ``n`` rows must be a positive integer no larger than the candidates."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if n > n_cand:
+        raise ValueError(f"n = {n} rows asked for, but there are only {n_cand} candidates")
+
+
 def select(score: np.ndarray, n: int, latent: np.ndarray | None = None, diversity: bool = True,
            pool_factor: int = 10, random_state: int | None = None) -> np.ndarray:
     """The positions of the ``n`` rows to label, best first (see the module's text for the
     rule). ``latent`` (N, D): the rows' label-free latent codes, needed with ``diversity``."""
     score = np.asarray(score, dtype=np.float64)
     n_cand = score.shape[0]
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if n > n_cand:
-        raise ValueError(f"n = {n} rows asked for, but there are only {n_cand} candidates")
+    _check_batch(n, n_cand)
     order = np.argsort(-score, kind="stable")
     if not diversity or n == 1 or n == n_cand:
         return order[:n]
@@ -125,10 +130,7 @@ def discovery(latent: np.ndarray, labelled_latent: np.ndarray, n: int,
 
     latent = np.asarray(latent, dtype=np.float64)
     n_cand = latent.shape[0]
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if n > n_cand:
-        raise ValueError(f"n = {n} rows asked for, but there are only {n_cand} candidates")
+    _check_batch(n, n_cand)
     latent = latent.reshape(n_cand, -1)
     ref = np.asarray(labelled_latent, dtype=np.float64).reshape(-1, latent.shape[1])
     both = np.concatenate([latent, ref])
@@ -194,22 +196,24 @@ def suggest(run, n: int = 100, strategy: str = DEFAULT_STRATEGY, out=None, seed:
                                                                g).to(lr.device))[0].flatten(1).double().cpu()
                               for i in range(0, len(rows), batch_size)]).numpy()
 
-    g = torch.Generator().manual_seed(int(seed))
-    lj = []
-    with torch.no_grad():
-        for i in range(0, len(cand), batch_size):
-            x = data.prepare(data.x[torch.from_numpy(cand[i:i + batch_size])], g)
-            lj.append(model.log_joint(x.to(lr.device)).double().cpu())
-    lj = torch.cat(lj).numpy()
-    if strategy == "discovery":  # every candidate's latent code and the labelled rows'
+    def log_joint(rows):
+        g = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            return torch.cat([model.log_joint(data.prepare(data.x[torch.from_numpy(rows[i:i + batch_size])],
+                                                           g).to(lr.device)).double().cpu()
+                              for i in range(0, len(rows), batch_size)]).numpy()
+
+    if strategy == "discovery":  # every candidate's latent code and the labelled rows'; no scores
         labelled = np.flatnonzero(data.y.numpy() >= 0)
         chosen, score = discovery(latents(cand), latents(labelled), int(n), random_state=seed)
+        post = _posterior(log_joint(cand[chosen]))
     else:
+        lj = log_joint(cand)
         score = scores(lj, strategy, np.random.default_rng(seed))
         pool = np.argsort(-score, kind="stable")[: min(len(cand), max(n, 10 * n))]
         latent = latents(cand[pool]) if diversity and 1 < n < len(pool) else None
         chosen = pool[select(score[pool], int(n), latent, diversity, random_state=seed)]
-    post = _posterior(lj[chosen])
+        post = _posterior(lj[chosen])
     out = lr.run_dir if out is None else out
     from pathlib import Path
 
