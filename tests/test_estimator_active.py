@@ -66,7 +66,8 @@ def test_discovery_finds_a_class_with_no_label():
     assert 0 < s[0] <= 1
     # candidates given as X: the last fit's labelled rows still say what is covered
     cand = np.concatenate([rng.normal(c, 0.5, (k, 2)) for c, k in (((-6, 0), 10), ((0, 8), 6), ((6, 0), 10))])
-    assert 10 <= clf.query(cand, n=2, strategy="discovery", random_state=0)[0] < 16
+    pos = clf.query(cand, n=2, strategy="discovery", random_state=0)
+    assert 10 <= pos[0] < 16 and len(set(pos.tolist())) == 2
 
 
 def test_without_x_the_candidates_are_the_unlabelled_rows_and_a_batch_is_diverse(fitted):

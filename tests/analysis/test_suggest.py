@@ -127,3 +127,9 @@ def test_discovery_suggests_the_largest_groups_no_label_covers(image_run):
             return model.unconditional(x)[0].flatten(1).double().numpy()
     pos, score = discovery(f(cand), f(lab), 3, random_state=0)
     assert idx == cand[pos].tolist() and scores == pytest.approx(score[pos].tolist(), abs=1e-12)
+    # the predicted label and its probability: the posterior of the chosen rows themselves
+    with torch.no_grad():
+        x = data.prepare(data.x[torch.from_numpy(cand[pos])], torch.Generator().manual_seed(0))
+        p = torch.softmax(model.log_joint(x).double(), 1).numpy()
+    assert [int(r["predicted"]) for r in rows] == p.argmax(1).tolist()
+    assert [float(r["probability"]) for r in rows] == pytest.approx(p.max(1).tolist(), abs=1e-9)
