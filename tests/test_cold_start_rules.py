@@ -1,0 +1,43 @@
+"""benchmarks/cold_start_rules.py: farthest-first selection and the finds table, known answers."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "cold_start_rules.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("cold_start_rules", BENCH)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return mod
+
+
+def test_kcenter_takes_the_farthest_row_then_the_farthest_from_both(bench):
+    cand = np.array([[1.0, 0.0], [5.0, 0.0], [0.0, 3.0], [4.0, 0.0]])
+    ref = np.array([[0.0, 0.0]])
+    # farthest from the labelled row: (5, 0); then farthest from (0, 0) and (5, 0): (0, 3)
+    assert bench.kcenter(cand, ref, 2).tolist() == [1, 2]
+    # rows not eligible are never taken
+    assert bench.kcenter(cand, ref, 1, eligible=np.array([True, False, True, True])).tolist() == [3]
+
+
+def test_the_table_counts_draws_with_a_find(bench, tmp_path):
+    recs = [{"task": "a", "draw": 0, "random_p": 0.5, "hits": {"x": 2, "y": 0}},
+            {"task": "a", "draw": 1, "random_p": 0.5, "hits": {"x": 0, "y": 1}},
+            {"task": "b", "draw": 0, "random_p": 0.25, "hits": {"x": 1, "y": 3}}]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    lines = bench.table(path).splitlines()
+    assert "| rule | all | a (2) | b (1) |" in lines
+    assert "| x | 2 | 1 | 1 |" in lines and "| y | 2 | 1 | 1 |" in lines  # a find is >= 1 row
+    assert "| random (expected) | 1.2 | 1.0 | 0.2 |" in lines
