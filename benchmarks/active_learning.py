@@ -101,20 +101,25 @@ def anchor_curve(model: str, weighted: bool | None, X, y_true, y0, Xt, yt, round
     return acc
 
 
-def scnf_curves(X, y_true, y0, Xt, yt, rounds, n, seed, strategies, params, warm_shares=None):
+def scnf_curves(X, y_true, y0, Xt, yt, rounds, n, seed, strategies, params, warm_shares=None, warm_f=None):
     """{name: (accuracies, seconds per later round)} from one shared first fit: ``scnf-<strategy>``
-    for each strategy with the estimator's warm share of the steps, and ``scnf-<strategy>-w<share>``
-    for each ``(strategy, share)`` in ``warm_shares`` (warm refits taking that share)."""
+    for each strategy with the estimator's warm share of the steps, ``scnf-<strategy>-w<share>``
+    for each ``(strategy, share)`` in ``warm_shares`` (warm refits taking that share), and
+    ``scnf-<strategy>-f<share>`` for each ``(strategy, share)`` in ``warm_f`` (warm refits training
+    that share of f's layers, ``WARM_START_F_SHARE``)."""
     import scnf.estimator
     from scnf import SCNFClassifier
     first = SCNFClassifier(random_state=seed, **params).fit(X, y0)
     acc0 = float((first.predict(Xt) == yt).mean())
     out = {}
-    default = scnf.estimator.WARM_START_SHARE
-    runs = [(s, None) for s in strategies] + list(warm_shares or [])
-    for s, share in runs:
+    default, default_f = scnf.estimator.WARM_START_SHARE, scnf.estimator.WARM_START_F_SHARE
+    runs = [(s, None, None) for s in strategies] + [(s, share, None) for s, share in warm_shares or []] \
+        + [(s, None, f) for s, f in warm_f or []]
+    for s, share, f_share in runs:
         name = f"scnf-{s}" if share is None else f"scnf-{s}-w{share:g}"
+        name = name if f_share is None else f"{name}-f{f_share:g}"
         scnf.estimator.WARM_START_SHARE = default if share is None else share
+        scnf.estimator.WARM_START_F_SHARE = default_f if f_share is None else f_share
         clf, y, acc, secs = copy.deepcopy(first), y0.copy(), [acc0], []
         clf.set_params(warm_start=True)
         for r in range(rounds):
@@ -126,7 +131,7 @@ def scnf_curves(X, y_true, y0, Xt, yt, rounds, n, seed, strategies, params, warm
             secs.append(time.perf_counter() - t)
             acc.append(float((clf.predict(Xt) == yt).mean()))
         out[name] = (acc, secs)
-    scnf.estimator.WARM_START_SHARE = default
+    scnf.estimator.WARM_START_SHARE, scnf.estimator.WARM_START_F_SHARE = default, default_f
     return out
 
 
@@ -189,6 +194,9 @@ def main(argv=None):
     p.add_argument("--also-warm-shares", default="",
                    help="STRATEGY:SHARE,... extra curves from the same first fit whose warm refits take "
                         "SHARE of the steps (named scnf-STRATEGY-wSHARE), e.g. density:0.1")
+    p.add_argument("--also-warm-f", default="",
+                   help="STRATEGY:SHARE,... extra curves from the same first fit whose warm refits train SHARE "
+                        "of f's layers (named scnf-STRATEGY-fSHARE), e.g. density:0 (h alone)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     import torch
@@ -208,16 +216,22 @@ def main(argv=None):
             p.error(f"unknown strategy {s!r}: expected some of {', '.join(SCNF_STRATEGIES)}")
     if a.cold_only:
         a.cold = True
-    warm_shares = []
-    for item in filter(None, a.also_warm_shares.split(",")):
-        s, _, share = item.partition(":")
-        try:
-            value = float(share)
-        except ValueError:
-            value = float("nan")
-        if s not in SCNF_STRATEGIES or not 0 < value <= 1:
-            p.error(f"--also-warm-shares: expected STRATEGY:SHARE with SHARE in (0, 1], got {item!r}")
-        warm_shares.append((s, value))
+    def pairs(option, text, lowest_ok):
+        out = []
+        for item in filter(None, text.split(",")):
+            s, _, share = item.partition(":")
+            try:
+                value = float(share)
+            except ValueError:
+                value = float("nan")
+            if s not in SCNF_STRATEGIES or not (0 <= value <= 1 if lowest_ok else 0 < value <= 1):
+                p.error(f"{option}: expected STRATEGY:SHARE with SHARE in {'[0' if lowest_ok else '(0'}, 1], "
+                        f"got {item!r}")
+            out.append((s, value))
+        return out
+
+    warm_shares = pairs("--also-warm-shares", a.also_warm_shares, False)
+    warm_f = pairs("--also-warm-f", a.also_warm_f, True)
     rec_path = out / "records.jsonl"
     done = set()
     if rec_path.exists():
@@ -237,9 +251,10 @@ def main(argv=None):
                 y0 = start_labels(y_true, d)
                 if not a.cold_only and (task, d, "curves") not in done:
                     rec = {"task": task, "draw": d, "kind": "curves", "n": n, "rounds": a.rounds, "curves": {},
-                           "seconds_per_round": {}, "warm_share": scnf.estimator.WARM_START_SHARE}
+                           "seconds_per_round": {}, "warm_share": scnf.estimator.WARM_START_SHARE,
+                           "warm_f_share": scnf.estimator.WARM_START_F_SHARE}
                     for name, (acc, secs) in scnf_curves(X, y_true, y0, Xt, yt, a.rounds, n, d, strategies,
-                                                         params, warm_shares).items():
+                                                         params, warm_shares, warm_f).items():
                         rec["curves"][name] = acc
                         rec["seconds_per_round"][name] = secs
                     for m in ANCHOR_MODELS:

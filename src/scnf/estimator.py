@@ -67,6 +67,10 @@ LR = 3e-3
 GMM_MIN_LABELS = 5
 #: ``warm_start=True``: a continuation takes this share of the resolved steps (unless ``steps`` is set)
 WARM_START_SHARE = 0.25
+#: ``warm_start=True``: a continuation trains h and this share of f's layers, counted from f's
+#: output end (rounded up); the layers before them keep their weights and are not
+#: backpropagated through (1: all of f; 0: h alone)
+WARM_START_F_SHARE = 1.0
 #: ``calibration="temperature"``: the most folds over the labelled rows
 CALIBRATION_FOLDS = 3
 #: the stopping rule (``early_stopping``): checks per fit (at most), the evaluations without
@@ -75,6 +79,23 @@ CHECKS_PER_FIT = 50
 N_ITER_NO_CHANGE = 5
 TOL = 1e-2
 PREDICTION_CHANGE_TOL = 0.01
+
+
+@contextmanager
+def _hold_f_prefix(model, share: float):
+    """Within the block the parameters of f's first layers do not require gradients, so that
+    training leaves them as they are: all but the last ``ceil(share * L)`` of f's ``L`` layers
+    (``share`` 1: none held). Each parameter's own setting comes back after the block."""
+    layers = list(getattr(model.unconditional, "layers", [model.unconditional]))
+    held = len(layers) - math.ceil(float(share) * len(layers))
+    params = [p for layer in layers[:max(held, 0)] for p in layer.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @contextmanager
@@ -569,9 +590,10 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                                     change_tol=PREDICTION_CHANGE_TOL)
         # verbose: the trainer's bar, shown whether or not stderr is a terminal
         init_fn = class_aware_init if self.init_from_labels and not warm else None  # sets nothing for a Glow h
-        trainer = Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn, callback=selector,
-                          progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True))
-        trainer.fit()
+        with _hold_f_prefix(self.model_, WARM_START_F_SHARE if warm else 1.0):
+            trainer = Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn, callback=selector,
+                              progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True))
+            trainer.fit()
         self.n_steps_ = int(trainer.step)
         self.stopped_at_ = selector.stopped_at if stop_rule else None
         self.validation_scores_ = list(selector.history) if stop_rule else []

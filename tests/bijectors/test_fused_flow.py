@@ -217,3 +217,95 @@ def test_a_model_trains_the_same_fused(monkeypatch):
             opt.step()
             losses[on].append(loss.item())
     torch.testing.assert_close(torch.tensor(losses[True]), torch.tensor(losses[False]), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("held", [1, 4, 5, 8])
+@pytest.mark.parametrize("conditional", [False, True], ids=["f", "h"])
+def test_frozen_prefix_is_not_backpropagated(held, conditional, fused_calls, monkeypatch):
+    """With the first ``held`` layers frozen and an input without gradient (a warm refit that
+    trains only f's last layers), the fused backward gives the trainable layers autograd's
+    gradients and stops before the frozen ones: none of their saved tensors is read, so no
+    work is spent on them."""
+    torch.manual_seed(1)
+    chain = (conditional_glow(3, K, levels=1, steps=3, hidden=8, blocks=2, net="mlp") if conditional
+             else vector_unconditional(3, blocks=3, hidden=8)).double()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    y = torch.randint(0, K, (7,)) if conditional else None
+    with torch.no_grad():
+        chain(x, y)
+    _randomise(chain)
+    frozen = {n for i, layer in enumerate(chain.layers[:held]) for n, _ in layer.named_parameters(prefix=str(i))}
+    for i, layer in enumerate(chain.layers[:held]):
+        for p in layer.parameters():
+            p.requires_grad_(False)
+    if conditional:  # the shared class table trains: h's layers before it still need no pass
+        assert any(p.requires_grad for p in chain.parameters())
+
+    def run(on):
+        monkeypatch.setattr(fused, "FUSED", on)
+        chain.zero_grad(set_to_none=True)
+        z, ld = chain(x, y)
+        w_z = torch.linspace(-1.0, 2.0, z.shape[1], dtype=z.dtype)
+        ((z * w_z).sum() + (ld * torch.linspace(0.5, -1.5, 7, dtype=z.dtype)).sum()).backward()
+        return {n: p.grad.clone() for n, p in chain.named_parameters() if p.grad is not None}
+
+    steps_run = []
+    backward = fused._FusedVectorFlow.backward
+
+    def counting_backward(ctx, *grads):
+        seen = []
+        real = fused.mlp_affine_backward
+
+        def spy(*a, **k):
+            seen.append(1)
+            return real(*a, **k)
+
+        monkeypatch.setattr(fused, "mlp_affine_backward", spy)
+        try:
+            return backward(ctx, *grads)
+        finally:
+            monkeypatch.setattr(fused, "mlp_affine_backward", real)
+            steps_run.append(len(seen))
+
+    monkeypatch.setattr(fused._FusedVectorFlow, "backward", staticmethod(counting_backward))
+    on, off = run(True), run(False)
+    assert fused_calls, "the fused pass did not run"
+    assert on.keys() == off.keys()
+    assert not {n for n in on if n.split(".")[0] in {str(i) for i in range(held)}}, "a frozen layer got a gradient"
+    for key in off:
+        torch.testing.assert_close(on[key], off[key], rtol=1e-12, atol=1e-12, msg=key)
+    # the couplings backpropagated through: those at or after the first trainable layer only
+    # (h: a coupling reading the trainable class table needs it, whatever its own weights)
+    def trains(layer):
+        emb = getattr(layer, "embedding", None) if getattr(layer, "conditional", False) else None
+        return any(p.requires_grad for p in layer.parameters()) or (
+            emb is not None and any(p.requires_grad for p in emb.parameters()))
+
+    first = min([i for i, layer in enumerate(chain.layers) if trains(layer)] + [len(chain.layers)])
+    if not conditional:
+        assert first == held
+    kinds = [type(layer).__name__ for layer in chain.layers]
+    nets = {i: (layer.net1 is not None) + 1 for i, layer in enumerate(chain.layers) if "Coupling" in kinds[i]}
+    assert steps_run == [sum(v for i, v in nets.items() if i >= first)]
+
+
+def test_frozen_chain_still_gives_the_input_its_gradient(fused_calls, monkeypatch):
+    """Every layer frozen, the input requiring a gradient: the fused backward runs through the
+    whole chain for it (the prefix rule must not stop it early)."""
+    torch.manual_seed(2)
+    chain = vector_unconditional(3, blocks=2, hidden=8).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    with torch.no_grad():
+        chain(x)
+    _randomise(chain)
+    for p in chain.parameters():
+        p.requires_grad_(False)
+    grads = []
+    for on in (True, False):
+        monkeypatch.setattr(fused, "FUSED", on)
+        xi = x.clone().requires_grad_()
+        z, ld = chain(xi)
+        (z.sum() + (ld * torch.linspace(0.5, -1.5, 6, dtype=z.dtype)).sum()).backward()
+        grads.append(xi.grad)
+    assert fused_calls == [len(chain)]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)

@@ -174,9 +174,14 @@ class _FusedVectorFlow(torch.autograd.Function):
         grads = [None] * len(params)
         emb_grads = [None] * plan.n_emb
         g, gld_sum = grad_z, grad_ld.sum()
+        # a prefix of layers with nothing to learn (frozen parameters, an input without
+        # gradient) is not backpropagated through: the pass stops at the first layer that needs it
+        first = 0 if needs[1] else _first_trainable(plan, needs[2:])
         for index, step in reversed(list(enumerate(plan.steps))):
+            if index < first:
+                break
             kind, at = step[0], step[1]
-            need_x = index > 0 or needs[1]
+            need_x = index > first or needs[1]
             mine = saved[len(saved) - _n_saved(step):]
             del saved[len(saved) - _n_saved(step):]
             if kind == _ACTNORM:
@@ -211,7 +216,28 @@ class _FusedVectorFlow(torch.autograd.Function):
                 if g_emb is not None:
                     emb_grads[emb_i] = g_emb if emb_grads[emb_i] is None else emb_grads[emb_i] + g_emb
                 g = torch.cat([g_a, g_b], 1)
-        return None, g, *emb_grads, *grads
+        return None, (g if needs[1] else None), *emb_grads, *grads
+
+
+def _first_trainable(plan: _Plan, needs) -> int:
+    """The first step of ``plan`` whose parameters or embedding need a gradient (``needs``: the
+    embeddings' then the parameters' ``needs_input_grad``); ``len(plan.steps)`` when none does."""
+    emb_needs, param_needs = needs[:plan.n_emb], needs[plan.n_emb:]
+    for index, step in enumerate(plan.steps):
+        kind, at = step[0], step[1]
+        if kind == _ACTNORM:
+            own = param_needs[at:at + 2]
+        elif kind == _LINEAR:
+            own = param_needs[at:at + 1]
+        else:
+            _, _, emb_i, net1, net2 = step
+            own = [emb_i is not None and emb_needs[emb_i]]
+            for net in (net1, net2):
+                if net is not None:
+                    own += param_needs[net[1]:net[1] + 2 * net[2]]
+        if any(own):
+            return index
+    return len(plan.steps)
 
 
 def _n_saved(step) -> int:
