@@ -6,7 +6,8 @@ when other jobs share the machine) for ``--repeats`` fits with ``--threads`` tor
 ``--rounds R`` then times R active-learning rounds after each fit (#39): ``query`` of 10 rows
 with ``--strategy`` among the unlabelled rows, their true labels revealed, and a refit with
 ``warm_start=True``; ``--warm-share`` overrides the estimator's share of the steps a warm refit
-takes (``scnf.estimator.WARM_START_SHARE``) to measure another setting.
+takes (``scnf.estimator.WARM_START_SHARE``) and ``--warm-f-share`` the share of f's layers it
+trains (``scnf.estimator.WARM_START_F_SHARE``), to measure another setting.
 
     python benchmarks/estimator_fit_time.py --threads 1 --repeats 1
     python benchmarks/estimator_fit_time.py --repeats 1 --params '{"steps": 100}' --profile
@@ -49,6 +50,8 @@ def main(argv=None):
     p.add_argument("--strategy", default=None, help="query strategy of the rounds (default: the estimator's)")
     p.add_argument("--warm-share", type=float, default=None,
                    help="share of the resolved steps a warm refit takes (default: the estimator's)")
+    p.add_argument("--warm-f-share", type=float, default=None,
+                   help="share of f's layers a warm refit trains (default: the estimator's)")
     a = p.parse_args(argv)
     import torch
     import scnf.estimator
@@ -59,6 +62,8 @@ def main(argv=None):
     threadpool_limits(a.threads)
     if a.warm_share is not None:
         scnf.estimator.WARM_START_SHARE = a.warm_share
+    if a.warm_f_share is not None:
+        scnf.estimator.WARM_START_F_SHARE = a.warm_f_share
     X, y_semi, y_true = digits_rows(with_labels=True)
     params = json.loads(a.params)
     for r in range(a.repeats):
@@ -81,7 +86,8 @@ def main(argv=None):
             w, c = time.perf_counter() - w, time.process_time() - c
             print(json.dumps({"round": k + 1, "labelled": int((y != -1).sum()), "warm_steps": est.n_steps_,
                               "query_s": round(q, 2), "wall_s": round(w, 2), "cpu_s": round(c, 2),
-                              "warm_share": scnf.estimator.WARM_START_SHARE}), flush=True)
+                              "warm_share": scnf.estimator.WARM_START_SHARE,
+                              "warm_f_share": scnf.estimator.WARM_START_F_SHARE}), flush=True)
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:

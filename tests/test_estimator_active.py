@@ -120,3 +120,29 @@ def test_a_warm_refit_takes_a_share_of_the_steps_and_new_labels_count():
     with pytest.warns(UserWarning, match="fitting afresh"):
         clf.fit(X, y3)
     assert clf.classes_.tolist() == [0, 1, 2] and clf.n_steps_ == 8
+
+
+@pytest.mark.parametrize("share, trained", [(0.0, 0), (0.4, 6), (1.0, 15)])
+def test_a_warm_refit_trains_the_share_of_f_it_is_given(share, trained, monkeypatch):
+    """WARM_START_F_SHARE: a warm refit changes h and the last ceil(share * 15) of f's 15
+    layers (5 blocks of linear map, coupling, ActNorm) and leaves the others exactly as they
+    were; afterwards every parameter requires a gradient again (a later fresh fit trains all)."""
+    import torch
+
+    import scnf.estimator
+    monkeypatch.setattr(scnf.estimator, "WARM_START_F_SHARE", share)
+    X, y = _blobs(n=80)
+    clf = SCNFClassifier(steps=20, random_state=0, conditional="glow", blocks=5).fit(X, y)
+    layers = list(clf.model_.unconditional.layers)
+    assert len(layers) == 15
+    before = [[p.detach().clone() for p in layer.parameters()] for layer in layers]
+    h_before = [p.detach().clone() for p in clf.model_.conditional.parameters()]
+    clf.set_params(warm_start=True, steps=10)
+    y2 = y.copy()
+    y2[[5, 45]] = [0, 1]
+    clf.fit(X, y2)
+    changed = [any(not torch.equal(a, p.detach()) for a, p in zip(old, layer.parameters()))
+               for old, layer in zip(before, clf.model_.unconditional.layers)]
+    assert changed == [False] * (15 - trained) + [True] * trained
+    assert any(not torch.equal(a, p.detach()) for a, p in zip(h_before, clf.model_.conditional.parameters()))
+    assert all(p.requires_grad for p in clf.model_.parameters())

@@ -281,7 +281,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     a busy one (RESULTS.md). Torch's own setting comes back after each call. ``warm_start=True``:
     a later ``fit`` with the same features and classes continues from the fitted weights (the same
     standardisation and noise level, p(y) from the new labels) for a quarter of the resolved steps
-    (``steps`` if set), e.g. after labelling the rows :meth:`query` suggests; with other features
+    (``steps`` if set), training h and the share :data:`WARM_START_F_SHARE` of f's layers
+    (counted from f's output end), e.g. after labelling the rows :meth:`query` suggests; with other features
     or classes it warns and fits afresh. ``classes`` (optional) lists the
     expected classes, so that a class without any labelled row is an error. ``verbose=True``
     shows a progress bar of the training steps (on stderr).
