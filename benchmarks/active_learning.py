@@ -197,8 +197,15 @@ def main(argv=None):
     p.add_argument("--also-warm-f", default="",
                    help="STRATEGY:SHARE,... extra curves from the same first fit whose warm refits train SHARE "
                         "of f's layers (named scnf-STRATEGY-fSHARE), e.g. density:0 (h alone)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--paired", metavar="RECORDS",
+                   help="only print paired_table of these records (the warm-refit variants against scnf-density)")
+    p.add_argument("--out")
     a = p.parse_args(argv)
+    if a.paired:
+        print(paired_table(Path(a.paired)), end="")
+        return
+    if not a.out:
+        p.error("--out is required (unless --paired)")
     import torch
     import scnf.estimator
     torch.set_num_threads(1)
@@ -289,6 +296,36 @@ def table(rec_path: Path) -> str:
                 cells.append(f"{np.mean(v):.1f} ({len(v)}) [{sum(x == 1 for x in v)}]" if v else "–")
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def paired_table(rec_path: Path, baseline: str = "scnf-density", mean_drop: float = 0.005,
+                 task_drop: float = 0.01) -> str:
+    """Each curve named ``<baseline>-<variant>`` against ``baseline`` on the same first fits: the
+    AULC difference per task (mean over draws), over every task-draw, the worst task, and
+    whether it passes the rule of the warm-refit choices (lower by at most ``mean_drop`` on
+    average and by at most ``task_drop`` on every task's mean); seconds per round beside."""
+    recs = [json.loads(line) for line in Path(rec_path).read_text().splitlines()]
+    recs = [r for r in recs if r["kind"] == "curves" and baseline in r["curves"]]
+    tasks = list(dict.fromkeys(r["task"] for r in recs))
+    variants = list(dict.fromkeys(m for r in recs for m in r["curves"] if m.startswith(baseline + "-")))
+    lines = [f"AULC paired with {baseline} on the same first fits (variant minus {baseline}; mean over draws).", "",
+             "| variant | " + " | ".join(tasks) + " | mean over task-draws | worst task | passes | seconds a round |",
+             "|---" * (len(tasks) + 5) + "|"]
+
+    def secs(name):
+        v = [x for r in recs for x in r["seconds_per_round"].get(name, [])]
+        return f"{np.mean(v):.1f}" if v else "–"
+
+    for v in variants:
+        diffs = {t: [np.mean(r["curves"][v]) - np.mean(r["curves"][baseline]) for r in recs
+                     if r["task"] == t and v in r["curves"]] for t in tasks}
+        means = [np.mean(diffs[t]) if diffs[t] else float("nan") for t in tasks]
+        every = [x for t in tasks for x in diffs[t]]
+        ok = np.mean(every) >= -mean_drop and np.nanmin(means) >= -task_drop
+        lines.append(f"| {v} | " + " | ".join(f"{m:+.3f}" for m in means)
+                     + f" | {np.mean(every):+.4f} ({len(every)}) | {np.nanmin(means):+.3f} | {'yes' if ok else 'no'} | {secs(v)} |")
+    lines.append(f"| {baseline} | " + " | ".join("" for _ in tasks) + f" | | | | {secs(baseline)} |")
+    return "\n".join(lines) + "\n"
 
 
 def _curve_table(curves: list) -> list:

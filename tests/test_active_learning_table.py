@@ -79,3 +79,21 @@ def test_cold_start_strategies_do_not_share_their_labels_or_their_model(bench, m
     assert rounds == {"random": 3, "entropy": 3}  # 3 rows a round miss the 2 rows hidden in class 0 here
     assert fits == [2, 2 + 3, 2 + 3]  # the shared first fit, then each strategy's one refit
     assert queries == [2, 5, 2, 5]  # each strategy: a query on the first fit, one on its refit
+
+
+def test_paired_table_applies_the_warm_refit_rule(bench, tmp_path):
+    """Variant minus scnf-density per task (mean over draws) and over task-draws; a variant
+    passes only if the mean drop is at most 0.005 and no task's drop exceeds 0.01."""
+    recs = [  # AULC = mean of the curve
+        _rec("a", 0, {"scnf-density": [0.5, 0.5], "scnf-density-f0": [0.5, 0.5], "scnf-density-f1": [0.6, 0.6]}),
+        _rec("a", 1, {"scnf-density": [0.5, 0.5], "scnf-density-f0": [0.484, 0.484], "scnf-density-f1": [0.6, 0.6]}),
+        _rec("b", 0, {"scnf-density": [0.8, 0.8], "scnf-density-f0": [0.81, 0.81], "scnf-density-f1": [0.76, 0.76]}),
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in bench.paired_table(path).splitlines()
+            if line.startswith("| scnf-density-")}
+    # f0: a -0.008 (draws 0, -0.016), b +0.010; mean over 3 task-draws -0.002 -> passes
+    assert rows["scnf-density-f0"][1:6] == ["-0.008", "+0.010", "-0.0020 (3)", "-0.008", "yes"]
+    # f1: a +0.100, b -0.040: mean +0.0533 but task b drops 0.04 -> fails
+    assert rows["scnf-density-f1"][1:6] == ["+0.100", "-0.040", "+0.0533 (3)", "-0.040", "no"]
