@@ -133,6 +133,12 @@ def test_a_warm_refit_trains_the_share_of_f_it_is_given(share, trained, monkeypa
     monkeypatch.setattr(scnf.estimator, "WARM_START_F_SHARE", share)
     X, y = _blobs(n=80)
     clf = SCNFClassifier(steps=20, random_state=0, conditional="glow", blocks=5).fit(X, y)
+    if share < 1:  # a first fit trains all of f, whatever the share of a warm refit
+        monkeypatch.setattr(scnf.estimator, "WARM_START_F_SHARE", 1.0)
+        whole = SCNFClassifier(steps=20, random_state=0, conditional="glow", blocks=5).fit(X, y)
+        monkeypatch.setattr(scnf.estimator, "WARM_START_F_SHARE", share)
+        for a, b in zip(whole.model_.parameters(), clf.model_.parameters()):
+            assert torch.equal(a, b)
     layers = list(clf.model_.unconditional.layers)
     assert len(layers) == 15
     before = [[p.detach().clone() for p in layer.parameters()] for layer in layers]
