@@ -1,25 +1,15 @@
 """benchmarks/active_learning.py's table: the AULC columns and the paired comparison with
 random sampling, on hand-made records whose answers are worked out here."""
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning.py"
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH.parent))  # it imports the suite's split
-    try:
-        spec = importlib.util.spec_from_file_location("active_learning", BENCH)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH.parent))
-    return mod
+    return load_benchmark("active_learning")
 
 
 def _rec(task, draw, curves):

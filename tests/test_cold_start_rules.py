@@ -1,25 +1,15 @@
 """benchmarks/cold_start_rules.py: farthest-first selection and the finds table, known answers."""
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "cold_start_rules.py"
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("cold_start_rules", BENCH)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH.parent))
-    return mod
+    return load_benchmark("cold_start_rules")
 
 
 def test_kcenter_takes_the_farthest_row_then_the_farthest_from_both(bench):

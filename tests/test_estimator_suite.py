@@ -1,6 +1,5 @@
 """The estimator suite (benchmarks/estimator_suite.py) runs end to end as RESULTS.md documents:
 a tiny run writes its table and records, and two processes give the records of one."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_benchmark
+
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "estimator_suite.py"
 
 
 @pytest.fixture(scope="module")
 def suite():
-    spec = importlib.util.spec_from_file_location("estimator_suite", SUITE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("estimator_suite")
 
 
 def _records(out: Path):

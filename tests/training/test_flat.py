@@ -129,14 +129,9 @@ def test_an_optimiser_state_written_per_tensor_resumes_in_the_flat_form(opt):
 
 
 def _small_model_benchmark():
-    import importlib.util
-    from pathlib import Path
+    from tests.helpers import load_benchmark
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "small_model.py"
-    spec = importlib.util.spec_from_file_location("small_model_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("small_model")
 
 
 def test_the_small_model_benchmark_tables_by_hand(monkeypatch, capsys, tmp_path):
