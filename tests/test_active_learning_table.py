@@ -87,3 +87,27 @@ def test_paired_table_applies_the_warm_refit_rule(bench, tmp_path):
     assert rows["scnf-density-f0"][1:6] == ["-0.008", "+0.010", "-0.0020 (3)", "-0.008", "yes"]
     # f1: a +0.100, b -0.040: mean +0.0533 but task b drops 0.04 -> fails
     assert rows["scnf-density-f1"][1:6] == ["+0.100", "-0.040", "+0.0533 (3)", "-0.040", "no"]
+
+
+def test_warm_refit_variants_refit_with_their_own_settings(bench, monkeypatch):
+    """scnf_curves: each ``-w`` / ``-f`` curve's warm refits run with its share of the steps or of
+    f, the default curve's with the estimator's, and the module's settings come back afterwards."""
+    import numpy as np
+
+    import scnf.estimator
+    from scnf import SCNFClassifier
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal((-3, 0), 1, (30, 2)), rng.normal((3, 0), 1, (30, 2))])
+    y_true = np.array([0] * 30 + [1] * 30)
+    y0 = np.full(60, -1)
+    y0[[0, 30]] = [0, 1]
+    seen, d, df = [], scnf.estimator.WARM_START_SHARE, scnf.estimator.WARM_START_F_SHARE
+    fit = SCNFClassifier.fit
+    monkeypatch.setattr(SCNFClassifier, "fit", lambda self, X, y: (
+        seen.append((self.warm_start, scnf.estimator.WARM_START_SHARE, scnf.estimator.WARM_START_F_SHARE)),
+        fit(self, X, y))[1])
+    out = bench.scnf_curves(X, y_true, y0, X, y_true, 1, 2, 0, ["random"], {"epochs": 1, "min_steps": 8},
+                            warm_shares=[("random", 0.5)], warm_f=[("random", 0.4)])
+    assert list(out) == ["scnf-random", "scnf-random-w0.5", "scnf-random-f0.4"]
+    assert seen == [(False, d, df), (True, d, df), (True, 0.5, df), (True, d, 0.4)]
+    assert (scnf.estimator.WARM_START_SHARE, scnf.estimator.WARM_START_F_SHARE) == (d, df)
