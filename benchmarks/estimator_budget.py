@@ -68,4 +68,5 @@ for task in tasks:
             print(json.dumps({"task": task, "draw": d, "cfg": name, "acc": round(acc, 4), "ll": round(ll, 3),
                               "ece": round(100 * ece, 1), "s": round(sec, 1), "steps": clf.n_steps_,
                               "stopped": getattr(clf, "stopped_at_", None),
-                              "temperature": getattr(clf, "temperature_", None)}), flush=True)
+                              "temperature": getattr(clf, "temperature_", None),
+                              "temperature_cv": getattr(clf, "temperature_cv_", None)}), flush=True)

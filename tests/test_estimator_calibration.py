@@ -16,7 +16,7 @@ PARAMS = dict(steps=25, hidden=16, blocks=2, h_blocks=2, h_hidden=16, random_sta
 
 @pytest.fixture(scope="module")
 def blobs():
-    X, y = make_blobs(300, centers=3, n_features=3, cluster_std=2.5, random_state=0)
+    X, y = make_blobs(300, centers=3, n_features=3, cluster_std=6.0, random_state=0)  # overlapping: T_cv ~1.3
     y_semi = np.full(len(y), -1)
     rng = np.random.default_rng(0)
     for c in range(3):
@@ -36,8 +36,23 @@ def test_the_temperature_is_fitted_on_out_of_fold_posteriors(blobs, torch_thread
         y_fold[rows[train]] = codes[train]  # fold k's labels hidden, its rows kept unlabelled
         fold = SCNFClassifier(**PARAMS).fit(X, y_fold)
         out[held] = fold._log_joint(X[rows[held]]).numpy()
-    assert clf.temperature_ == pytest.approx(fit_temperature(out, codes), rel=1e-9)
-    assert clf.temperature_ != pytest.approx(1.0, abs=1e-3)
+    assert clf.temperature_cv_ == pytest.approx(fit_temperature(out, codes), rel=1e-9)
+    assert clf.temperature_cv_ > 1.001  # softened: the folds' posteriors are over-confident
+    assert clf.temperature_ == clf.temperature_cv_
+
+
+def test_folds_that_predict_every_held_out_label_right_do_not_sharpen_the_posterior(torch_threads):
+    X, y = make_blobs(300, centers=3, n_features=3, cluster_std=0.3, center_box=(-20, 20), random_state=0)
+    y_semi = np.full(len(y), -1)
+    for c in range(3):
+        y_semi[np.flatnonzero(y == c)[:4]] = c
+    params = {**PARAMS, "steps": 100}
+    plain = SCNFClassifier(**params).fit(X, y_semi)
+    cal = SCNFClassifier(calibration="temperature", **params).fit(X, y_semi)
+    # the out-of-fold log-loss falls as T shrinks: the search ends near its lower bound, 0.05
+    assert cal.temperature_cv_ < 0.1
+    assert cal.temperature_ == 1.0
+    np.testing.assert_allclose(cal.predict_proba(X), plain.predict_proba(X), rtol=1e-12, atol=1e-14)
 
 
 def test_a_temperature_rescales_the_posterior_and_keeps_every_prediction(blobs, torch_threads):
@@ -59,7 +74,7 @@ def test_one_label_in_a_class_leaves_nothing_to_hold_out(blobs, torch_threads):
     y[np.flatnonzero(y == 10)[1:]] = -1  # class 10 keeps one label
     with pytest.warns(UserWarning, match="two labelled rows of every class"):
         clf = SCNFClassifier(calibration="temperature", **PARAMS).fit(X, y)
-    assert clf.temperature_ == 1.0
+    assert clf.temperature_ == clf.temperature_cv_ == 1.0
 
 
 def test_an_unknown_calibration_is_a_value_error_before_any_training(blobs):

@@ -322,7 +322,12 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     (``temperature_``) chosen by cross-validation over the labelled rows, so no label is spent
     on a validation set: for each of up to 3 stratified folds the same settings are fitted with
     the fold's labels hidden (its rows stay in, unlabelled) and predict those rows; T minimises
-    the log-loss of these out-of-fold posteriors. It costs one fit per fold, and changes no
+    the log-loss of these out-of-fold posteriors (``temperature_cv_``), and T is that value or 1,
+    whichever is larger: the folds' models see fewer labels than the full fit and err more often
+    than it would, so their posteriors can say it is over-confident (T > 1; if anything they
+    overstate it) but not that it should be sharper, and where every
+    held-out label is predicted right the log-loss falls without bound as T shrinks (the search
+    then stops at its bound, 0.05, and the posterior becomes nearly hard). It costs one fit per fold, and changes no
     prediction (T > 0 keeps every arg max); ``score_samples`` and :meth:`query` use the model's
     own log p(x, y). ``None``: T = 1, the exact posterior.
 
@@ -613,9 +618,10 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             message = _collapse_message(pred, y_int[torch.from_numpy(labelled)].numpy(), self.classes_)
             if message:
                 warnings.warn(message, UserWarning, stacklevel=2)
-        self.temperature_ = 1.0
+        self.temperature_ = self.temperature_cv_ = 1.0
         if self.calibration == "temperature":
-            self.temperature_ = self._cross_validated_temperature(X, y, labelled)
+            self.temperature_cv_ = self._cross_validated_temperature(X, y, labelled)
+            self.temperature_ = max(1.0, self.temperature_cv_)
         return self
 
     def _cross_validated_temperature(self, X: np.ndarray, y: np.ndarray, labelled: np.ndarray) -> float:
