@@ -330,8 +330,11 @@ def summarise(records, tasks, methods):
     return rows
 
 
-def markdown(rows, tasks, methods):
-    """Accuracy mean ± std (ddof=1) over draws, with mean wall and CPU seconds of a fit."""
+def markdown(rows, tasks, methods, split: str = "test"):
+    """Accuracy mean ± std (ddof=1) over draws, with mean wall and CPU seconds of a fit, then
+    ECE and held-out log-likelihood of the rows scored: the test rows, or with ``split="val"``
+    the validation rows."""
+    scored = "the test rows" if split == "test" else "the validation rows"
     head = "| task (features, classes, labelled / unlabelled / eval rows) | " + " | ".join(methods) + " |"
     lines = [head, "|---" * (len(methods) + 1) + "|"]
     for t in tasks:
@@ -354,7 +357,7 @@ def markdown(rows, tasks, methods):
         lines.append(f"| {t} ({r0['n_features']}, {r0['n_classes']}, {r0['n_labelled']} / {r0['n_unlabelled']} / "
                      f"{r0['n_eval']}) | " + " | ".join(cells) + " |")
     clf = [m for m in methods if m not in DENSITY_ONLY]
-    lines += ["", "Expected calibration error of predict_proba on the test rows (%, 15 bins; mean ± std over draws; "
+    lines += ["", f"Expected calibration error of predict_proba on {scored} (%, 15 bins; mean ± std over draws; "
               "lower is better):", "", "| task | " + " | ".join(clf) + " |", "|---" * (len(clf) + 1) + "|"]
     for t in tasks:
         rs = {r["method"]: r for r in rows if r["task"] == t}
@@ -363,7 +366,7 @@ def markdown(rows, tasks, methods):
                                                    for m in clf) + " |")
     dens = [m for m in methods if m in DENSITY_METHODS]
     if dens:
-        lines += ["", "Held-out log-likelihood of the test rows (nats per row in the data's own units, mean ± std "
+        lines += ["", f"Held-out log-likelihood of {scored} (nats per row in the data's own units, mean ± std "
                   "over draws; higher is better; best in bold):", "",
                   "| task | " + " | ".join(dens) + " |", "|---" * (len(dens) + 1) + "|"]
         for t in tasks:
@@ -466,7 +469,7 @@ def main(argv=None):
         rows, table = [], novelty_markdown(records, tasks, methods)
     else:
         rows = summarise(records, tasks, methods)
-        table = markdown(rows, tasks, methods)
+        table = markdown(rows, tasks, methods, a.split)
     print(table)
     if out:
         meta = {"argv": sys.argv[1:], "split": a.split, "scnf_params": scnf_params, "draws": a.draws,

@@ -40,6 +40,7 @@ def test_tiny_run_writes_table_and_records(tmp_path):
     accuracy, calibration = table.split("\n\n", 1)
     assert accuracy.count("\n") == 3 and "| iris (4, 3, " in accuracy and "| wine (13, 3, " in accuracy
     assert "Expected calibration error" in calibration and "| iris | " in calibration and "| wine | " in calibration
+    assert "on the validation rows" in calibration and "test rows" not in table  # --split val scores no test row
     _main(*args, "--jobs", "2", "--out", str(tmp_path / "two"))
     assert _records(tmp_path / "two")[0] == one  # same fits, same order, in two processes
 
