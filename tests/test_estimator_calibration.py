@@ -65,7 +65,7 @@ def test_a_temperature_rescales_the_posterior_and_keeps_every_prediction(blobs, 
     np.testing.assert_allclose(cal.predict_proba(X), expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.exp(cal.predict_log_proba(X)), expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(cal.predict(X), plain.predict(X))
-    assert plain.temperature_ == 1.0
+    assert plain.temperature_ == plain.temperature_cv_ == 1.0
 
 
 def test_one_label_in_a_class_leaves_nothing_to_hold_out(blobs, torch_threads):
