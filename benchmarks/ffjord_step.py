@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -79,7 +80,7 @@ def main() -> None:
     for row in a.rows.split(","):
         f, h = row.split("-")
         r = time_row(f, h, a.dataset, a.steps, a.warmup, a.seed, a.train_tol)
-        r["scnf"] = scnf.__file__
+        r["scnf"] = os.path.relpath(scnf.__file__)  
         if a.json:
             print(json.dumps(r), flush=True)
         else:
