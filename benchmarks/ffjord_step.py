@@ -80,7 +80,7 @@ def main() -> None:
     for row in a.rows.split(","):
         f, h = row.split("-")
         r = time_row(f, h, a.dataset, a.steps, a.warmup, a.seed, a.train_tol)
-        r["scnf"] = os.path.relpath(scnf.__file__)  
+        r["scnf"] = os.path.relpath(scnf.__file__)  # the version timed, relative to the working folder
         if a.json:
             print(json.dumps(r), flush=True)
         else:
