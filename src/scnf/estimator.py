@@ -323,11 +323,10 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     on a validation set: for each of up to 3 stratified folds the same settings are fitted with
     the fold's labels hidden (its rows stay in, unlabelled) and predict those rows; T minimises
     the log-loss of these out-of-fold posteriors (``temperature_cv_``), and T is that value or 1,
-    whichever is larger: the folds' models see fewer labels than the full fit and err more often
-    than it would, so their posteriors can say it is over-confident (T > 1; if anything they
-    overstate it) but not that it should be sharper, and where every held-out label is predicted
-    right the log-loss falls without bound as T shrinks (the search then stops at its bound, 0.05,
-    and the posterior becomes nearly hard). It costs one fit per fold, and changes no
+    whichever is larger: it only softens. Where every held-out label is predicted right the
+    log-loss falls without bound as T shrinks (the search then stops at its bound, 0.05, and the
+    posterior would become nearly hard), and a few dozen labelled rows are no evidence that an
+    exact posterior should be sharper. It costs one fit per fold, and changes no
     prediction (T > 0 keeps every arg max); ``score_samples`` and :meth:`query` use the model's
     own log p(x, y). ``None``: T = 1, the exact posterior.
 
