@@ -330,6 +330,14 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
     prediction (T > 0 keeps every arg max); ``score_samples`` and :meth:`query` use the model's
     own log p(x, y). ``None``: T = 1, the exact posterior.
 
+    ``compile=True``: training steps run through ``torch.compile`` (the config key
+    ``train.compile``; CPU needs a C++ compiler). The first fit in a process compiles (seconds to
+    tens of seconds, less when inductor's on-disk cache holds the graphs); later fits of the same
+    shapes, e.g. the warm refits of active-learning rounds, reuse the compiled step, which is
+    faster than the eager one (RESULTS.md, "Active learning"). The numbers differ from an eager
+    fit's by float rounding, so a seeded fit is reproducible only with the same setting. Off by
+    default: most single fits would not earn the compilation back.
+
     Defaults that depend on the data (``None``), resolved by :meth:`resolved_params` from the
     number of rows n and features d:
 
@@ -356,7 +364,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                  standardize=True, random_state=None, device="cpu", verbose=False, classes=None,
                  init_from_labels=True, input_noise=INPUT_NOISE, schedule="linear", n_jobs=None,
                  warm_start=False, early_stopping=False, validation_fraction=VALIDATION_FRACTION,
-                 n_iter_no_change=N_ITER_NO_CHANGE, tol=TOL, calibration=None):
+                 n_iter_no_change=N_ITER_NO_CHANGE, tol=TOL, calibration=None, compile=False):
+        self.compile = compile
         self.calibration = calibration
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -498,6 +507,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                              "(mark unlabelled rows with y = -1)")
         if self.calibration not in (None, "temperature"):
             raise ValueError(f"parameter 'calibration' must be None or 'temperature', got {self.calibration!r}")
+        if not isinstance(self.compile, (bool, np.bool_)):
+            raise ValueError(f"parameter 'compile' must be True or False, got {self.compile!r}")
         previous = self._fitted_state() if self.warm_start else None
         X = self._check_X(X, fitted=False)
         _check_missing_labels(y)  # before numpy turns a NaN among names into the class "nan"
@@ -555,7 +566,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                           steps=int(steps), lr=float(self.lr), weight_decay=float(self.weight_decay),
                           schedule=self.schedule,
                           eval_every=max(int(steps), 1), checkpoint_every=max(int(steps), 1), device=self.device,
-                          progress=False, input_noise=levels[0], threads=self._threads())
+                          progress=False, input_noise=levels[0], threads=self._threads(),
+                          compile=bool(self.compile))
         model_cfg = ModelConfig(unconditional=self.unconditional, conditional=auto["conditional"],
                                 deep_dim=auto["deep_dim"] or 0, hidden=auto["hidden"], blocks=self.blocks,
                                 h_blocks=self.h_blocks, h_hidden=self.h_hidden)
@@ -598,7 +610,12 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         with _hold_f_prefix(self.model_, WARM_START_F_SHARE if warm else 1.0):
             trainer = Trainer(self.model_, data, cfg, seed=seed, init_fn=init_fn, callback=selector,
                               progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True))
-            trainer.fit()
+            try:
+                trainer.fit()
+            except torch._dynamo.exc.BackendCompilerFailed as e:  # only with compile=True
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                raise RuntimeError(f"compile=True: torch.compile could not build the training step ({first}); "
+                                   "fit with compile=False") from e
         self.n_steps_ = int(trainer.step)
         self.stopped_at_ = selector.stopped_at if stop_rule else None
         self.validation_scores_ = list(selector.history) if stop_rule else []
