@@ -199,10 +199,13 @@ def main(argv=None):
                         "of f's layers (named scnf-STRATEGY-fSHARE), e.g. density:0 (h alone)")
     p.add_argument("--paired", metavar="RECORDS",
                    help="only print paired_table of these records (the warm-refit variants against scnf-density)")
+    p.add_argument("--paired-with", metavar="RECORDS:NAME", action="append", default=[],
+                   help="with --paired: also pair the scnf-density curves of another run's RECORDS (same tasks, "
+                        "draws and rounds, e.g. another setting) as scnf-density-NAME")
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.paired:
-        print(paired_table(Path(a.paired)), end="")
+        print(paired_table(Path(a.paired), others=[tuple(x.rsplit(":", 1)) for x in a.paired_with]), end="")
         return
     if not a.out:
         p.error("--out is required (unless --paired)")
@@ -299,13 +302,25 @@ def table(rec_path: Path) -> str:
 
 
 def paired_table(rec_path: Path, baseline: str = "scnf-density", mean_drop: float = 0.005,
-                 task_drop: float = 0.01) -> str:
+                 task_drop: float = 0.01, others=()) -> str:
     """Each curve named ``<baseline>-<variant>`` against ``baseline`` on the same first fits: the
     AULC difference per task (mean over draws), over every task-draw, the worst task, and
     whether it passes the rule of the warm-refit choices (lower by at most ``mean_drop`` on
-    average and by at most ``task_drop`` on every task's mean); seconds per round beside."""
+    average and by at most ``task_drop`` on every task's mean); seconds per round beside.
+    ``others``: ``(records path, name)`` pairs whose ``baseline`` curves (another run of the
+    same tasks, draws and rounds) join as ``<baseline>-<name>``."""
     recs = [json.loads(line) for line in Path(rec_path).read_text().splitlines()]
     recs = [r for r in recs if r["kind"] == "curves" and baseline in r["curves"]]
+    for path, name in others:
+        for o in (json.loads(line) for line in Path(path).read_text().splitlines()):
+            if o["kind"] != "curves" or baseline not in o["curves"]:
+                continue
+            match = [r for r in recs if (r["task"], r["draw"], r["rounds"], r["n"]) ==
+                     (o["task"], o["draw"], o["rounds"], o["n"])]
+            if not match:
+                raise SystemExit(f"{path}: no {baseline} curve of {o['task']} draw {o['draw']} in {rec_path}")
+            match[0]["curves"][f"{baseline}-{name}"] = o["curves"][baseline]
+            match[0]["seconds_per_round"][f"{baseline}-{name}"] = o["seconds_per_round"].get(baseline, [])
     tasks = list(dict.fromkeys(r["task"] for r in recs))
     variants = list(dict.fromkeys(m for r in recs for m in r["curves"] if m.startswith(baseline + "-")))
     lines = [f"AULC paired with {baseline} on the same first fits (variant minus {baseline}; mean over draws).", "",

@@ -111,3 +111,21 @@ def test_warm_refit_variants_refit_with_their_own_settings(bench, monkeypatch):
     assert list(out) == ["scnf-random", "scnf-random-w0.5", "scnf-random-f0.4"]
     assert seen == [(False, d, df), (True, d, df), (True, 0.5, df), (True, d, 0.4)]
     assert (scnf.estimator.WARM_START_SHARE, scnf.estimator.WARM_START_F_SHARE) == (d, df)
+
+
+def test_the_paired_table_joins_another_runs_curves_by_task_and_draw(bench, tmp_path):
+    base = tmp_path / "base.jsonl"
+    other = tmp_path / "other.jsonl"
+    base.write_text("".join(json.dumps(r) + "\n" for r in [
+        _rec("a", 0, {"scnf-density": [0.6, 0.8]}), _rec("b", 0, {"scnf-density": [0.5, 0.5]})]))
+    # written in the other order: joined by (task, draw), not by position
+    other.write_text("".join(json.dumps(r) + "\n" for r in [
+        _rec("b", 0, {"scnf-density": [0.6, 0.6]}), _rec("a", 0, {"scnf-density": [0.7, 0.7]})]))
+    lines = bench.paired_table(base, others=[(other, "c")]).splitlines()
+    row = next(line for line in lines if line.startswith("| scnf-density-c |"))
+    # a: 0.7 - 0.7 = 0; b: 0.6 - 0.5 = +0.1; mean +0.05, worst task 0 (by position: -0.1 and +0.2)
+    assert row.startswith("| scnf-density-c | +0.000 | +0.100 | +0.0500 (2) | +0.000 | yes |"), row
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps(_rec("c", 0, {"scnf-density": [0.5, 0.5]})) + "\n")
+    with pytest.raises(SystemExit, match="no scnf-density curve of c draw 0"):
+        bench.paired_table(base, others=[(missing, "m")])
