@@ -109,7 +109,7 @@ def scnf_curves(X, y_true, y0, Xt, yt, rounds, n, seed, strategies, params, warm
     that share of f's layers, ``WARM_START_F_SHARE``)."""
     import scnf.estimator
     from scnf import SCNFClassifier
-    first = SCNFClassifier(random_state=seed, **params).fit(X, y0)
+    first = SCNFClassifier(**{"random_state": seed, **params}).fit(X, y0)  # params may set the model's seed
     acc0 = float((first.predict(Xt) == yt).mean())
     out = {}
     default, default_f = scnf.estimator.WARM_START_SHARE, scnf.estimator.WARM_START_F_SHARE
@@ -155,7 +155,7 @@ def cold_rounds(X, y_true, seed, strategies, cap, params) -> dict:
     y0 = start_labels(y_true, seed, without=missing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        first = SCNFClassifier(random_state=seed, warm_start=True, **params).fit(X, y0)
+        first = SCNFClassifier(**{"random_state": seed, "warm_start": True, **params}).fit(X, y0)
     n = len(classes)
     out = {}
     for strategy in strategies:
@@ -180,7 +180,8 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--strategies", default=",".join(SCNF_STRATEGIES))
-    p.add_argument("--scnf-params", default="{}", help="JSON object of SCNFClassifier parameters")
+    p.add_argument("--scnf-params", default="{}",
+                   help="JSON object of SCNFClassifier parameters (random_state replaces the draw as the model's seed)")
     p.add_argument("--cold", action="store_true", help="also the cold-start rounds (tasks with >= 3 classes)")
     p.add_argument("--cold-rounds", type=int, default=5)
     p.add_argument("--cold-only", action="store_true", help="only the cold-start rounds (no learning curves)")
