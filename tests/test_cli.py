@@ -283,3 +283,19 @@ def test_reproduce_table1_leaves_the_labelled_share_to_the_rows():
     from scnf.cli import build_parser
     assert build_parser().parse_args(["reproduce", "table1"]).labelled_share is None
     assert build_parser().parse_args(["reproduce", "table1", "--labelled-share", "0.05"]).labelled_share == 0.05
+
+
+def test_a_compiled_step_that_cannot_be_built_exits_3_with_one_line(tiny, monkeypatch, tmp_path, capsys):
+    import torch
+    import torch._inductor.config as inductor_config
+    cfg, out = tiny
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))  # no cached build to fall back on
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-compiler")))
+    torch._dynamo.reset()
+    try:
+        code, _, err = _run(["train", str(cfg), "--out", str(out), "--set", "train.compile=true"], capsys)
+    finally:
+        torch._dynamo.reset()
+    assert code == 3
+    line = _one_line_error(err)
+    assert "torch.compile could not build the training step" in line and "train.compile = false" in line

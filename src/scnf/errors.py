@@ -6,7 +6,8 @@
 * :class:`ChangedDataWarning`: a run is used on data other than those it recorded, because the
   caller allowed it (``--allow-changed-data``).
 * :class:`TrainingFailed` (a ``RuntimeError``): training stopped on a failure the user can
-  act on (divergence, an ODE solver failure); it names the last good checkpoint. The
+  act on (divergence, an ODE solver failure, a compiled step that could not be built); it
+  names the last good checkpoint. The
   command exits 3.
 * :class:`TrainingInterrupted`: a signal stopped training after a step and a checkpoint;
   the command exits 128 + the signal number (130 SIGINT, 143 SIGTERM).
@@ -17,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["ChangedDataWarning", "CheckpointError", "ConfigError", "DataChangedError", "RunDirError",
-           "TrainingDiverged", "TrainingFailed", "TrainingInterrupted"]
+           "TrainingCompileFailed", "TrainingDiverged", "TrainingFailed", "TrainingInterrupted"]
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,11 @@ class TrainingFailed(RuntimeError):
 
 class TrainingDiverged(TrainingFailed):
     """Too many consecutive non-finite losses or gradients."""
+
+
+class TrainingCompileFailed(TrainingFailed):
+    """``train.compile``: torch.compile could not build the training step (e.g. no working C++
+    compiler); training without it, or with a compiler, works."""
 
 
 class TrainingInterrupted(Exception):

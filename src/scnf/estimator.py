@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from .analysis import active
 from .analysis.active import DEFAULT_STRATEGY
 from .config import ModelConfig, RunConfig, TrainConfig, validate
-from .errors import ConfigError
+from .errors import ConfigError, TrainingCompileFailed
 from .models import registry
 from .models.flow import class_aware_init, class_prior_from_labels
 from .data.batches import SemiSupervisedData
@@ -612,10 +612,10 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                               progress_bar=dict(desc="SCNFClassifier.fit", disable=not self.verbose, leave=True))
             try:
                 trainer.fit()
-            except torch._dynamo.exc.BackendCompilerFailed as e:  # only with compile=True
-                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                raise RuntimeError(f"compile=True: torch.compile could not build the training step ({first}); "
-                                   "fit with compile=False") from e
+            except TrainingCompileFailed as e:  # only with compile=True
+                cause = str(e.__cause__).strip() or type(e.__cause__).__name__
+                raise RuntimeError(f"compile=True: torch.compile could not build the training step "
+                                   f"({cause.splitlines()[0][:200]}); fit with compile=False") from e
         self.n_steps_ = int(trainer.step)
         self.stopped_at_ = selector.stopped_at if stop_rule else None
         self.validation_scores_ = list(selector.history) if stop_rule else []

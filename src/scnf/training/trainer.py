@@ -27,7 +27,7 @@ from ..data.batches import MixedBatchSampler, SemiSupervisedData, shift_images
 from ..bijectors.ffjord import ODESolverError
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from ..config import TrainConfig
-from ..errors import TrainingDiverged, TrainingFailed, TrainingInterrupted
+from ..errors import TrainingCompileFailed, TrainingDiverged, TrainingFailed, TrainingInterrupted
 from .evaluation import evaluate
 from .flat import FlatGroups, flat_optimizer_state
 from ..noise import noise_from
@@ -465,6 +465,12 @@ class Trainer:
         except ODESolverError as e:
             raise TrainingFailed(f"the ODE solver failed after step {self.step}: {e}",
                                  checkpoint=self._last_good(), step=self.step) from e
+        except torch._dynamo.exc.BackendCompilerFailed as e:  # only train.compile builds with a backend
+            text = str(e).strip()
+            first = text.splitlines()[0][:200] if text else type(e).__name__
+            raise TrainingCompileFailed(f"train.compile: torch.compile could not build the training step ({first}); "
+                                        "set train.compile = false or install a working C++ compiler",
+                                        checkpoint=self._last_good(), step=self.step) from e
         finally:
             signals.exit_fit()
             bar.close()
