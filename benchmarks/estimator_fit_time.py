@@ -12,6 +12,7 @@ trains (``scnf.estimator.WARM_START_F_SHARE``), to measure another setting.
     python benchmarks/estimator_fit_time.py --threads 1 --repeats 1
     python benchmarks/estimator_fit_time.py --repeats 1 --params '{"steps": 100}' --profile
     python benchmarks/estimator_fit_time.py --threads 2 --rounds 3
+    python benchmarks/estimator_fit_time.py --threads 1 --rounds 3 --params '{"compile": true}'
 """
 from __future__ import annotations
 
