@@ -66,14 +66,14 @@ def test_a_compiled_fit_and_its_warm_refit_learn_what_eager_ones_do():
 
 
 def test_a_compiler_that_cannot_build_gets_one_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # no cached build to fall back on
     import torch._inductor.config as inductor_config
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-compiler")))
-    torch._dynamo.reset()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # no cached build to fall back on
     X, y, _ = _blobs()
-    try:
-        with pytest.raises(RuntimeError, match="compile=True.*fit with compile=False"):
-            SCNFClassifier(steps=2, batch_size=32, random_state=0, compile=True).fit(X, y)
+    torch._dynamo.reset()
+    try:  # config.patch restores the compiler afterwards (monkeypatch would delete the key)
+        with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-compiler"))}):
+            with pytest.raises(RuntimeError, match="compile=True.*InvalidCxxCompiler.*fit with compile=False"):
+                SCNFClassifier(steps=2, batch_size=32, random_state=0, compile=True).fit(X, y)
     finally:
         torch._dynamo.reset()
 

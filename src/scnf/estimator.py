@@ -30,7 +30,7 @@ from .errors import ConfigError, TrainingCompileFailed
 from .models import registry
 from .models.flow import class_aware_init, class_prior_from_labels
 from .data.batches import SemiSupervisedData
-from .training.trainer import Trainer
+from .training.trainer import Trainer, compile_failure
 
 
 #: scikit-learn's estimator checks that cannot apply to a semi-supervised density model, each
@@ -613,9 +613,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             try:
                 trainer.fit()
             except TrainingCompileFailed as e:  # only with compile=True
-                cause = str(e.__cause__).strip() or type(e.__cause__).__name__
                 raise RuntimeError(f"compile=True: torch.compile could not build the training step "
-                                   f"({cause.splitlines()[0][:200]}); fit with compile=False") from e
+                                   f"({compile_failure(e.__cause__)}); fit with compile=False") from e
         self.n_steps_ = int(trainer.step)
         self.stopped_at_ = selector.stopped_at if stop_rule else None
         self.validation_scores_ = list(selector.history) if stop_rule else []

@@ -466,14 +466,22 @@ class Trainer:
             raise TrainingFailed(f"the ODE solver failed after step {self.step}: {e}",
                                  checkpoint=self._last_good(), step=self.step) from e
         except torch._dynamo.exc.BackendCompilerFailed as e:  # only train.compile builds with a backend
-            text = str(e).strip()
-            first = text.splitlines()[0][:200] if text else type(e).__name__
-            raise TrainingCompileFailed(f"train.compile: torch.compile could not build the training step ({first}); "
-                                        "set train.compile = false or install a working C++ compiler",
-                                        checkpoint=self._last_good(), step=self.step) from e
+            raise TrainingCompileFailed(f"train.compile: torch.compile could not build the training step "
+                                        f"({compile_failure(e)}); set train.compile = false or install a "
+                                        "working C++ compiler", checkpoint=self._last_good(), step=self.step) from e
         finally:
             signals.exit_fit()
             bar.close()
         for c in self.callbacks:  # early stopping: the run ends with the best weights (and saves them)
             c.on_fit_end(self)
         return dict(self.last_eval)
+
+
+def compile_failure(e: BaseException) -> str:
+    """What a torch.compile backend failure says, on one line: the backend's own exception
+    (``inner_exception``; the outer message opens with "backend='inductor' raised:")."""
+    inner = getattr(e, "inner_exception", None) or e
+    text = str(inner).strip()
+    first = text.splitlines()[0][:200] if text else ""
+    name = type(inner).__name__
+    return first if first.startswith(name) else f"{name}: {first}" if first else name
