@@ -62,7 +62,13 @@ class TrainingDiverged(TrainingFailed):
 
 class TrainingCompileFailed(TrainingFailed):
     """``train.compile``: torch.compile could not build the training step (e.g. no working C++
-    compiler); training without it, or with a compiler, works."""
+    compiler); training without it, or with a compiler, works. ``detail``: the compiler's own
+    complaint, on one line."""
+
+    def __init__(self, detail: str, checkpoint: str | Path | None = None, step: int | None = None):
+        self.detail = detail
+        super().__init__(f"train.compile: torch.compile could not build the training step ({detail}); "
+                         "set train.compile = false or install a working C++ compiler", checkpoint, step)
 
 
 class TrainingInterrupted(Exception):

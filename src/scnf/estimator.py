@@ -30,7 +30,7 @@ from .errors import ConfigError, TrainingCompileFailed
 from .models import registry
 from .models.flow import class_aware_init, class_prior_from_labels
 from .data.batches import SemiSupervisedData
-from .training.trainer import Trainer, compile_failure
+from .training.trainer import Trainer
 
 
 #: scikit-learn's estimator checks that cannot apply to a semi-supervised density model, each
@@ -613,8 +613,8 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             try:
                 trainer.fit()
             except TrainingCompileFailed as e:  # only with compile=True
-                raise RuntimeError(f"compile=True: torch.compile could not build the training step "
-                                   f"({compile_failure(e.__cause__)}); fit with compile=False") from e
+                raise RuntimeError(f"compile=True: torch.compile could not build the training step ({e.detail}); "
+                                   "fit with compile=False") from e
         self.n_steps_ = int(trainer.step)
         self.stopped_at_ = selector.stopped_at if stop_rule else None
         self.validation_scores_ = list(selector.history) if stop_rule else []

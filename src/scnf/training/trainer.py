@@ -466,9 +466,7 @@ class Trainer:
             raise TrainingFailed(f"the ODE solver failed after step {self.step}: {e}",
                                  checkpoint=self._last_good(), step=self.step) from e
         except torch._dynamo.exc.BackendCompilerFailed as e:  # only train.compile builds with a backend
-            raise TrainingCompileFailed(f"train.compile: torch.compile could not build the training step "
-                                        f"({compile_failure(e)}); set train.compile = false or install a "
-                                        "working C++ compiler", checkpoint=self._last_good(), step=self.step) from e
+            raise TrainingCompileFailed(_compile_failure(e), checkpoint=self._last_good(), step=self.step) from e
         finally:
             signals.exit_fit()
             bar.close()
@@ -477,7 +475,7 @@ class Trainer:
         return dict(self.last_eval)
 
 
-def compile_failure(e: BaseException) -> str:
+def _compile_failure(e: BaseException) -> str:
     """What a torch.compile backend failure says, on one line: the backend's own exception
     (``inner_exception``; the outer message opens with "backend='inductor' raised:")."""
     inner = getattr(e, "inner_exception", None) or e
