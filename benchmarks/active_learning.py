@@ -206,6 +206,8 @@ def main(argv=None):
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.paired:
+        if any(":" not in x for x in a.paired_with):
+            p.error("--paired-with takes RECORDS:NAME")
         print(paired_table(Path(a.paired), others=[tuple(x.rsplit(":", 1)) for x in a.paired_with]), end="")
         return
     if not a.out:
@@ -324,7 +326,8 @@ def paired_table(rec_path: Path, baseline: str = "scnf-density", mean_drop: floa
             match[0]["seconds_per_round"][f"{baseline}-{name}"] = o["seconds_per_round"].get(baseline, [])
     tasks = list(dict.fromkeys(r["task"] for r in recs))
     variants = list(dict.fromkeys(m for r in recs for m in r["curves"] if m.startswith(baseline + "-")))
-    lines = [f"AULC paired with {baseline} on the same first fits (variant minus {baseline}; mean over draws).", "",
+    joined = "; " + ", ".join(f"{baseline}-{n}" for _, n in others) + " from their own runs' first fits" if others else ""
+    lines = [f"AULC paired with {baseline} on the same first fits{joined} (variant minus {baseline}; mean over draws).", "",
              "| variant | " + " | ".join(tasks) + " | mean over task-draws | worst task | passes | seconds a round |",
              "|---" * (len(tasks) + 5) + "|"]
 
