@@ -129,3 +129,20 @@ def test_the_paired_table_joins_another_runs_curves_by_task_and_draw(bench, tmp_
     missing.write_text(json.dumps(_rec("c", 0, {"scnf-density": [0.5, 0.5]})) + "\n")
     with pytest.raises(SystemExit, match="no scnf-density curve of c draw 0"):
         bench.paired_table(base, others=[(missing, "m")])
+
+
+@pytest.mark.parametrize("params, want", [({"epochs": 1, "min_steps": 8}, 3),
+                                          ({"epochs": 1, "min_steps": 8, "random_state": 1000}, 1000)])
+def test_scnf_params_may_set_the_models_seed_in_place_of_the_draws(bench, monkeypatch, params, want):
+    import numpy as np
+
+    from scnf import SCNFClassifier
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal((-3, 0), 1, (20, 2)), rng.normal((3, 0), 1, (20, 2))])
+    y_true = np.array([0] * 20 + [1] * 20)
+    y0 = np.full(40, -1)
+    y0[[0, 20]] = [0, 1]
+    seeds, fit = [], SCNFClassifier.fit
+    monkeypatch.setattr(SCNFClassifier, "fit", lambda self, X, y: (seeds.append(self.random_state), fit(self, X, y))[1])
+    bench.scnf_curves(X, y_true, y0, X, y_true, 0, 2, 3, ["random"], params)  # draw 3
+    assert seeds == [want]
