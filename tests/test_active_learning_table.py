@@ -146,3 +146,18 @@ def test_scnf_params_may_set_the_models_seed_in_place_of_the_draws(bench, monkey
     monkeypatch.setattr(SCNFClassifier, "fit", lambda self, X, y: (seeds.append(self.random_state), fit(self, X, y))[1])
     bench.scnf_curves(X, y_true, y0, X, y_true, 0, 2, 3, ["random"], params)  # draw 3
     assert seeds == [want]
+
+
+@pytest.mark.parametrize("params, want", [({"epochs": 1, "min_steps": 8}, 4),
+                                          ({"epochs": 1, "min_steps": 8, "random_state": 1000}, 1000)])
+def test_scnf_params_may_set_the_cold_starts_model_seed_in_place_of_the_draws(bench, monkeypatch, params, want):
+    import numpy as np
+
+    from scnf import SCNFClassifier
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal((-3 + 3 * c, 0), 0.5, (15, 2)) for c in range(3)])
+    y_true = np.repeat([0, 1, 2], 15)
+    seeds, fit = [], SCNFClassifier.fit
+    monkeypatch.setattr(SCNFClassifier, "fit", lambda self, X, y: (seeds.append(self.random_state), fit(self, X, y))[1])
+    bench.cold_rounds(X, y_true, 4, ["random"], 1, params)  # draw 4; one round: the first fit only
+    assert seeds == [want]
