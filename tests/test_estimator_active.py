@@ -70,6 +70,23 @@ def test_discovery_finds_a_class_with_no_label():
     assert 10 <= pos[0] < 16 and len(set(pos.tolist())) == 2
 
 
+def test_discovery_clusters_the_standardised_rows_not_f_latent_codes():
+    # the rule chosen on the validation split's cold starts: the same clusters as the module's
+    # discovery() on the rows as the model sees them (standardised), whatever f does with them
+    from scnf.analysis import active
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(c, (0.5, 20.0), (k, 2)) for c, k in (((-6, 0), 40), ((6, 0), 40), ((0, 60), 30))])
+    y = np.full(len(X), -1)
+    y[[0, 40]] = [0, 1]
+    clf = SCNFClassifier(steps=30, random_state=0).fit(X, y)
+    std = (X - X.mean(0)) / X.std(0)
+    want, want_s = active.discovery(std[y == -1], std[y != -1], 3, random_state=5, min_clusters=3)
+    pos, s = clf.query(n=3, strategy="discovery", random_state=5, return_scores=True)
+    assert np.array_equal(pos, want) and np.allclose(s, want_s[want])
+    latent = active.discovery(clf._latent(X[y == -1]), clf._latent(X[y != -1]), 3, random_state=5, min_clusters=3)[0]
+    assert not np.array_equal(latent, want)  # the two spaces pick differently here, so the test can tell them apart
+
+
 def test_without_x_the_candidates_are_the_unlabelled_rows_and_a_batch_is_diverse(fitted):
     clf, X, y = fitted
     assert np.array_equal(clf.unlabelled_rows_, np.flatnonzero(y == -1))

@@ -688,8 +688,9 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
         ``strategy``: ``"entropy"``, ``"margin"``, ``"density"`` (the default: uncertainty
         weighted by the exact density, so an outlier's label is not bought before a dense
         ambiguous region's), ``"novelty"`` (lowest log p(x) first: outliers), ``"discovery"``
-        (one row from each of the largest clusters of f's latent space that hold no labelled row
-        of the last fit: where a class with no label yet sits; it is diverse by construction) or
+        (one row from each of the largest k-means clusters of the standardised rows that hold
+        no labelled row of the last fit: where a class with no label yet sits; it is diverse by
+        construction) or
         ``"random"`` (:mod:`scnf.analysis.active` defines each). ``diversity``: one row
         from each of ``n`` k-means clusters, in f's label-free latent space, of the ``10 n``
         best-scored candidates, so a batch is not ``n`` near-duplicates. ``return_scores``:
@@ -710,7 +711,11 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
             ref = getattr(self, "_labelled_X", None)
             if ref is None:
                 raise ValueError("discovery needs the last fit's labelled rows: fit this estimator again")
-            pos, score = active.discovery(self._latent(Xc), self._latent(ref), int(n), random_state=random_state)
+            # in the model's standardised input space, not f's latent space: chosen on the
+            # validation split's cold starts (RESULTS.md, "Active learning"); image runs use f(x)
+            pos, score = active.discovery((Xc - self.mean_) / self.scale_, (ref - self.mean_) / self.scale_,
+                                          int(n), random_state=random_state,
+                                          min_clusters=len(self.classes_) + 1)
             return (pos, score[pos]) if return_scores else pos
         lj = self._log_joint(Xc).double().numpy()
         score = active.scores(lj, strategy, np.random.default_rng(random_state))

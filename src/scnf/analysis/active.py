@@ -113,12 +113,14 @@ def select(score: np.ndarray, n: int, latent: np.ndarray | None = None, diversit
 
 
 def discovery(latent: np.ndarray, labelled_latent: np.ndarray, n: int,
-              random_state: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              random_state: int | None = None, min_clusters: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` candidates that stand for the most unlabelled data no label covers, best first,
     and every candidate's score: the rows to label when a class may have no label yet.
 
-    The candidates' and the labelled rows' latent codes (``latent`` (N, D), ``labelled_latent``
-    (M, D), the model's label-free f(x)) are grouped together into ``2 n`` clusters by k-means.
+    The candidates' and the labelled rows' codes (``latent`` (N, D), ``labelled_latent`` (M, D):
+    the estimator passes its standardised rows, image runs f(x)) are grouped together into
+    ``max(2 n, min_clusters)`` clusters by k-means (pass the number of labelled classes + 1, so
+    that a class without a label can have a cluster of its own when ``n`` is small).
     A cluster that holds no labelled row is a part of the data no label speaks for; the largest
     such clusters come first, then the clusters that hold labels, largest first, and from each
     the candidate nearest its centre is taken. A candidate's score is the share of the
@@ -134,7 +136,7 @@ def discovery(latent: np.ndarray, labelled_latent: np.ndarray, n: int,
     latent = latent.reshape(n_cand, -1)
     ref = np.asarray(labelled_latent, dtype=np.float64).reshape(-1, latent.shape[1])
     both = np.concatenate([latent, ref])
-    k = min(2 * int(n), len(np.unique(both, axis=0)))
+    k = min(max(2 * int(n), int(min_clusters)), len(np.unique(both, axis=0)))
     km = KMeans(k, n_init=3, random_state=random_state).fit(both)
     cluster, ref_cluster = km.labels_[:n_cand], km.labels_[n_cand:]
     size = np.bincount(cluster, minlength=k) / n_cand
@@ -205,7 +207,8 @@ def suggest(run, n: int = 100, strategy: str = DEFAULT_STRATEGY, out=None, seed:
 
     if strategy == "discovery":  # every candidate's latent code and the labelled rows'; no scores
         labelled = np.flatnonzero(data.y.numpy() >= 0)
-        chosen, score = discovery(latents(cand), latents(labelled), int(n), random_state=seed)
+        chosen, score = discovery(latents(cand), latents(labelled), int(n), random_state=seed,
+                                  min_clusters=len(np.unique(data.y.numpy()[labelled])) + 1)
         post = _posterior(log_joint(cand[chosen]))
     else:
         lj = log_joint(cand)
