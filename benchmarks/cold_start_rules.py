@@ -7,21 +7,26 @@ rows. Recorded per rule: how many of the batch belong to the class without a lab
 >= 1), and random sampling's exact chance of a find, 1 - C(N - m, n) / C(N, n). The rules:
 
 * ``novelty``, ``density``, ``entropy``: ``SCNFClassifier.query`` with that strategy;
-* ``discovery`` (``query(strategy="discovery")``): the rows nearest the centres of the largest
-  k-means clusters (2n of them, in f's latent space, labelled rows included) that hold no
-  labelled row (called ``cover-z`` when it was chosen);
-* ``cover-x``: the same in standardised input space;
+* ``cover-z``: the rows nearest the centres of the largest k-means clusters (2n of them, in f's
+  latent space, labelled rows included) that hold no labelled row
+  (:func:`scnf.analysis.active.discovery`); it was ``query(strategy="discovery")`` until
+  2026-12-04, and records before then call it ``discovery`` (the table reads them so);
+* ``cover-x``: the same in standardised input space, ``query(strategy="discovery")`` since the
+  tie-break of ``docs/results/active-learning-cold-space-2026-12-04/RULE.md`` (draws 16-21 added);
 * ``kc-z``, ``kc-x``: greedy farthest-first (k-center) from the labelled rows, in f's latent
   space or in input space; ``kc-z-dQ``, ``kc-x-dQ``: the same among candidates whose log p(x)
   is at or above its Q quantile (outliers left out).
 
-The draws that chose ``discovery`` (10-17 on iris and wine, 10-15 on digits, classif-50; rule
-fixed before: the most draws with a find, summed over the tasks) are not the draws 0-4 of
-``benchmarks/active_learning.py --cold-only`` that report it.
+The draws that chose ``cover-z`` (10-17 on iris and wine, 10-15 on digits, classif-50; rule
+fixed before: the most draws with a find, summed over the tasks), and then ``cover-x`` (draws
+10-21; a tie-break fixed before) are the validation split's, not the test draws of
+``benchmarks/active_learning.py --cold-only`` that report them.
 
     python benchmarks/cold_start_rules.py iris,wine 10,11,12,13,14,15,16,17 --out runs/cold-rules.jsonl
     python benchmarks/cold_start_rules.py digits,classif-50 10,11,12,13,14,15 --out runs/cold-rules.jsonl
     python benchmarks/cold_start_rules.py --table runs/cold-rules.jsonl
+    python benchmarks/cold_start_rules.py --table docs/results/active-learning-cold-2026-12-03/rules-records.jsonl \
+        docs/results/active-learning-cold-space-2026-12-04/rules-records.jsonl
 """
 from __future__ import annotations
 
@@ -62,18 +67,23 @@ def rules(clf, X: np.ndarray, y: np.ndarray, n: int, seed: int) -> dict:
     lp = active._log_density(clf._log_joint(Xc).double().numpy())
     spaces = {"z": (clf._latent(Xc), clf._latent(X[lab])),
               "x": ((Xc - clf.mean_) / clf.scale_, (X[lab] - clf.mean_) / clf.scale_)}
-    out = {s: clf.query(n=n, strategy=s, random_state=seed) for s in ("novelty", "density", "entropy", "discovery")}
+    out = {s: clf.query(n=n, strategy=s, random_state=seed) for s in ("novelty", "density", "entropy")}
     for name, (c, r) in spaces.items():
         out[f"kc-{name}"] = kcenter(c, r, n)
         for q in (0.25, 0.5):
             out[f"kc-{name}-d{q}"] = kcenter(c, r, n, lp >= np.quantile(lp, q))
     from scnf.analysis.active import discovery
+    out["cover-z"] = discovery(*spaces["z"], n, random_state=seed)[0]
     out["cover-x"] = discovery(*spaces["x"], n, random_state=seed)[0]
     return out
 
 
-def table(path: Path) -> str:
-    recs = [json.loads(line) for line in Path(path).read_text().splitlines()]
+def table(*paths: Path) -> str:
+    """The finds table of one or more records files (their records together)."""
+    recs = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()]
+    for r in recs:  # records before 2026-12-04: "discovery" was the latent-space rule
+        if "discovery" in r["hits"] and "cover-z" not in r["hits"]:
+            r["hits"]["cover-z"] = r["hits"].pop("discovery")
     tasks = list(dict.fromkeys(r["task"] for r in recs))
     finds, by = Counter(), defaultdict(Counter)
     for r in recs:
@@ -97,10 +107,11 @@ def main(argv=None):
     p.add_argument("tasks", nargs="?")
     p.add_argument("draws", nargs="?", help="comma-separated draw numbers")
     p.add_argument("--out", help="records (JSON lines, appended)")
-    p.add_argument("--table", help="print the table of a records file and stop")
+    p.add_argument("--table", nargs="+", metavar="FILE",
+                   help="print the table of one or more records files (joined) and stop")
     a = p.parse_args(argv)
     if a.table:
-        print(table(Path(a.table)), end="")
+        print(table(*map(Path, a.table)), end="")
         return
     if not (a.tasks and a.draws and a.out):
         p.error("give TASKS DRAWS --out FILE, or --table FILE")

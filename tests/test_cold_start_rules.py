@@ -31,3 +31,15 @@ def test_the_table_counts_draws_with_a_find(bench, tmp_path):
     assert "| rule | all | a (2) | b (1) |" in lines
     assert "| x | 2 | 1 | 1 |" in lines and "| y | 2 | 1 | 1 |" in lines  # a find is >= 1 row
     assert "| random (expected) | 1.2 | 1.0 | 0.2 |" in lines
+
+
+def test_the_table_reads_an_older_records_discovery_as_the_latent_space_rule(bench, tmp_path):
+    # until 2026-12-04 query("discovery") clustered f's latent codes; newer records name that cover-z
+    recs = [{"task": "a", "draw": 0, "random_p": 0.5, "hits": {"discovery": 1, "cover-x": 0}},
+            {"task": "a", "draw": 1, "random_p": 0.5, "hits": {"cover-z": 1, "cover-x": 1}}]
+    paths = [tmp_path / "old.jsonl", tmp_path / "new.jsonl"]  # two files, read together
+    for path, r in zip(paths, recs):
+        path.write_text(json.dumps(r) + "\n")
+    lines = bench.table(*paths).splitlines()
+    assert "| cover-z | 2 | 2 |" in lines and "| cover-x | 1 | 1 |" in lines
+    assert not any(line.startswith("| discovery |") for line in lines)
