@@ -125,7 +125,7 @@ def test_discovery_suggests_the_largest_groups_no_label_covers(image_run):
         with torch.no_grad():
             x = data.prepare(data.x[torch.from_numpy(rows)], torch.Generator().manual_seed(0))
             return model.unconditional(x)[0].flatten(1).double().numpy()
-    pos, score = discovery(f(cand), f(lab), 3, random_state=0)
+    pos, score = discovery(f(cand), f(lab), 3, random_state=0, min_clusters=len(np.unique(data.y.numpy()[lab])) + 1)
     assert idx == cand[pos].tolist() and scores == pytest.approx(score[pos].tolist(), abs=1e-12)
     # the predicted label and its probability: the posterior of the chosen rows themselves
     with torch.no_grad():

@@ -13,8 +13,11 @@ joint, shape (N, K)) into a score; higher is more worth labelling:
   cold start it found a class with no label no sooner than random sampling: the flow fits that
   class's rows like the others', so use ``"discovery"`` for that);
 * ``"discovery"``: the rows that stand for the most unlabelled data no label covers (a class
-  with no label yet sits there; see :func:`discovery`). It needs the rows' latent codes and the
-  labelled rows', not only log p(x, y), so :func:`scores` does not give it;
+  with no label yet sits there; see :func:`discovery`). It needs the rows' codes and the
+  labelled rows' (the estimator clusters its standardised rows, which found the class without a
+  label in the first batch a little more often than f's latent codes on the benchmark's
+  validation cold starts; image runs cluster f(x)), not only log p(x, y), so :func:`scores`
+  does not give it;
 * ``"random"``: uniform scores (a baseline).
 
 A batch of ``n`` is chosen by :func:`select`: with ``diversity`` (the default) the ``pool``
