@@ -713,9 +713,9 @@ class SCNFClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("discovery needs the last fit's labelled rows: fit this estimator again")
             # in the model's standardised input space, not f's latent space: chosen on the
             # validation split's cold starts (RESULTS.md, "Active learning"); image runs use f(x)
-            pos, score = active.discovery((Xc - self.mean_) / self.scale_, (ref - self.mean_) / self.scale_,
-                                          int(n), random_state=random_state,
-                                          min_clusters=len(self.classes_) + 1)
+            pos, score = active.discovery(self._to_model(Xc, torch.float64).numpy(),
+                                          self._to_model(ref, torch.float64).numpy(), int(n),
+                                          random_state=random_state, min_clusters=len(self.classes_) + 1)
             return (pos, score[pos]) if return_scores else pos
         lj = self._log_joint(Xc).double().numpy()
         score = active.scores(lj, strategy, np.random.default_rng(random_state))
