@@ -127,6 +127,13 @@ def test_discovery_suggests_the_largest_groups_no_label_covers(image_run):
             return model.unconditional(x)[0].flatten(1).double().numpy()
     pos, score = discovery(f(cand), f(lab), 3, random_state=0, min_clusters=len(np.unique(data.y.numpy()[lab])) + 1)
     assert idx == cand[pos].tolist() and scores == pytest.approx(score[pos].tolist(), abs=1e-12)
+    # one row: at least one more cluster than the 2 labelled classes (3, not 2 n = 2)
+    assert main(["suggest", str(tmp / "run"), "--n", "1", "--strategy", "discovery", "--out", str(tmp / "d1")]) == 0
+    one = [int(r["pool_index"]) for r in _read(tmp / "d1" / "suggestions.csv")]
+    three = discovery(f(cand), f(lab), 1, random_state=0, min_clusters=3)[0]
+    two = discovery(f(cand), f(lab), 1, random_state=0)[0]
+    assert one == cand[three].tolist()
+    assert one != cand[two].tolist()  # so the check can tell them apart
     # the predicted label and its probability: the posterior of the chosen rows themselves
     with torch.no_grad():
         x = data.prepare(data.x[torch.from_numpy(cand[pos])], torch.Generator().manual_seed(0))
