@@ -26,6 +26,7 @@ which is where the default strategy is chosen.
 
     pip install -r benchmarks/requirements-active.txt   # scikit-activeml (optional)
     python benchmarks/active_learning.py --draws 3 --rounds 4 --out runs/active
+    python benchmarks/active_learning.py --table runs/active/records.jsonl
 """
 from __future__ import annotations
 
@@ -146,6 +147,18 @@ def start_labels(y_true: np.ndarray, seed: int, without: int | None = None) -> n
     return y
 
 
+def random_find_chance(y_true: np.ndarray, seed: int) -> float:
+    """Random sampling's chance that the cold start's first batch (n = K rows drawn from the
+    unlabelled rows) holds a row of the class that starts without a label: 1 - C(N - m, n) / C(N, n),
+    N unlabelled rows, m of them of that class."""
+    from math import comb
+    classes = np.unique(y_true)
+    missing = classes[seed % len(classes)]
+    unl = start_labels(y_true, seed, without=missing) == -1
+    N, m, n = int(unl.sum()), int((y_true[unl] == missing).sum()), len(classes)
+    return 1 - comb(N - m, n) / comb(N, n)
+
+
 def cold_rounds(X, y_true, seed, strategies, cap, params) -> dict:
     """{strategy: rounds until a queried row is of the class that started without a label}, each
     strategy going on from one shared first fit (the same fit each would make alone)."""
@@ -203,8 +216,16 @@ def main(argv=None):
     p.add_argument("--paired-with", metavar="RECORDS:NAME", action="append", default=[],
                    help="with --paired: also pair the scnf-density curves of another run's RECORDS (same tasks, "
                         "draws and rounds, e.g. another setting) as scnf-density-NAME")
+    p.add_argument("--table", metavar="RECORDS",
+                   help="only print the table of these records (a cold start's chance for random sampling "
+                        "is taken from the data of --split where a record lacks it)")
     p.add_argument("--out")
     a = p.parse_args(argv)
+    if a.table:
+        def chance(task, draw):
+            return random_find_chance(split(task, draw, a.split, with_labels=True)[4], draw)
+        print(table(Path(a.table), chance), end="")
+        return
     if a.paired:
         if any(":" not in x for x in a.paired_with):
             p.error("--paired-with takes RECORDS:NAME")
@@ -277,13 +298,16 @@ def main(argv=None):
                     write(rec)
                 if a.cold and n >= 3 and (task, d, "cold") not in done:
                     write({"task": task, "draw": d, "kind": "cold", "cap": a.cold_rounds,
-                           "rounds": cold_rounds(X, y_true, d, cold_strategies, a.cold_rounds, params)})
+                           "rounds": cold_rounds(X, y_true, d, cold_strategies, a.cold_rounds, params),
+                           "random_p": random_find_chance(y_true, d)})
     (out / "table.md").write_text(table(rec_path))
     print((out / "table.md").read_text())
 
 
-def table(rec_path: Path) -> str:
-    """AULC per task and method (mean ± std over draws), seconds per SCNF round, cold-start rounds."""
+def table(rec_path: Path, chance=None) -> str:
+    """AULC per task and method (mean ± std over draws), seconds per SCNF round, cold-start rounds
+    and random sampling's expected first-batch finds (the records' ``random_p``; for records
+    without it, ``chance(task, draw)`` when given)."""
     recs = [json.loads(line) for line in Path(rec_path).read_text().splitlines()]
     curves = [r for r in recs if r["kind"] == "curves"]
     lines = _curve_table(curves) if curves else []
@@ -293,13 +317,18 @@ def table(rec_path: Path) -> str:
         caps = sorted({r["cap"] for r in cold})
         lines += ["", "Cold start: rounds until the class that started without a label is queried "
                   f"(cap {', '.join(map(str, caps))}; a miss counts cap + 1): the mean over draws, "
-                  "(the number of draws) and [the draws that found it in the first round].", "",
-                  "| task | " + " | ".join(strategies) + " |", "|---" * (len(strategies) + 1) + "|"]
+                  "(the number of draws) and [the draws that found it in the first round]; the last "
+                  "column: the first-round finds random sampling's chance gives, summed over the draws.", "",
+                  "| task | " + " | ".join(strategies) + " | random's chance [expected] |",
+                  "|---" * (len(strategies) + 2) + "|"]
         for t in dict.fromkeys(r["task"] for r in cold):
             cells = []
             for s in strategies:
                 v = [r["rounds"][s] for r in cold if r["task"] == t and s in r["rounds"]]
                 cells.append(f"{np.mean(v):.1f} ({len(v)}) [{sum(x == 1 for x in v)}]" if v else "–")
+            ps = [r["random_p"] if "random_p" in r else chance(t, r["draw"]) if chance else None
+                  for r in cold if r["task"] == t]
+            cells.append("–" if None in ps else f"[{sum(ps):.1f}]")
             lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines).lstrip("\n") + "\n"
 

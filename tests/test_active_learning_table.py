@@ -45,9 +45,28 @@ def test_the_cold_start_table_counts_draws_and_first_round_finds(bench, tmp_path
     path.write_text("".join(json.dumps(r) + "\n" for r in cold))
     lines = bench.table(path).splitlines()  # no learning curves: the cold start alone
     assert lines[0].startswith("Cold start: rounds until") and "(cap 5;" in lines[0]
-    assert "| task | discovery | novelty | random | density |" in lines
-    # discovery (1 + 1 + 2) / 3 = 1.3, found in the first round twice; novelty (3 + 6 + 1) / 3 = 3.3
-    assert "| iris | 1.3 (3) [2] | 3.3 (3) [1] | 1.3 (3) [2] | 4.0 (1) [0] |" in lines
+    assert "| task | discovery | novelty | random | density | random's chance [expected] |" in lines
+    # discovery (1 + 1 + 2) / 3 = 1.3, found in the first round twice; novelty (3 + 6 + 1) / 3 = 3.3;
+    # records without random sampling's chance and no data to take it from: a dash
+    assert "| iris | 1.3 (3) [2] | 3.3 (3) [1] | 1.3 (3) [2] | 4.0 (1) [0] | – |" in lines
+    # the chance: the records' own, else from the data (here a stand-in), summed over the draws
+    cold[0]["random_p"] = 0.5
+    path.write_text("".join(json.dumps(r) + "\n" for r in cold))
+    lines = bench.table(path, chance=lambda task, draw: {1: 0.25, 2: 0.125}[draw]).splitlines()
+    assert "| iris | 1.3 (3) [2] | 3.3 (3) [1] | 1.3 (3) [2] | 4.0 (1) [0] | [0.9] |" in lines  # 0.875
+
+
+def test_random_sampling_finds_the_class_without_a_label_with_its_exact_chance(bench):
+    import numpy as np
+    # three classes of 3, 3 and 1 rows; draw 2 leaves class 2 without a label, the others one each:
+    # 5 unlabelled rows, 1 of class 2, batches of 3: 1 - C(4, 3) / C(5, 3) = 1 - 4 / 10
+    y = np.array([0, 0, 0, 1, 1, 1, 2])
+    assert bench.random_find_chance(y, 2) == pytest.approx(0.6)
+    # draw 0 leaves class 0 without a label: 4 unlabelled rows, 3 of class 0: a batch of 3 always finds it
+    assert bench.random_find_chance(y, 0) == pytest.approx(1.0)
+    # classes 0 and 1 of 2 rows, class 2 of 4; draw 1 leaves class 1 out: 6 unlabelled rows, 2 of class 1:
+    # 1 - C(4, 3) / C(6, 3) = 1 - 4 / 20
+    assert bench.random_find_chance(np.array([0, 0, 1, 1, 2, 2, 2, 2]), 1) == pytest.approx(0.8)
 
 
 def test_cold_start_strategies_do_not_share_their_labels_or_their_model(bench, monkeypatch):
