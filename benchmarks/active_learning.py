@@ -222,6 +222,9 @@ def main(argv=None):
     p.add_argument("--out")
     a = p.parse_args(argv)
     if a.table:
+        if not Path(a.table).is_file():
+            p.error(f"--table: no records file {a.table}")
+
         def chance(task, draw):
             return random_find_chance(split(task, draw, a.split, with_labels=True)[4], draw)
         print(table(Path(a.table), chance), end="")

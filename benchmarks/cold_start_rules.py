@@ -111,6 +111,9 @@ def main(argv=None):
                    help="print the table of one or more records files (joined) and stop")
     a = p.parse_args(argv)
     if a.table:
+        missing = [f for f in a.table if not Path(f).is_file()]
+        if missing:
+            p.error(f"--table: no records file {missing[0]}")
         print(table(*map(Path, a.table)), end="")
         return
     if not (a.tasks and a.draws and a.out):

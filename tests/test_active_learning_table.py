@@ -180,3 +180,9 @@ def test_scnf_params_may_set_the_cold_starts_model_seed_in_place_of_the_draws(be
     monkeypatch.setattr(SCNFClassifier, "fit", lambda self, X, y: (seeds.append(self.random_state), fit(self, X, y))[1])
     bench.cold_rounds(X, y_true, 4, ["random"], 1, params)  # draw 4; one round: the first fit only
     assert seeds == [want]
+
+
+def test_table_of_a_missing_records_file_is_a_usage_error(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--table", str(tmp_path / "none.jsonl")])
+    assert e.value.code == 2 and "no records file" in capsys.readouterr().err

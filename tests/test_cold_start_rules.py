@@ -43,3 +43,10 @@ def test_the_table_reads_an_older_records_discovery_as_the_latent_space_rule(ben
     lines = bench.table(*paths).splitlines()
     assert "| cover-z | 2 | 2 |" in lines and "| cover-x | 1 | 1 |" in lines
     assert not any(line.startswith("| discovery |") for line in lines)
+
+
+def test_table_of_a_missing_records_file_is_a_usage_error(bench, tmp_path, capsys):
+    (tmp_path / "a.jsonl").write_text("")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--table", str(tmp_path / "a.jsonl"), str(tmp_path / "none.jsonl")])
+    assert e.value.code == 2 and "no records file" in capsys.readouterr().err
