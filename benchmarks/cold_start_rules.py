@@ -35,13 +35,12 @@ import json
 import sys
 import warnings
 from collections import Counter, defaultdict
-from math import comb
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from active_learning import start_labels  # noqa: E402
+from active_learning import random_find_chance, start_labels  # noqa: E402
 from estimator_suite import split  # noqa: E402
 
 
@@ -134,7 +133,7 @@ def main(argv=None):
                     clf = SCNFClassifier(random_state=d).fit(X, y)
                 unl = clf.unlabelled_rows_
                 N, m = len(unl), int((y_true[unl] == missing).sum())
-                rec = {"task": task, "draw": d, "n": n, "N": N, "m": m, "random_p": 1 - comb(N - m, n) / comb(N, n),
+                rec = {"task": task, "draw": d, "n": n, "N": N, "m": m, "random_p": random_find_chance(y_true, d),
                        "hits": {k: int((y_true[unl[v]] == missing).sum()) for k, v in rules(clf, X, y, n, d).items()}}
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
